@@ -1,0 +1,256 @@
+//! The `dnarun` command line: parse arguments, call the library, map errors to exit codes
+//! (0 success, 2 bad input of any kind, 130 stopped by Ctrl-C).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+
+use dnarun::plan::Plan;
+use dnarun::recipe::{self, Overrides};
+use dnarun::run::{self, Options, Stage};
+use dnarun::stages::RunError;
+use dnarun::stages::retrain::ArchFile;
+
+/// Neural architecture search by block-wise knowledge distillation (DNA), declared in a TOML
+/// recipe. `dnarun recipe.toml` runs the whole pipeline: teacher, distill, rate, search,
+/// retrain, report. Exit codes: 0 success, 2 bad input (recipe, data, weights, tracking,
+/// device), 130 stopped by Ctrl-C (resume with `dnarun resume RUN_DIR`).
+#[derive(Parser, Debug)]
+#[command(name = "dnarun", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RecipeArgs {
+    /// The recipe (`.toml`) or a run's lock file (`dnarun.lock`).
+    recipe: PathBuf,
+    /// Override a recipe value: `--set distill.epochs=2`, `--set blocks.0.cells.1.layers=3`
+    /// (repeatable; values are TOML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a recipe end to end (what `dnarun RECIPE` does).
+    Run {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Run only this stage (its inputs must exist in the run directory).
+        #[arg(long, value_enum)]
+        stage: Option<Stage>,
+        /// Run only this block (distill and rate); with `--stage`.
+        #[arg(long)]
+        block: Option<usize>,
+        /// Continue the newest run of this recipe instead of starting a new one.
+        #[arg(long)]
+        resume: bool,
+        /// Continue this run directory.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with = "resume")]
+        run_dir: Option<PathBuf>,
+    },
+    /// Continue a stopped or killed run from its last completed unit.
+    Resume {
+        /// The run directory (holds `dnarun.lock`).
+        run_dir: PathBuf,
+    },
+    /// Check a recipe and report every problem.
+    Validate {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+    /// Show what a recipe will do: blocks, space size, costs, budget, work; or an `arch.toml`.
+    Plan {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+    /// Print the recipe JSON schema, or write it to a file.
+    Schema {
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Exit with 1 when the file differs from the generated schema.
+        #[arg(long, requires = "output")]
+        check: bool,
+    },
+    /// Retrain an architecture (`arch.toml`) from scratch and report its accuracy.
+    Retrain {
+        /// The architecture file.
+        arch: PathBuf,
+    },
+    /// Tracking tools.
+    Track {
+        #[command(subcommand)]
+        command: TrackCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TrackCommand {
+    /// Send the tracking calls a run could not send (server down) to its MLflow server.
+    Replay {
+        /// The run directory.
+        run_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DNARUN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    // `dnarun recipe.toml` is `dnarun run recipe.toml`.
+    let mut args: Vec<String> = std::env::args().collect();
+    let known = ["run", "resume", "validate", "plan", "schema", "retrain", "track", "help", "--help", "-h", "--version", "-V"];
+    if args.len() > 1 && !known.contains(&args[1].as_str()) {
+        args.insert(1, "run".into());
+    }
+    let cli = Cli::parse_from(args);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\nstopping now");
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after saving (Ctrl-C again to stop at once)");
+        });
+    }
+    match execute(cli.command, stop) {
+        Ok(code) => code,
+        Err(RunError::Stopped(dir)) => {
+            eprintln!("stopped; everything finished so far is saved. Resume with `dnarun resume {}`", dir.display());
+            ExitCode::from(130)
+        }
+        Err(RunError::Recipe(d)) => {
+            eprintln!("{}", d.render());
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_plan(path: &Path, sets: &[String]) -> Result<Plan, RunError> {
+    let loaded = recipe::load(path, &Overrides { sets: sets.to_vec(), env: true })?;
+    Ok(Plan::resolve(&loaded)?)
+}
+
+fn is_arch_file(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l.starts_with("blocks = [")) && t.lines().any(|l| l.starts_with("recipe = ")))
+}
+
+fn arch_plan(path: &Path) -> Result<(ArchFile, Plan), RunError> {
+    let arch = ArchFile::read(path)?;
+    let recipe = path.parent().unwrap_or(Path::new("")).join(&arch.recipe);
+    Ok((arch, load_plan(&recipe, &[])?))
+}
+
+fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError> {
+    match command {
+        Command::Run { recipe, stage, block, resume, run_dir } => {
+            let plan = load_plan(&recipe.recipe, &recipe.sets)?;
+            if let Some(b) = block
+                && b >= plan.space.blocks.len()
+            {
+                return Err(RunError::Usage(format!("`--block {b}`: the recipe has blocks 0 to {}", plan.space.blocks.len() - 1)));
+            }
+            let resume = match (resume, run_dir) {
+                (_, Some(d)) => Some(d),
+                (true, None) => Some(run::latest_run(&plan).ok_or_else(|| {
+                    RunError::Usage(format!("`--resume`: there is no run of `{}` under `{}` yet", plan.recipe.experiment.name, plan.output_dir().display()))
+                })?),
+                (false, None) => None,
+            };
+            run::run(&plan, &Options { stage, block, resume, stop })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { run_dir } => {
+            let lock = run_dir.join("dnarun.lock");
+            if !lock.exists() {
+                return Err(RunError::Usage(format!("`{}` is not a run directory: it has no `dnarun.lock`", run_dir.display())));
+            }
+            let plan = load_plan(&lock, &[])?;
+            run::run(&plan, &Options { resume: Some(run_dir), stop, ..Default::default() })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { recipe } => {
+            load_plan(&recipe.recipe, &recipe.sets)?;
+            println!("`{}` is valid", recipe.recipe.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { recipe } => {
+            if is_arch_file(&recipe.recipe) {
+                let (arch, plan) = arch_plan(&recipe.recipe)?;
+                let a = arch.architecture(&plan)?;
+                let c = plan.space.cost(&a);
+                println!("architecture `{}` of experiment `{}`", arch.name, plan.recipe.experiment.name);
+                for (i, p) in arch.blocks.iter().enumerate() {
+                    println!("  block {i}: {p}");
+                }
+                println!("{:.3}M MACs, {:.3}M FLOPs (DNA convention), {:.4}M params", c.macs as f64 / 1e6, c.flops(dnarun::recipe::FlopsConvention::Dna) as f64 / 1e6, c.params as f64 / 1e6);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let plan = load_plan(&recipe.recipe, &recipe.sets)?;
+            print!("{}", plan.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { output, check } => {
+            let text = recipe::schema_text();
+            match (output, check) {
+                (Some(p), true) => {
+                    let current = std::fs::read_to_string(&p).unwrap_or_default();
+                    if current != text {
+                        eprintln!("`{}` is stale: regenerate it with `dnarun schema -o {}`", p.display(), p.display());
+                        return Ok(ExitCode::from(1));
+                    }
+                    println!("`{}` is up to date", p.display());
+                }
+                (Some(p), false) => {
+                    dnarun::stages::write_atomic(&p, text.as_bytes())?;
+                }
+                (None, _) => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retrain { arch } => {
+            let (file, plan) = arch_plan(&arch)?;
+            let a = file.architecture(&plan)?;
+            let c = plan.space.cost(&a);
+            let chosen = dnarun::stages::search::Chosen {
+                name: file.name.clone(),
+                paths: file.blocks.clone(),
+                rating: file.rating.unwrap_or(f64::NAN),
+                macs: c.macs,
+                flops_dna: c.flops(dnarun::recipe::FlopsConvention::Dna),
+                params: c.params,
+            };
+            let acc = run::retrain_arch(&plan, &chosen, &arch, stop)?;
+            println!("{}: test accuracy {:.2}%", file.name, acc * 100.0);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Track { command: TrackCommand::Replay { run_dir } } => {
+            let lock = run_dir.join("dnarun.lock");
+            let plan = load_plan(&lock, &[])?;
+            let spool = run_dir.join("tracking-spool.jsonl");
+            if !spool.exists() {
+                println!("nothing to replay: `{}` has no unsent tracking calls", run_dir.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (sent, _) = dnarun::track::replay(&plan.recipe.tracking.uri, &spool)?;
+            println!("sent {sent} tracking calls to {}", plan.recipe.tracking.uri);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The building blocks: BatchNorm with an explicit mode, conv + BN, MBConv with optional
+//! squeeze-excitation. Every forward takes the [`Mode`] so that a caller (rating's BN
+//! recalibration, a frozen teacher) decides how BatchNorm behaves, not the device.
+
+use burn::module::{Module, Param, RunningState};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::activation::{relu, relu6, sigmoid, silu};
+use burn::tensor::module::{adaptive_avg_pool2d, batch_norm, batch_norm_train};
+use burn::tensor::{Device, Tensor};
+
+use crate::recipe::Activation;
+use crate::space::{LayerShape, OpSpec};
+
+/// How BatchNorm behaves in a forward pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// Normalise with batch statistics and blend them into the running ones with this
+    /// momentum (1 replaces them, 0 leaves them).
+    Train {
+        /// Weight of the batch statistics in the new running statistics.
+        momentum: f64,
+    },
+    /// Normalise with the running statistics.
+    Eval,
+}
+
+impl Mode {
+    /// Training with the usual momentum.
+    pub const TRAIN: Mode = Mode::Train { momentum: 0.1 };
+}
+
+/// BatchNorm over `[N, C, H, W]` (or `[N, C]`).
+#[derive(Module, Debug)]
+pub struct Bn {
+    /// Scale.
+    pub gamma: Param<Tensor<1>>,
+    /// Shift.
+    pub beta: Param<Tensor<1>>,
+    /// Running mean.
+    pub running_mean: RunningState<Tensor<1>>,
+    /// Running variance.
+    pub running_var: RunningState<Tensor<1>>,
+    /// Epsilon.
+    pub eps: f64,
+}
+
+impl Bn {
+    /// A fresh BatchNorm of `c` channels.
+    pub fn new(c: usize, eps: f64, device: &Device) -> Bn {
+        Bn {
+            gamma: Param::from_tensor(Tensor::ones([c], device)),
+            beta: Param::from_tensor(Tensor::zeros([c], device)),
+            running_mean: RunningState::new(Tensor::zeros([c], device)),
+            running_var: RunningState::new(Tensor::ones([c], device)),
+            eps,
+        }
+    }
+
+    /// Forward pass.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>, mode: Mode) -> Tensor<D> {
+        match mode {
+            Mode::Eval => {
+                let device = x.device();
+                batch_norm(
+                    x,
+                    self.gamma.val(),
+                    self.beta.val(),
+                    self.running_mean.value().to_device(&device),
+                    self.running_var.value().to_device(&device),
+                    self.eps,
+                )
+            }
+            Mode::Train { momentum } => {
+                let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.eps);
+                if momentum > 0.0 {
+                    let device = out.mean.device();
+                    let mean = self.running_mean.value_sync().to_device(&device);
+                    let var = self.running_var.value_sync().to_device(&device);
+                    self.running_mean.update(
+                        mean.mul_scalar(1.0 - momentum).add(out.mean.detach().mul_scalar(momentum)).detach(),
+                    );
+                    self.running_var.update(
+                        var.mul_scalar(1.0 - momentum).add(out.variance.detach().mul_scalar(momentum)).detach(),
+                    );
+                }
+                out.output
+            }
+        }
+    }
+
+    /// Forgets the running statistics (mean 0, variance 1).
+    pub fn reset_stats(&self) {
+        let device = self.gamma.val().device();
+        let [c] = self.gamma.val().dims();
+        self.running_mean.update(Tensor::zeros([c], &device));
+        self.running_var.update(Tensor::ones([c], &device));
+    }
+}
+
+/// Applies an activation.
+pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
+    match act {
+        Activation::Relu => relu(x),
+        Activation::Relu6 => relu6(x),
+        Activation::Swish => silu(x),
+    }
+}
+
+/// A convolution without bias ("SAME" padding) followed by BatchNorm.
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    /// The convolution.
+    pub conv: Conv2d,
+    /// The BatchNorm.
+    pub bn: Bn,
+}
+
+impl ConvBn {
+    /// A fresh conv + BN.
+    pub fn new(cin: usize, cout: usize, kernel: usize, stride: usize, groups: usize, eps: f64, device: &Device) -> ConvBn {
+        ConvBn {
+            conv: Conv2dConfig::new([cin, cout], [kernel, kernel])
+                .with_stride([stride, stride])
+                .with_groups(groups)
+                .with_padding(PaddingConfig2d::Same)
+                .with_bias(false)
+                .init(device),
+            bn: Bn::new(cout, eps, device),
+        }
+    }
+
+    /// Forward pass.
+    pub fn forward(&self, x: Tensor<4>, mode: Mode) -> Tensor<4> {
+        self.bn.forward(self.conv.forward(x), mode)
+    }
+
+    /// Every BatchNorm inside.
+    pub fn bns(&self) -> Vec<&Bn> {
+        vec![&self.bn]
+    }
+}
+
+/// Squeeze-excitation: pool, 1x1 reduce (bias), act, 1x1 expand (bias), sigmoid gate.
+#[derive(Module, Debug)]
+pub struct Se {
+    /// Reduce.
+    pub reduce: Conv2d,
+    /// Expand.
+    pub expand: Conv2d,
+}
+
+impl Se {
+    fn new(c: usize, se: usize, device: &Device) -> Se {
+        Se {
+            reduce: Conv2dConfig::new([c, se], [1, 1]).init(device),
+            expand: Conv2dConfig::new([se, c], [1, 1]).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>, act: Activation) -> Tensor<4> {
+        let s = adaptive_avg_pool2d(x.clone(), [1, 1]);
+        let s = sigmoid(self.expand.forward(activate(self.reduce.forward(s), act)));
+        x * s
+    }
+}
+
+/// An MBConv (inverted residual) layer: 1x1 expand + BN + act (absent at expansion 1),
+/// depthwise kxk (carries the stride) + BN + act, SE, 1x1 project + BN; residual when the
+/// stride is 1 and the channels match.
+#[derive(Module, Debug)]
+pub struct MbConv {
+    /// Expansion (none at expansion 1).
+    pub expand: Option<ConvBn>,
+    /// Depthwise convolution.
+    pub depthwise: ConvBn,
+    /// Squeeze-excitation.
+    pub se: Option<Se>,
+    /// Projection.
+    pub project: ConvBn,
+    /// Activation.
+    #[module(skip)]
+    pub act: Activation,
+    /// Whether the input is added to the output.
+    pub residual: bool,
+}
+
+impl MbConv {
+    /// A fresh MBConv for an op at a layer position.
+    pub fn new(op: &OpSpec, l: &LayerShape, eps: f64, device: &Device) -> MbConv {
+        let mid = l.cin * op.expansion;
+        let se = op.se_channels(l.cin);
+        MbConv {
+            expand: (op.expansion != 1).then(|| ConvBn::new(l.cin, mid, 1, 1, 1, eps, device)),
+            depthwise: ConvBn::new(mid, mid, op.kernel, l.stride, mid, eps, device),
+            se: (se > 0).then(|| Se::new(mid, se, device)),
+            project: ConvBn::new(mid, l.cout, 1, 1, 1, eps, device),
+            act: op.act,
+            residual: l.stride == 1 && l.cin == l.cout,
+        }
+    }
+
+    /// Forward pass.
+    pub fn forward(&self, x: Tensor<4>, mode: Mode) -> Tensor<4> {
+        let mut h = x.clone();
+        if let Some(e) = &self.expand {
+            h = activate(e.forward(h, mode), self.act);
+        }
+        h = activate(self.depthwise.forward(h, mode), self.act);
+        if let Some(se) = &self.se {
+            h = se.forward(h, self.act);
+        }
+        h = self.project.forward(h, mode);
+        if self.residual { h + x } else { h }
+    }
+
+    /// Every BatchNorm inside.
+    pub fn bns(&self) -> Vec<&Bn> {
+        let mut v = Vec::new();
+        if let Some(e) = &self.expand {
+            v.push(&e.bn);
+        }
+        v.push(&self.depthwise.bn);
+        v.push(&self.project.bn);
+        v
+    }
+}

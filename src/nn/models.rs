@@ -1,0 +1,271 @@
+//! The networks: the teacher (stem, MBConv stages, head) with taps at stage outputs, the block
+//! supernet (every candidate op at every layer of every cell) and the standalone student.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::{Device, Tensor};
+
+use super::layers::{Bn, ConvBn, MbConv, Mode, activate};
+use crate::plan::TeacherSpec;
+use crate::recipe::Activation;
+use crate::space::{Architecture, BlockSpace, Cost, LayerShape, OpSpec, Path, Space, conv_bn_cost, linear_cost};
+
+/// BatchNorm epsilon of students.
+pub const STUDENT_EPS: f64 = 1e-3;
+
+/// A teacher: stem, stages of MBConv layers, 1x1 head, pool, classifier.
+#[derive(Module, Debug)]
+pub struct Teacher {
+    /// Stem convolution (3x3).
+    pub stem: ConvBn,
+    /// Stages.
+    pub stages: Vec<Vec<MbConv>>,
+    /// Head 1x1 convolution.
+    pub head: ConvBn,
+    /// Classifier.
+    pub fc: Linear,
+    /// Activation of stem and head.
+    #[module(skip)]
+    pub act: Activation,
+}
+
+impl Teacher {
+    /// A randomly initialised teacher.
+    pub fn new(spec: &TeacherSpec, channels: usize, classes: usize, device: &Device) -> Teacher {
+        let mut cin = spec.stem;
+        let stages = spec
+            .stages
+            .iter()
+            .map(|s| {
+                (0..s.layers)
+                    .map(|i| {
+                        let op = OpSpec { name: String::new(), kernel: s.kernel, expansion: s.expansion, se: 0.0, act: spec.act };
+                        let l = LayerShape { cin, cout: s.channels, stride: if i == 0 { s.stride } else { 1 }, size: 0 };
+                        cin = s.channels;
+                        MbConv::new(&op, &l, spec.bn_eps, device)
+                    })
+                    .collect()
+            })
+            .collect();
+        Teacher {
+            stem: ConvBn::new(channels, spec.stem, 3, spec.stem_stride, 1, spec.bn_eps, device),
+            stages,
+            head: ConvBn::new(cin, spec.head, 1, 1, 1, spec.bn_eps, device),
+            fc: LinearConfig::new(spec.head, classes).init(device),
+            act: spec.act,
+        }
+    }
+
+    /// The outputs of the given stages (1-based, increasing), in one pass that stops at the last.
+    pub fn forward_taps(&self, x: Tensor<4>, stages: &[usize], mode: Mode) -> Vec<Tensor<4>> {
+        let last = stages.iter().copied().max().unwrap_or(0);
+        let mut h = activate(self.stem.forward(x, mode), self.act);
+        let mut out = Vec::with_capacity(stages.len());
+        for (s, layers) in self.stages.iter().enumerate().take(last) {
+            for l in layers {
+                h = l.forward(h, mode);
+            }
+            if stages.contains(&(s + 1)) {
+                out.push(h.clone());
+            }
+        }
+        out
+    }
+
+    /// Runs stages `from+1 ..= to` on the output of stage `from` (0: the image, through the stem).
+    pub fn forward_from(&self, from: usize, to: usize, x: Tensor<4>, mode: Mode) -> Tensor<4> {
+        let mut h = if from == 0 { activate(self.stem.forward(x, mode), self.act) } else { x };
+        for layers in &self.stages[from..to] {
+            for l in layers {
+                h = l.forward(h, mode);
+            }
+        }
+        h
+    }
+
+    /// Class logits.
+    pub fn logits(&self, x: Tensor<4>, mode: Mode) -> Tensor<2> {
+        let h = self.forward_from(0, self.stages.len(), x, mode);
+        head_logits(&self.head, &self.fc, self.act, h, mode)
+    }
+}
+
+fn head_logits(head: &ConvBn, fc: &Linear, act: Activation, h: Tensor<4>, mode: Mode) -> Tensor<2> {
+    let h = activate(head.forward(h, mode), act);
+    let [n, c, _, _] = h.dims();
+    fc.forward(adaptive_avg_pool2d(h, [1, 1]).reshape([n, c]))
+}
+
+/// One cell of a supernet block: every candidate op at every layer, and the adapter.
+#[derive(Module, Debug)]
+pub struct SuperCell {
+    /// `layers[l][o]`: op o at layer l.
+    pub layers: Vec<Vec<MbConv>>,
+    /// 1x1 conv + BN from the hidden width to the tap width.
+    pub adapter: Option<ConvBn>,
+}
+
+/// One block of the supernet. Block 0 also holds the student stem.
+#[derive(Module, Debug)]
+pub struct SuperBlock {
+    /// The student stem (block 0 only).
+    pub stem: Option<ConvBn>,
+    /// The cells.
+    pub cells: Vec<SuperCell>,
+}
+
+impl SuperBlock {
+    /// A randomly initialised supernet block.
+    pub fn new(space: &Space, index: usize, device: &Device) -> SuperBlock {
+        let b = &space.blocks[index];
+        SuperBlock {
+            stem: (index == 0).then(|| ConvBn::new(space.image_channels, space.stem, 3, space.stem_stride, 1, STUDENT_EPS, device)),
+            cells: b
+                .cells
+                .iter()
+                .map(|c| SuperCell {
+                    layers: (0..c.layers)
+                        .map(|l| b.ops.iter().map(|op| MbConv::new(op, &c.layer(l), STUDENT_EPS, device)).collect())
+                        .collect(),
+                    adapter: c.adapter.then(|| ConvBn::new(c.hidden, c.cout, 1, 1, 1, STUDENT_EPS, device)),
+                })
+                .collect(),
+        }
+    }
+
+    /// The block's input after the stem (identity except in block 0).
+    pub fn enter(&self, x: Tensor<4>, mode: Mode) -> Tensor<4> {
+        match &self.stem {
+            Some(s) => activate(s.forward(x, mode), Activation::Swish),
+            None => x,
+        }
+    }
+
+    /// Runs one layer with one op.
+    pub fn layer(&self, cell: usize, layer: usize, op: usize, x: Tensor<4>, mode: Mode) -> Tensor<4> {
+        self.cells[cell].layers[layer][op].forward(x, mode)
+    }
+
+    /// Runs the cell's adapter (identity without one).
+    pub fn exit(&self, cell: usize, x: Tensor<4>, mode: Mode) -> Tensor<4> {
+        match &self.cells[cell].adapter {
+            Some(a) => a.forward(x, mode),
+            None => x,
+        }
+    }
+
+    /// Runs exactly one path.
+    pub fn forward(&self, path: &Path, x: Tensor<4>, mode: Mode) -> Tensor<4> {
+        let mut h = self.enter(x, mode);
+        for (l, &op) in path.ops.iter().enumerate() {
+            h = self.layer(path.cell, l, op, h, mode);
+        }
+        self.exit(path.cell, h, mode)
+    }
+
+    /// The BatchNorms a path uses after the stem, in order: layer by layer, then the adapter.
+    pub fn path_bns(&self, path: &Path) -> Vec<&Bn> {
+        let mut v: Vec<&Bn> = Vec::new();
+        for (l, &op) in path.ops.iter().enumerate() {
+            v.extend(self.cells[path.cell].layers[l][op].bns());
+        }
+        if let Some(a) = &self.cells[path.cell].adapter {
+            v.push(&a.bn);
+        }
+        v
+    }
+}
+
+/// A standalone cell of a student: the chosen op of every layer, and the adapter.
+#[derive(Module, Debug)]
+pub struct StudentCell {
+    /// Layers.
+    pub layers: Vec<MbConv>,
+    /// Adapter.
+    pub adapter: Option<ConvBn>,
+}
+
+/// A standalone student network built from an architecture.
+#[derive(Module, Debug)]
+pub struct Student {
+    /// Stem.
+    pub stem: ConvBn,
+    /// One cell per block.
+    pub cells: Vec<StudentCell>,
+    /// Head 1x1 convolution.
+    pub head: ConvBn,
+    /// Classifier.
+    pub fc: Linear,
+}
+
+impl Student {
+    /// A randomly initialised student.
+    pub fn new(space: &Space, arch: &Architecture, device: &Device) -> Student {
+        let cells = space
+            .blocks
+            .iter()
+            .zip(&arch.paths)
+            .map(|(b, p): (&BlockSpace, &Path)| {
+                let c = &b.cells[p.cell];
+                StudentCell {
+                    layers: p.ops.iter().enumerate().map(|(l, &o)| MbConv::new(&b.ops[o], &c.layer(l), STUDENT_EPS, device)).collect(),
+                    adapter: c.adapter.then(|| ConvBn::new(c.hidden, c.cout, 1, 1, 1, STUDENT_EPS, device)),
+                }
+            })
+            .collect::<Vec<_>>();
+        let last = space.blocks.last().map(|b| b.cells[0].cout).unwrap_or(space.stem);
+        Student {
+            stem: ConvBn::new(space.image_channels, space.stem, 3, space.stem_stride, 1, STUDENT_EPS, device),
+            cells,
+            head: ConvBn::new(last, space.head, 1, 1, 1, STUDENT_EPS, device),
+            fc: LinearConfig::new(space.head, space.classes).init(device),
+        }
+    }
+
+    /// Class logits.
+    pub fn logits(&self, x: Tensor<4>, mode: Mode) -> Tensor<2> {
+        let mut h = activate(self.stem.forward(x, mode), Activation::Swish);
+        for c in &self.cells {
+            for l in &c.layers {
+                h = l.forward(h, mode);
+            }
+            if let Some(a) = &c.adapter {
+                h = a.forward(h, mode);
+            }
+        }
+        head_logits(&self.head, &self.fc, Activation::Swish, h, mode)
+    }
+
+    /// Cost read off the built module's weight shapes, for an input of `size` pixels.
+    pub fn measured_cost(&self, size: usize) -> Cost {
+        fn conv_bn(c: &ConvBn, size: usize) -> (Cost, usize) {
+            let [cout, cin_g, k, _] = c.conv.weight.dims();
+            let stride = c.conv.stride[0];
+            let groups = c.conv.groups;
+            (conv_bn_cost(cin_g * groups, cout, k, stride, groups, size), size.div_ceil(stride))
+        }
+        let (mut cost, mut size) = conv_bn(&self.stem, size);
+        for c in &self.cells {
+            for l in &c.layers {
+                if let Some(e) = &l.expand {
+                    cost += conv_bn(e, size).0;
+                }
+                let (dw, out) = conv_bn(&l.depthwise, size);
+                cost += dw;
+                if let Some(se) = &l.se {
+                    let [s, m, _, _] = se.reduce.weight.dims();
+                    cost += linear_cost(m, s) + linear_cost(s, m);
+                }
+                cost += conv_bn(&l.project, out).0;
+                size = out;
+            }
+            if let Some(a) = &c.adapter {
+                cost += conv_bn(a, size).0;
+            }
+        }
+        cost += conv_bn(&self.head, size).0;
+        let [hin, classes] = self.fc.weight.dims();
+        cost + linear_cost(hin, classes)
+    }
+}

@@ -1,0 +1,678 @@
+//! The recipe as the user writes it: serde + schemars types, one `///` per field (it becomes the
+//! schema's description). Nothing here knows about Burn.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The recipe format version this dnarun reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A dnarun recipe: everything one DNA run needs, from the teacher to the retraining protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "dnarun recipe")]
+pub struct Recipe {
+    /// A base recipe this one extends, relative to this file. Tables merge key by key; a value
+    /// (arrays included) written here replaces the base's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
+    /// Name, seed and output location of the experiment.
+    pub experiment: Experiment,
+    /// The images: where they are, their format, how they are sampled and preprocessed.
+    pub data: Data,
+    /// The teacher network and its block boundaries (taps).
+    pub teacher: Teacher,
+    /// The fixed parts of every student: stem and classifier head.
+    pub student: Student,
+    /// Candidate operations, by name. Every layer of a cell picks one of its block's ops.
+    pub ops: BTreeMap<String, Op>,
+    /// The blocks of the student, in order. Block i learns to map the teacher's tap i-1 (the
+    /// image for block 0) to tap i.
+    pub blocks: Vec<Block>,
+    /// Block-wise distillation of the supernet.
+    #[serde(default)]
+    pub distill: Distill,
+    /// Rating every candidate path on held-out images.
+    #[serde(default)]
+    pub rate: Rate,
+    /// Searching the best architectures under a budget.
+    #[serde(default)]
+    pub search: Search,
+    /// Retraining the chosen architectures from scratch.
+    #[serde(default)]
+    pub retrain: Retrain,
+    /// Where metrics, params and artifacts go.
+    #[serde(default)]
+    pub tracking: Tracking,
+    /// Device, threads and precision.
+    #[serde(default)]
+    pub runtime: Runtime,
+}
+
+/// Name, seed and output location of the experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Name of the experiment; also the MLflow experiment name unless `tracking.experiment` says
+    /// otherwise.
+    pub name: String,
+    /// Seed for every random choice (sampling, initialisation, paths). Same seed, same run.
+    #[serde(default)]
+    pub seed: u64,
+    /// Directory under which each run gets its own folder, relative to the recipe file.
+    #[serde(default = "default_output_dir")]
+    pub output_dir: String,
+    /// Recipe format version; this dnarun reads version 1.
+    #[serde(default = "default_schema_version")]
+    pub schema_version: u32,
+}
+
+fn default_output_dir() -> String {
+    "runs".into()
+}
+fn default_schema_version() -> u32 {
+    SCHEMA_VERSION
+}
+
+/// Dataset file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataFormat {
+    /// IDX files (MNIST, Fashion-MNIST), raw or gzipped: `images` and `labels` per split.
+    Idx,
+    /// CIFAR-10/100 binary batches: `files` per split.
+    Cifar10,
+    /// CIFAR-100 binary batches (fine labels): `files` per split.
+    Cifar100,
+    /// One sub-folder per class holding PNG/JPEG files (ImageNet style): `dir` per split.
+    Folder,
+    /// A flat folder whose file names end in `_<label>.<ext>` (foolbox's samples): `dir` per split.
+    FlatFolder,
+}
+
+/// Where one split's files are. Which keys are needed depends on `data.format`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    /// IDX image file (`format = "idx"`), relative to the recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<String>,
+    /// IDX label file (`format = "idx"`), relative to the recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<String>,
+    /// CIFAR binary batch files (`format = "cifar10"` or `"cifar100"`), relative to the recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
+    /// Image folder (`format = "folder"` or `"flat-folder"`), relative to the recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+}
+
+/// The images: where they are, their format, how they are sampled and preprocessed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Data {
+    /// File format of both splits.
+    pub format: DataFormat,
+    /// The training split: the search subset, the rating subset and retraining come from it.
+    pub train: Split,
+    /// The test split, used only to report accuracy.
+    pub test: Split,
+    /// Number of classes.
+    #[schemars(range(min = 2))]
+    pub classes: usize,
+    /// Side of the square images the models see, in pixels (images are resized to it).
+    #[schemars(range(min = 4))]
+    pub image_size: usize,
+    /// Channels the models see: 1 (grey) or 3 (RGB; grey images are repeated).
+    #[schemars(range(min = 1, max = 3))]
+    pub channels: usize,
+    /// Images per class drawn from the training split to distill on (the paper: 50 of ImageNet).
+    #[schemars(range(min = 1))]
+    pub samples_per_class: usize,
+    /// Further images per class, disjoint from the search subset, to rate candidates on.
+    #[schemars(range(min = 1))]
+    pub rate_per_class: usize,
+    /// Images per class used to train the teacher and retrain students; all when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub train_per_class: Option<usize>,
+    /// Test images per class used to report accuracy; all when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub test_per_class: Option<usize>,
+    /// Per-channel normalisation applied to pixel values scaled to [0, 1].
+    #[serde(default)]
+    pub normalize: Normalize,
+    /// Augmentation of training images (never applied to rating or test images).
+    #[serde(default)]
+    pub augment: Augment,
+    /// Images per batch (stages may override).
+    #[serde(default = "default_batch")]
+    #[schemars(range(min = 1))]
+    pub batch_size: usize,
+    /// Background threads that decode and batch images.
+    #[serde(default = "default_workers")]
+    #[schemars(range(min = 1))]
+    pub workers: usize,
+}
+
+fn default_batch() -> usize {
+    64
+}
+fn default_workers() -> usize {
+    1
+}
+
+/// Per-channel normalisation `(x - mean) / std` of pixels scaled to [0, 1]. One value applies to
+/// every channel. EfficientNet-Lite's `(x - 127) / 128` is `mean = [0.498]`, `std = [0.502]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Normalize {
+    /// Mean per channel (or one for all).
+    pub mean: Vec<f32>,
+    /// Standard deviation per channel (or one for all).
+    pub std: Vec<f32>,
+}
+
+impl Default for Normalize {
+    fn default() -> Self {
+        Self { mean: vec![0.5], std: vec![0.5] }
+    }
+}
+
+/// Augmentation of training images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Random crop after zero-padding each side by this many pixels; 0 disables it.
+    #[serde(default)]
+    pub crop_padding: usize,
+    /// Random horizontal flip with probability 1/2.
+    #[serde(default)]
+    pub hflip: bool,
+}
+
+/// Teacher architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeacherArch {
+    /// EfficientNet-Lite0 (ImageNet, 224 px): 7 MBConv stages, ReLU6, no SE.
+    EfficientnetLite0,
+    /// A small MBConv CNN declared in `teacher.cnn`, trained by dnarun's `teacher` stage.
+    Cnn,
+}
+
+/// Weight file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightFormat {
+    /// PyTorch's legacy (pre-zip) `torch.save` file with `efficientnet_pytorch` key names.
+    TorchLegacy,
+    /// A Burn record (burnpack) written by dnarun.
+    Burn,
+}
+
+/// A weights file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Weights {
+    /// Path of the file, relative to the recipe.
+    pub path: String,
+    /// Its format.
+    pub format: WeightFormat,
+}
+
+/// The teacher network and its block boundaries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Teacher {
+    /// Architecture: from the zoo, or a small CNN declared in `teacher.cnn`.
+    pub arch: TeacherArch,
+    /// Pretrained weights. Without them the `teacher` stage trains the teacher (`teacher.train`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Weights>,
+    /// Stages of a `cnn` teacher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnn: Option<TeacherCnn>,
+    /// How to train the teacher when no weights are given.
+    #[serde(default)]
+    pub train: TrainSettings,
+    /// Keep the teacher's BatchNorm in eval mode while it produces targets (the method's intent).
+    /// `false` reproduces the public DNA code, which leaves it in train mode.
+    #[serde(default = "yes")]
+    pub eval_mode: bool,
+    /// Block boundaries, in order: tap i is the target of block i.
+    pub taps: Vec<Tap>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A small trainable MBConv CNN: stem, stages, 1x1 head, global pool, linear classifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherCnn {
+    /// Output channels of the 3x3 stem convolution.
+    #[schemars(range(min = 1))]
+    pub stem: usize,
+    /// Stride of the stem.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 2))]
+    pub stem_stride: usize,
+    /// The stages, in order.
+    pub stages: Vec<TeacherStage>,
+    /// Channels of the 1x1 head convolution before pooling.
+    #[schemars(range(min = 1))]
+    pub head: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// One stage of a `cnn` teacher: `layers` MBConv layers, the first one carrying the stride.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherStage {
+    /// Output channels.
+    #[schemars(range(min = 1))]
+    pub channels: usize,
+    /// Number of MBConv layers.
+    #[schemars(range(min = 1))]
+    pub layers: usize,
+    /// Stride of the first layer.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 2))]
+    pub stride: usize,
+    /// Depthwise kernel size.
+    #[serde(default = "three")]
+    #[schemars(range(min = 1, max = 9))]
+    pub kernel: usize,
+    /// Expansion ratio of the MBConv layers.
+    #[serde(default = "four")]
+    #[schemars(range(min = 1, max = 8))]
+    pub expansion: usize,
+}
+
+fn three() -> usize {
+    3
+}
+fn four() -> usize {
+    4
+}
+
+/// A block boundary of the teacher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tap {
+    /// Name used by `blocks[].target`.
+    pub name: String,
+    /// The tap is the output of this stage (1-based: stage 1 is the first stage after the stem).
+    #[schemars(range(min = 1))]
+    pub stage: usize,
+    /// Expected output shape `[channels, height, width]`; checked against the built teacher.
+    pub shape: [usize; 3],
+}
+
+/// Optimiser and schedule of a from-scratch training (teacher or retrain).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSettings {
+    /// Passes over the training images.
+    #[serde(default = "default_train_epochs")]
+    #[schemars(range(min = 1))]
+    pub epochs: usize,
+    /// Learning rate of Adam.
+    #[serde(default = "default_train_lr")]
+    #[schemars(range(min = 0.0))]
+    pub lr: f64,
+    /// Learning-rate factor applied after every epoch (cosine-free step decay).
+    #[serde(default = "default_train_decay")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub lr_decay: f64,
+    /// L2 weight decay.
+    #[serde(default = "default_wd")]
+    #[schemars(range(min = 0.0))]
+    pub weight_decay: f64,
+    /// Batch size; `data.batch_size` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub batch_size: Option<usize>,
+}
+
+fn default_train_epochs() -> usize {
+    5
+}
+fn default_train_lr() -> f64 {
+    0.003
+}
+fn default_train_decay() -> f64 {
+    0.8
+}
+fn default_wd() -> f64 {
+    1e-4
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            epochs: default_train_epochs(),
+            lr: default_train_lr(),
+            lr_decay: default_train_decay(),
+            weight_decay: default_wd(),
+            batch_size: None,
+        }
+    }
+}
+
+/// The fixed parts of every student.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Student {
+    /// Output channels of the student's 3x3 stem (part of block 0).
+    #[schemars(range(min = 1))]
+    pub stem: usize,
+    /// Stride of the stem.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 2))]
+    pub stem_stride: usize,
+    /// Channels of the 1x1 head convolution before pooling and the classifier.
+    #[schemars(range(min = 1))]
+    pub head: usize,
+}
+
+/// Activation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x * sigmoid(x)` (swish / SiLU).
+    Swish,
+}
+
+/// A candidate operation: an MBConv (inverted residual) layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Op {
+    /// Depthwise kernel size (odd).
+    #[schemars(range(min = 1, max = 9))]
+    pub kernel: usize,
+    /// Expansion ratio: hidden channels = input channels x expansion.
+    #[schemars(range(min = 1, max = 8))]
+    pub expansion: usize,
+    /// Squeeze-excitation ratio (of the layer's input channels); 0 disables SE.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub se: f64,
+    /// Activation after the expansion and the depthwise convolution.
+    #[serde(default = "default_act")]
+    pub act: Activation,
+}
+
+fn default_act() -> Activation {
+    Activation::Swish
+}
+
+/// One block of the student.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Block {
+    /// The tap this block learns to reproduce.
+    pub target: String,
+    /// The tap this block reads: must be the previous block's target (`image` for block 0).
+    /// Defaults to exactly that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Names of the candidate ops allowed in this block; every op when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<Vec<String>>,
+    /// Cells: alternative depths and widths of this block (channel and layer variability).
+    pub cells: Vec<Cell>,
+    /// End every cell with a 1x1 conv + BN adapter from its hidden width to the tap's width,
+    /// instead of having the last layer output the tap's width.
+    #[serde(default)]
+    pub adapter: bool,
+    /// Distillation learning rate of this block; `distill.lr` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub lr: Option<f64>,
+}
+
+/// A cell: a sequence of layers, each picking one candidate op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cell {
+    /// Number of layers.
+    #[schemars(range(min = 1, max = 8))]
+    pub layers: usize,
+    /// Channels between the layers of the cell.
+    #[schemars(range(min = 1))]
+    pub hidden: usize,
+    /// Stride of the first layer. Derived from the tap shapes when unset; checked when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2))]
+    pub stride: Option<usize>,
+}
+
+/// Block-wise distillation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Distill {
+    /// Passes over the search subset per block.
+    #[serde(default = "default_distill_epochs")]
+    #[schemars(range(min = 1))]
+    pub epochs: usize,
+    /// Adam learning rate of every block (overridden by `blocks[].lr`).
+    #[serde(default = "default_distill_lr")]
+    #[schemars(range(min = 0.0))]
+    pub lr: f64,
+    /// Learning-rate factor applied after every epoch.
+    #[serde(default = "default_distill_decay")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub lr_decay: f64,
+    /// Adam weight decay.
+    #[serde(default = "default_wd")]
+    #[schemars(range(min = 0.0))]
+    pub weight_decay: f64,
+    /// Batch size; `data.batch_size` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub batch_size: Option<usize>,
+}
+
+fn default_distill_epochs() -> usize {
+    20
+}
+fn default_distill_lr() -> f64 {
+    0.005
+}
+fn default_distill_decay() -> f64 {
+    0.9
+}
+
+impl Default for Distill {
+    fn default() -> Self {
+        Self {
+            epochs: default_distill_epochs(),
+            lr: default_distill_lr(),
+            lr_decay: default_distill_decay(),
+            weight_decay: default_wd(),
+            batch_size: None,
+        }
+    }
+}
+
+/// Rating every candidate path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Batches of the rating subset used to re-estimate each path's BatchNorm statistics.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub calibration_batches: usize,
+    /// Batch size; `data.batch_size` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub batch_size: Option<usize>,
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Self { calibration_batches: 1, batch_size: None }
+    }
+}
+
+/// How FLOPs are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlopsConvention {
+    /// The DNA paper's: multiply-accumulates + 2 x BatchNorm output elements.
+    #[default]
+    Dna,
+    /// Plain multiply-accumulates of convolutions and linear layers.
+    Macs,
+}
+
+/// Searching the best architectures under a budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// Most FLOPs (in `flops_convention`) a chosen student may have, in millions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_mflops: Option<f64>,
+    /// Most parameters a chosen student may have, in millions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_mparams: Option<f64>,
+    /// How FLOPs are counted.
+    #[serde(default)]
+    pub flops_convention: FlopsConvention,
+    /// How many of the best architectures to return (and retrain).
+    #[serde(default = "default_top_k")]
+    #[schemars(range(min = 1))]
+    pub top_k: usize,
+}
+
+fn default_top_k() -> usize {
+    3
+}
+
+impl Default for Search {
+    fn default() -> Self {
+        Self {
+            max_mflops: None,
+            max_mparams: None,
+            flops_convention: FlopsConvention::Dna,
+            top_k: default_top_k(),
+        }
+    }
+}
+
+/// Retraining the chosen architectures from scratch (no teacher).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retrain {
+    /// Passes over the training images.
+    #[serde(default = "default_train_epochs")]
+    #[schemars(range(min = 1))]
+    pub epochs: usize,
+    /// Learning rate of Adam.
+    #[serde(default = "default_train_lr")]
+    #[schemars(range(min = 0.0))]
+    pub lr: f64,
+    /// Learning-rate factor applied after every epoch.
+    #[serde(default = "default_train_decay")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub lr_decay: f64,
+    /// L2 weight decay.
+    #[serde(default = "default_wd")]
+    #[schemars(range(min = 0.0))]
+    pub weight_decay: f64,
+    /// Batch size; `data.batch_size` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub batch_size: Option<usize>,
+    /// Also retrain this many random architectures within the budget, as a control.
+    #[serde(default)]
+    pub random_controls: usize,
+}
+
+impl Retrain {
+    /// The optimiser settings, in the form every from-scratch training takes.
+    pub fn settings(&self) -> TrainSettings {
+        TrainSettings {
+            epochs: self.epochs,
+            lr: self.lr,
+            lr_decay: self.lr_decay,
+            weight_decay: self.weight_decay,
+            batch_size: self.batch_size,
+        }
+    }
+}
+
+impl Default for Retrain {
+    fn default() -> Self {
+        let t = TrainSettings::default();
+        Self {
+            epochs: t.epochs,
+            lr: t.lr,
+            lr_decay: t.lr_decay,
+            weight_decay: t.weight_decay,
+            batch_size: None,
+            random_controls: 0,
+        }
+    }
+}
+
+/// Where metrics, params and artifacts go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tracking {
+    /// `http://host:port` of an MLflow server, or `file:<dir>` for a local `mlruns/` store
+    /// (relative to the recipe's directory). Default `file:./mlruns`.
+    #[serde(default = "default_tracking_uri")]
+    pub uri: String,
+    /// MLflow experiment name; `experiment.name` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+    /// When the server cannot be reached at start, write to the local store instead of failing.
+    #[serde(default)]
+    pub fallback_to_local: bool,
+}
+
+fn default_tracking_uri() -> String {
+    "file:./mlruns".into()
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Self { uri: default_tracking_uri(), experiment: None, fallback_to_local: false }
+    }
+}
+
+/// Device, threads and precision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Devices to run on: `cpu`, `cuda:N` or `wgpu:N`. Blocks are spread over several.
+    #[serde(default = "default_devices")]
+    pub devices: Vec<String>,
+}
+
+fn default_devices() -> Vec<String> {
+    vec!["cpu".into()]
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self { devices: default_devices() }
+    }
+}

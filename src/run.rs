@@ -1,0 +1,343 @@
+//! The interpreter: makes (or reopens) the run directory, writes the lock file, opens tracking,
+//! and runs the stages in order, skipping what is already done, so a killed run resumes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::data;
+use crate::plan::{DeviceSpec, Plan};
+use crate::stages::{self, Ctx, RunError, Track, read_json, write_atomic};
+use crate::track::{LocalStore, MlflowServer, RunStatus, Tracker, flatten_params};
+
+/// A stage of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize)]
+pub enum Stage {
+    /// Load or train the teacher.
+    Teacher,
+    /// Distill every block of the supernet.
+    Distill,
+    /// Rate every path.
+    Rate,
+    /// Search the best architectures under the budget.
+    Search,
+    /// Retrain the chosen architectures from scratch.
+    Retrain,
+    /// Write the report.
+    Report,
+}
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Only this stage.
+    pub stage: Option<Stage>,
+    /// Only this block (distill, rate).
+    pub block: Option<usize>,
+    /// Continue this run directory instead of making a new one.
+    pub resume: Option<PathBuf>,
+    /// Set by Ctrl-C.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// The `[lock]` table of `dnarun.lock`: what the run used besides the recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// dnarun version.
+    pub dnarun_version: String,
+    /// Git commit of the recipe's repository, if any.
+    pub git_commit: String,
+    /// Whether that repository had uncommitted changes.
+    pub git_dirty: bool,
+    /// Burn version.
+    pub burn_version: String,
+    /// Backend.
+    pub backend: String,
+    /// Device.
+    pub device: String,
+    /// Seed.
+    pub seed: u64,
+    /// SHA-256 of the data files and the chosen sample indices.
+    pub data_fingerprint: String,
+    /// SHA-256 of the resolved recipe.
+    pub recipe_sha256: String,
+    /// Directory the recipe's relative paths are resolved against.
+    pub recipe_dir: String,
+}
+
+/// The lock file: the resolved recipe and what else the run used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lock {
+    /// What else the run used.
+    pub lock: LockInfo,
+    /// The fully resolved recipe.
+    pub recipe: serde_json::Value,
+}
+
+/// The lock file's text.
+pub fn lock_text(lock: &Lock) -> String {
+    let value = toml::Value::try_from(lock).expect("a lock is TOML");
+    format!(
+        "# dnarun lock file: everything this run used. Re-run it exactly with `dnarun <this file>`.\n{}",
+        toml::to_string_pretty(&value).expect("a lock is TOML")
+    )
+}
+
+/// Opens a device, failing with a clear message (not a panic) when it cannot be used.
+pub fn open_device(spec: &DeviceSpec) -> Result<Device, RunError> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(i) => probe(spec, || Device::cuda(*i)),
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu(i) => probe(spec, || Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(*i))),
+        #[allow(unreachable_patterns)]
+        other => Err(RunError::Device(format!(
+            "`runtime.devices` asks for `{other}`, but this dnarun was built without {}; rebuild with `cargo build --release --features {}` or use `cpu`",
+            if matches!(other, DeviceSpec::Cuda(_)) { "CUDA" } else { "wgpu" },
+            if matches!(other, DeviceSpec::Cuda(_)) { "cuda" } else { "wgpu" },
+        ))),
+    }
+}
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn probe(spec: &DeviceSpec, make: impl Fn() -> Device + std::panic::UnwindSafe) -> Result<Device, RunError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(move || {
+        let d = make();
+        let t = burn::tensor::Tensor::<1>::ones([4], &d);
+        let _ = t.sum().into_data();
+        d
+    });
+    std::panic::set_hook(hook);
+    r.map_err(|e| {
+        let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        RunError::Device(format!("the device `{spec}` in `runtime.devices` cannot be used ({msg}); check the driver, or use `cpu`"))
+    })
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git").args(args).current_dir(dir).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Keys whose values differ between two resolved recipes.
+pub fn differing_keys(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    let fa: BTreeMap<String, String> = flatten_params(a).into_iter().collect();
+    let fb: BTreeMap<String, String> = flatten_params(b).into_iter().collect();
+    let mut keys: Vec<String> = fa.keys().chain(fb.keys()).filter(|k| fa.get(*k) != fb.get(*k)).cloned().collect();
+    keys.dedup();
+    keys
+}
+
+fn recipe_hash(v: &serde_json::Value) -> String {
+    format!("{:x}", Sha256::digest(serde_json::to_string(v).unwrap_or_default().as_bytes()))
+}
+
+/// The newest run directory of this experiment, if any.
+pub fn latest_run(plan: &Plan) -> Option<PathBuf> {
+    let prefix = format!("{}-", plan.recipe.experiment.name);
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(plan.output_dir())
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("dnarun.lock").exists() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+        .collect();
+    runs.sort();
+    runs.pop()
+}
+
+fn new_run_dir(plan: &Plan) -> Result<PathBuf, RunError> {
+    let out = plan.output_dir();
+    std::fs::create_dir_all(&out).map_err(|e| RunError::file(&out, e))?;
+    for n in 1.. {
+        let dir = out.join(format!("{}-{n:03}", plan.recipe.experiment.name));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(RunError::file(&dir, e)),
+        }
+    }
+    unreachable!()
+}
+
+fn open_tracker(plan: &Plan, dir: &Path) -> Result<Box<dyn Tracker>, RunError> {
+    let t = &plan.recipe.tracking;
+    let experiment = t.experiment.clone().unwrap_or_else(|| plan.recipe.experiment.name.clone());
+    let local = |uri: &str| -> Result<Box<dyn Tracker>, RunError> {
+        let rel = uri.strip_prefix("file://").or_else(|| uri.strip_prefix("file:")).unwrap_or(uri);
+        Ok(Box::new(LocalStore::open(&plan.path(rel), &experiment)?))
+    };
+    if t.uri.starts_with("http://") || t.uri.starts_with("https://") {
+        match MlflowServer::connect(&t.uri, &experiment, &dir.join("tracking-spool.jsonl")) {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e) if t.fallback_to_local => {
+                tracing::warn!("{e}; writing to the local store `mlruns` instead (`tracking.fallback_to_local`)");
+                local("file:./mlruns")
+            }
+            Err(e) => Err(e.into()),
+        }
+    } else {
+        local(&t.uri)
+    }
+}
+
+/// What `tracking.json` holds: the run ids of this run in the tracker.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TrackingIds(BTreeMap<String, String>);
+
+/// Runs the plan; returns the run directory.
+pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
+    let device_spec = &plan.devices[0];
+    let device = open_device(device_spec)?;
+    let data = data::load(plan)?;
+    let dir = match &opts.resume {
+        Some(d) => d.clone(),
+        None => new_run_dir(plan)?,
+    };
+    let lock_path = dir.join("dnarun.lock");
+    let info = LockInfo {
+        dnarun_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: git(&plan.base_dir, &["rev-parse", "HEAD"]).unwrap_or_default(),
+        git_dirty: git(&plan.base_dir, &["status", "--porcelain"]).is_some_and(|s| !s.is_empty()),
+        burn_version: "0.22.1".into(),
+        backend: match device_spec {
+            DeviceSpec::Cpu => "flex".into(),
+            DeviceSpec::Cuda(_) => "cuda".into(),
+            DeviceSpec::Wgpu(_) => "wgpu".into(),
+        },
+        device: device_spec.to_string(),
+        seed: plan.recipe.experiment.seed,
+        data_fingerprint: data.fingerprint.clone(),
+        recipe_sha256: recipe_hash(&plan.recipe_value),
+        recipe_dir: plan.base_dir.canonicalize().unwrap_or(plan.base_dir.clone()).display().to_string(),
+    };
+    if lock_path.exists() {
+        let text = std::fs::read_to_string(&lock_path).map_err(|e| RunError::file(&lock_path, e))?;
+        let old: Lock = toml::from_str(&text).map_err(|e| RunError::file(&lock_path, format!("is not a valid lock file: {e}")))?;
+        let diff = differing_keys(&old.recipe, &plan.recipe_value);
+        if !diff.is_empty() {
+            return Err(RunError::Usage(format!(
+                "the recipe changed since the run in `{}` started, so it cannot be resumed; keys that differ: {}. Start a new run instead (drop `--resume`)",
+                dir.display(),
+                diff.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if old.lock.data_fingerprint != info.data_fingerprint {
+            return Err(RunError::Usage(format!(
+                "the dataset changed since the run in `{}` started (fingerprint {} -> {}), so it cannot be resumed; start a new run",
+                dir.display(),
+                &old.lock.data_fingerprint[..12.min(old.lock.data_fingerprint.len())],
+                &info.data_fingerprint[..12]
+            )));
+        }
+    } else {
+        write_atomic(&lock_path, lock_text(&Lock { lock: info.clone(), recipe: plan.recipe_value.clone() }).as_bytes())?;
+    }
+
+    let tracker = open_tracker(plan, &dir)?;
+    let ids_path = dir.join("tracking.json");
+    let mut ids: BTreeMap<String, String> = read_json::<TrackingIds>(&ids_path)?.map(|t| t.0).unwrap_or_default();
+    let mut tracker = tracker;
+    let parent = match ids.remove("parent") {
+        Some(p) => p,
+        None => {
+            let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let tags = vec![
+                ("dnarun.version".to_string(), info.dnarun_version.clone()),
+                ("dnarun.git_commit".into(), format!("{}{}", info.git_commit, if info.git_dirty { "-dirty" } else { "" })),
+                ("dnarun.recipe_sha256".into(), info.recipe_sha256.clone()),
+                ("dnarun.backend".into(), info.backend.clone()),
+                ("dnarun.device".into(), info.device.clone()),
+                ("dnarun.run_dir".into(), dir.display().to_string()),
+            ];
+            let id = tracker.start_run(&name, None, &tags)?;
+            tracker.log_params(&id, &flatten_params(&plan.recipe_value))?;
+            tracker.log_artifact(&id, &lock_path, "")?;
+            tracker.log_artifact(&id, &plan.recipe_path, "")?;
+            stages::write_json(&ids_path, &BTreeMap::from([("parent".to_string(), id.clone())]))?;
+            id
+        }
+    };
+    let mut track = Track::new(tracker, parent.clone(), ids, ids_path);
+    eprintln!("run directory `{}`; tracking to {}", dir.display(), track.tracker.describe());
+    let result = run_stages(plan, opts, &data, device, &dir, &mut track);
+    let status = match &result {
+        Ok(()) if opts.stage.is_none() || opts.stage == Some(Stage::Report) => Some(RunStatus::Finished),
+        Ok(()) => None,
+        Err(RunError::Stopped(_)) => Some(RunStatus::Killed),
+        Err(_) => Some(RunStatus::Failed),
+    };
+    if let Some(s) = status {
+        let _ = track.tracker.end_run(&parent, s);
+    }
+    let unsent = track.tracker.flush();
+    if unsent > 0 {
+        eprintln!(
+            "warning: {unsent} tracking calls could not be sent; they are kept in `{}`. Send them with `dnarun track replay {}` once the server is back",
+            dir.join("tracking-spool.jsonl").display(),
+            dir.display()
+        );
+    }
+    result.map(|()| dir)
+}
+
+fn run_stages(plan: &Plan, opts: &Options, data: &data::Dataset, device: Device, dir: &Path, track: &mut Track) -> Result<(), RunError> {
+    let mut ctx = Ctx { plan, data, device, dir: dir.to_path_buf(), track, stop: opts.stop.clone() };
+    let want = |s: Stage| opts.stage.is_none_or(|o| o == s);
+    let needs_teacher = want(Stage::Teacher) || want(Stage::Distill) || want(Stage::Rate);
+    let teacher = if needs_teacher { Some(stages::teacher::run(&mut ctx)?) } else { None };
+    if want(Stage::Distill) {
+        stages::distill::run(&mut ctx, teacher.as_ref().expect("teacher"), opts.block)?;
+    }
+    if want(Stage::Rate) {
+        stages::rate::run(&mut ctx, teacher.as_ref().expect("teacher"), opts.block)?;
+    }
+    if opts.block.is_some() {
+        return Ok(());
+    }
+    let result = if want(Stage::Search) || want(Stage::Retrain) || want(Stage::Report) { Some(stages::search::run(&mut ctx)?) } else { None };
+    if want(Stage::Retrain) || want(Stage::Report) {
+        let retrained = stages::retrain::run(&mut ctx, result.as_ref().expect("search"))?;
+        if want(Stage::Report) {
+            let teacher_acc = teacher_accuracy(dir);
+            let report = stages::report::run(&mut ctx, teacher_acc, retrained)?;
+            println!("{}", report.table());
+            println!("report: {}", dir.join("report.md").display());
+        }
+    }
+    Ok(())
+}
+
+fn teacher_accuracy(dir: &Path) -> Option<f64> {
+    let v: serde_json::Value = read_json(&dir.join("teacher").join("state.json")).ok()??;
+    v.get("accuracy")?.as_f64()
+}
+
+/// Retrains one architecture from scratch in a new run directory; returns its test accuracy.
+pub fn retrain_arch(plan: &Plan, chosen: &stages::search::Chosen, arch_path: &Path, stop: Arc<AtomicBool>) -> Result<f64, RunError> {
+    let device = open_device(&plan.devices[0])?;
+    let data = data::load(plan)?;
+    let dir = new_run_dir(plan)?;
+    let tracker = open_tracker(plan, &dir)?;
+    let mut tracker = tracker;
+    let name = format!("{}-retrain-{}", dir.file_name().unwrap_or_default().to_string_lossy(), chosen.name);
+    let parent = tracker.start_run(&name, None, &[("dnarun.version".into(), env!("CARGO_PKG_VERSION").into())])?;
+    tracker.log_params(&parent, &flatten_params(&plan.recipe_value))?;
+    let mut track = Track::new(tracker, parent.clone(), BTreeMap::new(), dir.join("tracking.json"));
+    let result = {
+        let mut ctx = Ctx { plan, data: &data, device, dir: dir.clone(), track: &mut track, stop };
+        let recipe = plan.recipe_path.canonicalize().unwrap_or(plan.recipe_path.clone());
+        let _ = arch_path;
+        stages::retrain::retrain_one(&mut ctx, chosen, &dir.join("retrain").join(&chosen.name), &recipe.display().to_string())
+    };
+    let _ = track.tracker.end_run(&parent, if result.is_ok() { RunStatus::Finished } else { RunStatus::Failed });
+    track.tracker.flush();
+    result
+}

@@ -1,0 +1,277 @@
+//! Rating every path of every cell of every block with the fair loss
+//! `mean|Y - Yhat| / std(Y)` on held-out images, after re-estimating the path's BatchNorm
+//! statistics on fixed calibration batches. Paths are enumerated depth-first and each layer
+//! prefix's outputs (and recalibrated statistics) are reused, so a cell of L layers and K ops
+//! costs K + K^2 + ... + K^L layer evaluations instead of L * K^L.
+
+use std::time::Instant;
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::{Ctx, RunError, progress, read_json, write_atomic, write_json};
+use crate::data::{Loader, Preprocess, batches};
+use crate::nn::{Bn, Mode, SuperBlock, Teacher};
+use crate::space::{BlockSpace, Path};
+use crate::track::RunStatus;
+
+/// One rated path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rating {
+    /// Textual path, e.g. `c1:k5e6-k3e3`.
+    pub path: String,
+    /// Cell index.
+    pub cell: usize,
+    /// Op index per layer.
+    pub ops: Vec<usize>,
+    /// Fair loss (lower is better).
+    pub rating: f64,
+    /// Multiply-accumulates of the path.
+    pub macs: u64,
+    /// FLOPs in the DNA convention.
+    pub flops: u64,
+    /// Parameters.
+    pub params: u64,
+}
+
+/// The ratings of one block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockRatings {
+    /// Block index.
+    pub block: usize,
+    /// Target tap.
+    pub target: String,
+    /// Every path, depth-first order.
+    pub ratings: Vec<Rating>,
+    /// Layer evaluations spent (with prefix sharing).
+    pub layer_evaluations: usize,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+/// The data a block is rated on: calibration inputs, held-out inputs and targets.
+pub struct RateData {
+    /// Calibration batches (block inputs).
+    pub calibration: Vec<Tensor<4>>,
+    /// Held-out inputs.
+    pub inputs: Vec<Tensor<4>>,
+    /// Held-out targets (the teacher's tap).
+    pub targets: Vec<Tensor<4>>,
+}
+
+/// Accumulates the fair loss over batches.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fair {
+    abs: f64,
+    n: f64,
+}
+
+/// `mean|Y - Yhat| / std(Y)` for whole tensors (population std).
+pub fn fair_loss(y: &[Tensor<4>], y_hat: &[Tensor<4>]) -> f64 {
+    let std = target_std(y);
+    let mut f = Fair::default();
+    for (a, b) in y.iter().zip(y_hat) {
+        f.abs += (a.clone() - b.clone()).abs().sum().into_scalar::<f32>() as f64;
+        f.n += a.shape().num_elements() as f64;
+    }
+    f.abs / f.n / std
+}
+
+fn target_std(y: &[Tensor<4>]) -> f64 {
+    let (mut s, mut s2, mut n) = (0.0, 0.0, 0.0);
+    for t in y {
+        s += t.clone().sum().into_scalar::<f32>() as f64;
+        s2 += (t.clone() * t.clone()).sum().into_scalar::<f32>() as f64;
+        n += t.shape().num_elements() as f64;
+    }
+    let mean = s / n;
+    (s2 / n - mean * mean).max(1e-12).sqrt()
+}
+
+fn mae(y: &[Tensor<4>], y_hat: &[Tensor<4>]) -> f64 {
+    let (mut abs, mut n) = (0.0, 0.0);
+    for (a, b) in y.iter().zip(y_hat) {
+        abs += (a.clone() - b.clone()).abs().sum().into_scalar::<f32>() as f64;
+        n += a.shape().num_elements() as f64;
+    }
+    abs / n
+}
+
+/// Runs `f` over the calibration batches in train mode, averaging their statistics into the
+/// running ones, and returns the outputs.
+fn calibrate(cal: &[Tensor<4>], f: impl Fn(Tensor<4>, Mode) -> Tensor<4>) -> Vec<Tensor<4>> {
+    cal.iter().enumerate().map(|(t, x)| f(x.clone(), Mode::Train { momentum: 1.0 / (t as f64 + 1.0) })).collect()
+}
+
+fn run_all(xs: &[Tensor<4>], f: impl Fn(Tensor<4>, Mode) -> Tensor<4>) -> Vec<Tensor<4>> {
+    xs.iter().map(|x| f(x.clone(), Mode::Eval)).collect()
+}
+
+/// Rates every path with prefix sharing. Returns (path, rating) in depth-first order and the
+/// number of layer evaluations.
+pub fn rate_block(net: &SuperBlock, block: &BlockSpace, data: &RateData) -> (Vec<(Path, f64)>, usize) {
+    let std = target_std(&data.targets);
+    let cal = calibrate(&data.calibration, |x, m| net.enter(x, m));
+    let inputs = run_all(&data.inputs, |x, m| net.enter(x, m));
+    let mut out = Vec::new();
+    let mut evals = 0;
+    for (ci, cell) in block.cells.iter().enumerate() {
+        let mut prefix = Vec::with_capacity(cell.layers);
+        dfs(net, block, ci, 0, &cal, &inputs, &data.targets, std, &mut prefix, &mut out, &mut evals);
+    }
+    (out, evals)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dfs(
+    net: &SuperBlock,
+    block: &BlockSpace,
+    cell: usize,
+    layer: usize,
+    cal: &[Tensor<4>],
+    inputs: &[Tensor<4>],
+    targets: &[Tensor<4>],
+    std: f64,
+    prefix: &mut Vec<usize>,
+    out: &mut Vec<(Path, f64)>,
+    evals: &mut usize,
+) {
+    let layers = block.cells[cell].layers;
+    for op in 0..block.ops.len() {
+        let cal_out = calibrate(cal, |x, m| net.layer(cell, layer, op, x, m));
+        let eval_out = run_all(inputs, |x, m| net.layer(cell, layer, op, x, m));
+        *evals += 1;
+        prefix.push(op);
+        if layer + 1 == layers {
+            calibrate(&cal_out, |x, m| net.exit(cell, x, m));
+            let y_hat = run_all(&eval_out, |x, m| net.exit(cell, x, m));
+            out.push((Path { cell, ops: prefix.clone() }, mae(targets, &y_hat) / std));
+        } else {
+            dfs(net, block, cell, layer + 1, &cal_out, &eval_out, targets, std, prefix, out, evals);
+        }
+        prefix.pop();
+    }
+}
+
+/// Rates every path one by one, recalibrating and running the whole path each time (the
+/// reference the prefix-sharing version must equal).
+pub fn rate_block_naive(net: &SuperBlock, block: &BlockSpace, data: &RateData) -> Vec<(Path, f64)> {
+    let std = target_std(&data.targets);
+    block
+        .paths()
+        .into_iter()
+        .map(|path| {
+            let bns: Vec<&Bn> = net.path_bns(&path);
+            for bn in &bns {
+                bn.reset_stats();
+            }
+            calibrate(&data.calibration, |x, m| net.forward(&path, x, m));
+            let y_hat = run_all(&data.inputs, |x, m| net.forward(&path, x, m));
+            let r = mae(&data.targets, &y_hat) / std;
+            (path, r)
+        })
+        .collect()
+}
+
+/// Where block `i`'s ratings are.
+pub fn ratings_path(ctx: &Ctx, i: usize) -> std::path::PathBuf {
+    ctx.dir.join("rate").join(format!("block{i}.json"))
+}
+
+/// Reads every block's ratings.
+pub fn load_all(ctx: &Ctx) -> Result<Vec<BlockRatings>, RunError> {
+    (0..ctx.plan.space.blocks.len())
+        .map(|i| {
+            let p = ratings_path(ctx, i);
+            read_json(&p)?.ok_or_else(|| RunError::Usage(format!("block {i} has no ratings yet (`{}`); run the `rate` stage first", p.display())))
+        })
+        .collect()
+}
+
+/// Rates the given blocks (all unrated ones when `only` is `None`).
+pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), RunError> {
+    let plan = ctx.plan;
+    let r = &plan.recipe;
+    let todo: Vec<usize> = (0..plan.space.blocks.len())
+        .filter(|i| only.is_none_or(|o| o == *i) && !ratings_path(ctx, *i).exists())
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    // The teacher runs once over the calibration and held-out images for every block.
+    let batch = r.rate.batch_size.unwrap_or(r.data.batch_size);
+    let pre = Preprocess::new(&r.data, false);
+    let stages: Vec<usize> = plan.taps.iter().map(|t| t.stage).collect();
+    let mut cal_order = batches(&ctx.data.search, batch, Some(r.experiment.seed ^ 0xCA1));
+    cal_order.truncate(r.rate.calibration_batches);
+    let mut cal_x = Vec::new();
+    let mut cal_taps: Vec<Vec<Tensor<4>>> = Vec::new();
+    for b in Loader::start(ctx.data.train.clone(), cal_order, pre.clone(), 0, 1) {
+        let x = b.images(&ctx.device);
+        cal_taps.push(teacher.forward_taps(x.clone(), &stages, Mode::Eval));
+        cal_x.push(x);
+    }
+    let mut x = Vec::new();
+    let mut taps: Vec<Vec<Tensor<4>>> = Vec::new();
+    for b in Loader::start(ctx.data.train.clone(), batches(&ctx.data.rate, batch, None), pre, 0, 1) {
+        let xb = b.images(&ctx.device);
+        taps.push(teacher.forward_taps(xb.clone(), &stages, Mode::Eval));
+        x.push(xb);
+    }
+    for i in todo {
+        if ctx.stopping() {
+            return Err(ctx.stopped());
+        }
+        let block = &plan.space.blocks[i];
+        let run = ctx.track.child(&format!("rate/block{i}"), &[("block".into(), i.to_string())])?;
+        let net = super::distill::load_block(ctx, i)?;
+        let pick = |xs: &Vec<Tensor<4>>, ts: &Vec<Vec<Tensor<4>>>, tap: Option<usize>| -> Vec<Tensor<4>> {
+            match tap {
+                None => xs.clone(),
+                Some(t) => ts.iter().map(|v| v[t].clone()).collect(),
+            }
+        };
+        let data = RateData {
+            calibration: pick(&cal_x, &cal_taps, i.checked_sub(1)),
+            inputs: pick(&x, &taps, i.checked_sub(1)),
+            targets: pick(&x, &taps, Some(i)),
+        };
+        let pb = progress(1, &format!("rate block {i}"));
+        pb.set_message(format!("{} paths", block.num_paths()));
+        let started = Instant::now();
+        let (rated, evals) = rate_block(&net, block, &data);
+        let seconds = started.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        let ratings: Vec<Rating> = rated
+            .into_iter()
+            .map(|(path, rating)| {
+                let c = block.path_cost(&path);
+                Rating {
+                    path: block.path_name(&path),
+                    cell: path.cell,
+                    ops: path.ops,
+                    rating,
+                    macs: c.macs,
+                    flops: c.flops(crate::recipe::FlopsConvention::Dna),
+                    params: c.params,
+                }
+            })
+            .collect();
+        let best = ratings.iter().map(|r| r.rating).fold(f64::INFINITY, f64::min);
+        let worst = ratings.iter().map(|r| r.rating).fold(f64::NEG_INFINITY, f64::max);
+        let out = BlockRatings { block: i, target: block.target.clone(), ratings, layer_evaluations: evals, seconds };
+        let csv_path = ctx.dir.join("rate").join(format!("block{i}.csv"));
+        let mut csv = String::from("path,cell,rating,macs,flops_dna,params\n");
+        for r in &out.ratings {
+            csv.push_str(&format!("{},{},{},{},{},{}\n", r.path, r.cell, r.rating, r.macs, r.flops, r.params));
+        }
+        write_atomic(&csv_path, csv.as_bytes())?;
+        write_json(&ratings_path(ctx, i), &out)?;
+        ctx.track.metrics(&run, 0, &[("best_rating", best), ("worst_rating", worst), ("paths", out.ratings.len() as f64), ("layer_evaluations", evals as f64), ("seconds", seconds)])?;
+        ctx.track.artifact(&run, &csv_path, "")?;
+        ctx.track.end(&format!("rate/block{i}"), RunStatus::Finished)?;
+        tracing::info!("rated block {i}: {} paths in {seconds:.1}s, best {best:.4}, worst {worst:.4}", out.ratings.len());
+    }
+    Ok(())
+}
+

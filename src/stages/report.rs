@@ -1,0 +1,105 @@
+//! The report: a table of the retrained architectures (FLOPs, params, rating, accuracy) in the
+//! terminal and as Markdown, CSV and JSON, with Kendall's tau between rating and accuracy.
+
+use serde::{Deserialize, Serialize};
+
+use super::retrain::{Retrained, kendall_tau};
+use super::{Ctx, RunError, write_atomic, write_json};
+
+/// The run's final numbers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// The teacher's test accuracy.
+    pub teacher_accuracy: Option<f64>,
+    /// Every retrained architecture.
+    pub architectures: Vec<Retrained>,
+    /// Kendall's tau between -rating and accuracy (3 or more architectures).
+    pub kendall_tau: Option<f64>,
+}
+
+impl Report {
+    /// The table as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut s = String::from("| architecture | paths | MFLOPs (DNA) | M params | rating | accuracy |\n|---|---|---:|---:|---:|---:|\n");
+        for r in &self.architectures {
+            s += &format!(
+                "| {} | `{}` | {:.2} | {:.3} | {:.4} | {:.2}% |\n",
+                r.chosen.name,
+                r.chosen.paths.join(" | ").replace('|', "\\|"),
+                r.chosen.flops_dna as f64 / 1e6,
+                r.chosen.params as f64 / 1e6,
+                r.chosen.rating,
+                r.accuracy * 100.0
+            );
+        }
+        if let Some(t) = self.teacher_accuracy {
+            s += &format!("\nteacher accuracy: {:.2}%\n", t * 100.0);
+        }
+        if let Some(t) = self.kendall_tau {
+            s += &format!("Kendall's tau (lower rating vs higher accuracy): {t:.3}\n");
+        }
+        s
+    }
+
+    /// The table for the terminal.
+    pub fn table(&self) -> String {
+        let mut s = format!("{:<9} {:>10} {:>9} {:>8} {:>9}  paths\n", "arch", "MFLOPs", "Mparams", "rating", "accuracy");
+        for r in &self.architectures {
+            s += &format!(
+                "{:<9} {:>10.2} {:>9.3} {:>8.4} {:>8.2}%  {}\n",
+                r.chosen.name,
+                r.chosen.flops_dna as f64 / 1e6,
+                r.chosen.params as f64 / 1e6,
+                r.chosen.rating,
+                r.accuracy * 100.0,
+                r.chosen.paths.join(" | ")
+            );
+        }
+        if let Some(t) = self.teacher_accuracy {
+            s += &format!("teacher accuracy {:.2}%\n", t * 100.0);
+        }
+        if let Some(t) = self.kendall_tau {
+            s += &format!("Kendall's tau (rating vs accuracy) {t:.3}\n");
+        }
+        s
+    }
+}
+
+/// Writes the report files and logs the summary.
+pub fn run(ctx: &mut Ctx, teacher_accuracy: Option<f64>, architectures: Vec<Retrained>) -> Result<Report, RunError> {
+    let tau = (architectures.len() >= 3).then(|| {
+        let neg_rating: Vec<f64> = architectures.iter().map(|r| -r.chosen.rating).collect();
+        let acc: Vec<f64> = architectures.iter().map(|r| r.accuracy).collect();
+        kendall_tau(&neg_rating, &acc)
+    });
+    let report = Report { teacher_accuracy, architectures, kendall_tau: tau };
+    let md = ctx.dir.join("report.md");
+    write_atomic(&md, report.markdown().as_bytes())?;
+    let mut csv = String::from("name,paths,macs,flops_dna,params,rating,accuracy,control\n");
+    for r in &report.architectures {
+        csv += &format!("{},{},{},{},{},{},{},{}\n", r.chosen.name, r.chosen.paths.join(" "), r.chosen.macs, r.chosen.flops_dna, r.chosen.params, r.chosen.rating, r.accuracy, r.control);
+    }
+    let csv_path = ctx.dir.join("report.csv");
+    write_atomic(&csv_path, csv.as_bytes())?;
+    let json = ctx.dir.join("report.json");
+    write_json(&json, &report)?;
+    let parent = ctx.track.parent.clone();
+    let mut m: Vec<(String, f64)> = report.architectures.iter().map(|r| (format!("accuracy_{}", r.chosen.name), r.accuracy)).collect();
+    if let Some(best) = report.architectures.first() {
+        m.push(("best_accuracy".into(), best.accuracy));
+    }
+    if let Some(t) = tau {
+        m.push(("kendall_tau".into(), t));
+    }
+    if let Some(t) = teacher_accuracy {
+        m.push(("teacher_accuracy".into(), t));
+    }
+    let refs: Vec<(&str, f64)> = m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    ctx.track.metrics(&parent, 0, &refs)?;
+    for f in [&md, &csv_path, &json, &ctx.dir.join("search").join("pareto.svg")] {
+        if f.exists() {
+            ctx.track.artifact(&parent, f, "")?;
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,148 @@
+//! Retraining the chosen architectures (and random controls) from scratch, without the teacher,
+//! and measuring their test accuracy. Each gets a re-loadable `arch.toml` beside its weights.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::search::{Chosen, SearchResult};
+use super::{Ctx, RunError, train_classifier, write_atomic};
+use crate::nn::Student;
+use crate::plan::Plan;
+use crate::space::Architecture;
+use crate::track::RunStatus;
+
+/// An architecture file: which run's recipe it belongs to and each block's path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchFile {
+    /// The recipe or lock file whose search space the paths belong to, relative to this file.
+    pub recipe: String,
+    /// Name of the architecture in its run.
+    pub name: String,
+    /// Path of every block, e.g. `c1:k5e6-k3e3`.
+    pub blocks: Vec<String>,
+    /// Summed rating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<f64>,
+    /// Multiply-accumulates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs: Option<u64>,
+    /// FLOPs in the DNA convention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops_dna: Option<u64>,
+    /// Parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<u64>,
+    /// Test accuracy after retraining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+}
+
+impl ArchFile {
+    /// Reads an architecture file.
+    pub fn read(path: &Path) -> Result<ArchFile, RunError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RunError::file(path, format!("cannot be read: {e}")))?;
+        toml::from_str(&text).map_err(|e| RunError::file(path, format!("is not a valid architecture file: {e}")))
+    }
+
+    /// The architecture in a plan's space.
+    pub fn architecture(&self, plan: &Plan) -> Result<Architecture, RunError> {
+        if self.blocks.len() != plan.space.blocks.len() {
+            return Err(RunError::Usage(format!(
+                "the architecture names {} block paths but the recipe has {} blocks",
+                self.blocks.len(),
+                plan.space.blocks.len()
+            )));
+        }
+        let paths = self
+            .blocks
+            .iter()
+            .zip(&plan.space.blocks)
+            .map(|(p, b)| b.parse_path(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(RunError::Usage)?;
+        Ok(Architecture { paths })
+    }
+}
+
+/// The result of retraining one architecture.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Retrained {
+    /// The architecture.
+    pub chosen: Chosen,
+    /// Test accuracy.
+    pub accuracy: f64,
+    /// Whether it is a random control.
+    pub control: bool,
+}
+
+/// Retrains one architecture into `dir`.
+pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, dir: &Path, recipe_rel: &str) -> Result<f64, RunError> {
+    let arch = ArchFile {
+        recipe: recipe_rel.into(),
+        name: chosen.name.clone(),
+        blocks: chosen.paths.clone(),
+        rating: Some(chosen.rating),
+        macs: Some(chosen.macs),
+        flops_dna: Some(chosen.flops_dna),
+        params: Some(chosen.params),
+        accuracy: None,
+    };
+    let architecture = arch.architecture(ctx.plan)?;
+    let header = "# An architecture found by dnarun. Retrain it from scratch with `dnarun retrain arch.toml`.\n";
+    write_atomic(&dir.join("arch.toml"), format!("{header}{}", toml::to_string(&arch).expect("toml")).as_bytes())?;
+    let run = ctx.track.child(&format!("retrain/{}", chosen.name), &[("architecture".into(), chosen.paths.join(" | "))])?;
+    ctx.track.tracker.log_params(&run, &[
+        ("architecture".into(), chosen.paths.join(" | ")),
+        ("rating".into(), chosen.rating.to_string()),
+        ("params".into(), chosen.params.to_string()),
+        ("flops_dna".into(), chosen.flops_dna.to_string()),
+    ])?;
+    let settings = ctx.plan.recipe.retrain.settings();
+    let space = ctx.plan.space.clone();
+    let (_, acc) = train_classifier(ctx, dir, &run, &settings, |dev| Student::new(&space, &architecture, dev))?;
+    let done = ArchFile { accuracy: Some(acc), ..arch };
+    write_atomic(&dir.join("arch.toml"), format!("{header}{}", toml::to_string(&done).expect("toml")).as_bytes())?;
+    ctx.track.artifact(&run, &dir.join("arch.toml"), "")?;
+    ctx.track.end(&format!("retrain/{}", chosen.name), RunStatus::Finished)?;
+    Ok(acc)
+}
+
+/// Retrains every chosen architecture and control.
+pub fn run(ctx: &mut Ctx, result: &SearchResult) -> Result<Vec<Retrained>, RunError> {
+    let mut out = Vec::new();
+    for (chosen, control) in result.top.iter().map(|c| (c, false)).chain(result.controls.iter().map(|c| (c, true))) {
+        if ctx.stopping() {
+            return Err(ctx.stopped());
+        }
+        let dir = ctx.dir.join("retrain").join(&chosen.name);
+        let acc = retrain_one(ctx, chosen, &dir, "../../dnarun.lock")?;
+        tracing::info!("retrained {}: test accuracy {:.2}%", chosen.name, acc * 100.0);
+        out.push(Retrained { chosen: chosen.clone(), accuracy: acc, control });
+    }
+    Ok(out)
+}
+
+/// Kendall's tau-b between two lists.
+pub fn kendall_tau(a: &[f64], b: &[f64]) -> f64 {
+    let (mut conc, mut disc, mut ta, mut tb) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for i in 0..a.len() {
+        for j in i + 1..a.len() {
+            let (da, db) = (a[i] - a[j], b[i] - b[j]);
+            if da == 0.0 && db == 0.0 {
+                continue;
+            } else if da == 0.0 {
+                ta += 1.0;
+            } else if db == 0.0 {
+                tb += 1.0;
+            } else if da.signum() == db.signum() {
+                conc += 1.0;
+            } else {
+                disc += 1.0;
+            }
+        }
+    }
+    let denom = ((conc + disc + ta) * (conc + disc + tb)).sqrt();
+    if denom == 0.0 { 0.0 } else { (conc - disc) / denom }
+}
