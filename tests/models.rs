@@ -1,0 +1,260 @@
+//! Models: forward shapes of every op and cell, BatchNorm recalibration, the student's cost read
+//! off the built module equals the cost model, a teacher learns, the fair loss, prefix-sharing
+//! rating equals naive rating, and the pretrained EfficientNet-Lite0 classifies real photos.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use dnarun::nn::{Mode, Student, SuperBlock, Teacher, torch};
+use dnarun::plan::Plan;
+use dnarun::recipe::{self, Overrides};
+use dnarun::space::{Architecture, Path as SPath};
+use dnarun::stages::rate::{RateData, fair_loss, rate_block, rate_block_naive};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn plan(path: &str, sets: &[&str]) -> Plan {
+    let l = recipe::load(Path::new(path), &Overrides { sets: sets.iter().map(|s| s.to_string()).collect(), env: false })
+        .unwrap_or_else(|d| panic!("{}", d.render()));
+    Plan::resolve(&l).unwrap_or_else(|d| panic!("{}", d.render()))
+}
+
+fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+fn random_arch(plan: &Plan, rng: &mut ChaCha8Rng) -> Architecture {
+    Architecture {
+        paths: plan
+            .space
+            .blocks
+            .iter()
+            .map(|b| {
+                let cell = rng.random_range(0..b.cells.len());
+                SPath { cell, ops: (0..b.cells[cell].layers).map(|_| rng.random_range(0..b.ops.len())).collect() }
+            })
+            .collect(),
+    }
+}
+
+/// Every op of every layer position, and a random path of every cell, give the planned shapes.
+fn check_block_shapes(plan: &Plan, batch: usize) {
+    let device = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for (i, b) in plan.space.blocks.iter().enumerate() {
+        let net = SuperBlock::new(&plan.space, i, &device);
+        let cin = if i == 0 { plan.space.image_channels } else { plan.taps[i - 1].shape[0] };
+        let size = if i == 0 { plan.space.image_size } else { plan.taps[i - 1].shape[1] };
+        let x = random([batch, cin, size, size], &device);
+        let entered = net.enter(x.clone(), Mode::Eval);
+        for (ci, c) in b.cells.iter().enumerate() {
+            for op in 0..b.ops.len() {
+                let y = net.layer(ci, 0, op, entered.clone(), Mode::Eval);
+                let l = c.layer(0);
+                assert_eq!(y.dims(), [batch, l.cout, l.out_size(), l.out_size()], "block {i} cell {ci} op {op}");
+            }
+            let path = SPath { cell: ci, ops: (0..c.layers).map(|_| rng.random_range(0..b.ops.len())).collect() };
+            let y = net.forward(&path, x.clone(), Mode::Eval);
+            let t = plan.taps[i].shape;
+            assert_eq!(y.dims(), [batch, t[0], t[1], t[2]], "block {i} path {}", b.path_name(&path));
+        }
+    }
+}
+
+#[test]
+fn quickstart_block_shapes() {
+    check_block_shapes(&plan("recipes/quickstart.toml", &[]), 2);
+}
+
+#[test]
+fn paper_block_shapes() {
+    check_block_shapes(&plan("recipes/dna-imagenet.toml", &[]), 1);
+}
+
+#[test]
+fn teacher_taps_have_the_declared_shapes() {
+    let p = plan("recipes/dna-imagenet.toml", &[]);
+    let device = Device::flex();
+    let t = Teacher::new(&p.teacher, 3, 1000, &device);
+    let stages: Vec<usize> = p.taps.iter().map(|t| t.stage).collect();
+    let taps = t.forward_taps(random([1, 3, 224, 224], &device), &stages, Mode::Eval);
+    let shapes: Vec<[usize; 4]> = taps.iter().map(|t| t.dims()).collect();
+    assert_eq!(shapes, vec![[1, 24, 56, 56], [1, 40, 28, 28], [1, 80, 14, 14], [1, 112, 14, 14], [1, 192, 7, 7], [1, 320, 7, 7]]);
+    // forward_from between taps gives the same as one pass.
+    let x = random([1, 3, 224, 224], &device);
+    let all = t.forward_taps(x.clone(), &[3, 4], Mode::Eval);
+    let step = t.forward_from(3, 4, all[0].clone(), Mode::Eval);
+    let diff = (step - all[1].clone()).abs().max().into_scalar::<f32>();
+    assert!(diff < 1e-5, "{diff}");
+}
+
+#[test]
+fn student_cost_read_off_the_module_equals_the_cost_model() {
+    let device = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for (recipe, n) in [("recipes/quickstart.toml", 6), ("recipes/dna-imagenet.toml", 3), ("tests/fixtures/tiny.toml", 4)] {
+        let p = plan(recipe, &[]);
+        for _ in 0..n {
+            let arch = random_arch(&p, &mut rng);
+            let s = Student::new(&p.space, &arch, &device);
+            let measured = s.measured_cost(p.space.image_size);
+            let model = p.space.cost(&arch);
+            assert_eq!(measured, model, "{recipe}: {}", p.space.arch_name(&arch));
+            assert_eq!(s.num_params() as u64, model.params, "{recipe}: Burn's parameter count");
+        }
+    }
+}
+
+#[test]
+fn student_with_adapters_and_logits_shape() {
+    let p = plan("tests/fixtures/tiny.toml", &["blocks.0.adapter=true", "blocks.1.adapter=true"]);
+    let device = Device::flex();
+    let arch = Architecture { paths: vec![SPath { cell: 1, ops: vec![0, 1] }, SPath { cell: 0, ops: vec![1] }] };
+    let s = Student::new(&p.space, &arch, &device);
+    assert_eq!(s.measured_cost(16), p.space.cost(&arch));
+    assert_eq!(s.logits(random([3, 1, 16, 16], &device), Mode::Eval).dims(), [3, 10]);
+}
+
+fn running(bn: &dnarun::nn::Bn) -> Vec<f32> {
+    bn.running_mean.value().into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn bn_recalibration_changes_only_the_chosen_path() {
+    let p = plan("tests/fixtures/tiny.toml", &[]);
+    let device = Device::flex();
+    let net = SuperBlock::new(&p.space, 1, &device);
+    let chosen = SPath { cell: 1, ops: vec![0, 1] };
+    let other = SPath { cell: 1, ops: vec![1, 0] };
+    let before_chosen: Vec<Vec<f32>> = net.path_bns(&chosen).iter().map(|b| running(b)).collect();
+    let before_other_first = running(net.path_bns(&other)[0]);
+    let x = random([8, 12, 8, 8], &device).add_scalar(3.0);
+    for bn in net.path_bns(&chosen) {
+        bn.reset_stats();
+    }
+    let _ = net.forward(&chosen, x, Mode::Train { momentum: 1.0 });
+    let after_chosen: Vec<Vec<f32>> = net.path_bns(&chosen).iter().map(|b| running(b)).collect();
+    for (b, a) in before_chosen.iter().zip(&after_chosen) {
+        assert_ne!(b, a, "every BN of the chosen path is re-estimated");
+    }
+    assert_eq!(before_other_first, running(net.path_bns(&other)[0]), "BNs of other paths are untouched");
+}
+
+#[test]
+fn fair_loss_on_known_tensors() {
+    let device = Device::flex();
+    let y = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]), &device);
+    let y_hat = y.clone().add_scalar(1.0);
+    // mean |Y - Yhat| = 1; population std of [1, 2, 3, 4] = sqrt(1.25).
+    let l = fair_loss(&[y.clone()], &[y_hat]);
+    assert!((l - 1.0 / 1.25f64.sqrt()).abs() < 1e-6, "{l}");
+    assert_eq!(fair_loss(&[y.clone()], &[y]), 0.0);
+}
+
+#[test]
+fn prefix_sharing_rating_equals_naive_rating() {
+    let p = plan("tests/fixtures/tiny.toml", &["blocks.1.cells.1.layers=3"]);
+    let device = Device::flex();
+    let net = SuperBlock::new(&p.space, 1, &device);
+    let block = &p.space.blocks[1];
+    let data = RateData {
+        calibration: vec![random([6, 12, 8, 8], &device), random([5, 12, 8, 8], &device)],
+        inputs: vec![random([4, 12, 8, 8], &device), random([3, 12, 8, 8], &device)],
+        targets: vec![random([4, 16, 4, 4], &device), random([3, 16, 4, 4], &device)],
+    };
+    let (fast, evals) = rate_block(&net, block, &data);
+    let slow = rate_block_naive(&net, block, &data);
+    assert_eq!(fast.len(), block.num_paths() as usize);
+    assert_eq!(evals, 2 + (2 + 4 + 8), "K + K^2 + K^3 layer evaluations per cell");
+    for ((pa, ra), (pb, rb)) in fast.iter().zip(&slow) {
+        assert_eq!(pa, pb);
+        assert!((ra - rb).abs() <= 1e-6 * rb.abs().max(1.0), "{}: {ra} vs {rb}", block.path_name(pa));
+    }
+}
+
+#[test]
+fn a_teacher_learns_on_a_small_batch() {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::{AdamConfig, GradientsParams};
+    use burn::tensor::Int;
+    let p = plan("tests/fixtures/tiny.toml", &[]);
+    let device = Device::flex().autodiff();
+    let mut t = Teacher::new(&p.teacher, 1, 10, &device);
+    let mut optim = AdamConfig::new().init();
+    let x = random([16, 1, 16, 16], &device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new((0..16).map(|i| (i % 10) as i64).collect::<Vec<_>>(), [16]), &device);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut losses = Vec::new();
+    for _ in 0..30 {
+        let loss = loss_fn.forward(t.logits(x.clone(), Mode::TRAIN), y.clone());
+        losses.push(loss.clone().into_scalar::<f32>());
+        let g = GradientsParams::from_grads(loss.backward(), &t);
+        t = optim.step(0.01, t, g);
+    }
+    assert!(losses[29] < losses[0] * 0.5, "{losses:?}");
+}
+
+fn lite0_file() -> Option<PathBuf> {
+    std::env::var_os("DNARUN_TEST_LITE0").map(PathBuf::from)
+}
+
+#[test]
+fn lite0_classifies_the_foolbox_photos() {
+    let (Some(weights), Some(photos)) = (lite0_file(), std::env::var_os("DNARUN_TEST_FOOLBOX")) else {
+        panic!("DNARUN_TEST_LITE0 and DNARUN_TEST_FOOLBOX must be set: run the suite with `scripts/test`");
+    };
+    let dir = Path::new("target/lite0-photos");
+    std::fs::create_dir_all(dir).unwrap();
+    for e in std::fs::read_dir(&photos).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("imagenet_") {
+            std::fs::copy(e.path(), dir.join(&name)).unwrap();
+        }
+    }
+    let images = dnarun::data::read_flat_folder(dir, 3, 224, 1000).unwrap();
+    assert_eq!(images.len(), 20);
+    let p = plan("recipes/dna-imagenet.toml", &[]);
+    let device = Device::flex();
+    let t = torch::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();
+    let data = dnarun::recipe::Data { ..p.recipe.data.clone() };
+    let pre = dnarun::data::Preprocess::new(&data, false);
+    let idx: Vec<usize> = (0..20).collect();
+    let b = pre.batch(&images, &idx, 0);
+    let logits = t.logits(b.images(&device), Mode::Eval);
+    let top5 = logits.clone().argsort_descending(1).slice([0..20, 0..5]);
+    let top5: Vec<i64> = top5.into_data().convert::<i64>().to_vec().unwrap();
+    let mut top1_hits = 0;
+    let mut top5_hits = 0;
+    for (i, label) in b.labels.iter().enumerate() {
+        let row = &top5[i * 5..i * 5 + 5];
+        top1_hits += usize::from(row[0] == *label);
+        top5_hits += usize::from(row.contains(label));
+    }
+    assert!(top1_hits >= 17, "top-1 {top1_hits}/20");
+    assert_eq!(top5_hits, 20, "top-5 {top5_hits}/20");
+}
+
+#[test]
+fn weights_errors_name_the_problem() {
+    let Some(weights) = lite0_file() else { panic!("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`") };
+    let p = plan("recipes/dna-imagenet.toml", &[]);
+    let device = Device::flex();
+    // Truncated.
+    let bytes = std::fs::read(&weights).unwrap();
+    let cut = Path::new("target/lite0-truncated.pth");
+    std::fs::write(cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = torch::load_teacher(cut, &p.teacher, 3, 1000, &device).unwrap_err().to_string();
+    assert!(e.contains("lite0-truncated.pth") && e.contains("is truncated"), "{e}");
+    // Wrong shapes: a teacher with another head and classifier.
+    let mut other = p.teacher.clone();
+    other.head = 1000;
+    let e = torch::load_teacher(&weights, &other, 3, 10, &device).unwrap_err().to_string();
+    assert!(e.contains("`_conv_head.weight`: expected shape [1000, 320, 1, 1], found [1280, 320, 1, 1]"), "{e}");
+    assert!(e.contains("`_fc.weight`: expected shape [10, 1000], found [1000, 1280]"), "{e}");
+    // Not a torch file at all.
+    let junk = Path::new("target/not-weights.pth");
+    std::fs::write(junk, b"hello").unwrap();
+    let e = torch::load_teacher(junk, &p.teacher, 3, 1000, &device).unwrap_err().to_string();
+    assert!(e.contains("not-weights.pth"), "{e}");
+}

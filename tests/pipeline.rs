@@ -1,0 +1,182 @@
+//! The whole pipeline on the tiny recipe: every artifact, the lock file re-running exactly,
+//! resume after SIGKILL giving the same ratings, refusing to resume a changed recipe, and the
+//! exported architectures re-loading.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dnarun");
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::current_dir().unwrap().join("target/pipeline-tests").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn args(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "tests/fixtures/tiny.toml".to_string(),
+        "--set".into(),
+        format!("experiment.output_dir=\"{}\"", dir.display()),
+        "--set".into(),
+        format!("tracking.uri=\"file:{}/mlruns\"", dir.display()),
+    ];
+    for e in extra {
+        v.push("--set".into());
+        v.push(e.to_string());
+    }
+    v
+}
+
+fn run(a: &[String]) -> Output {
+    let out = Command::new(BIN).args(a).output().unwrap();
+    assert!(out.status.success(), "dnarun {a:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn ratings(run_dir: &Path) -> Vec<serde_json::Value> {
+    (0..2)
+        .map(|i| {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join(format!("rate/block{i}.json"))).unwrap()).unwrap();
+            v["ratings"].clone()
+        })
+        .collect()
+}
+
+#[test]
+fn whole_pipeline_writes_every_artifact() {
+    let dir = out_dir("whole");
+    let out = run(&args(&dir, &[]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("top1") && stdout.contains("top3") && stdout.contains("Kendall"), "{stdout}");
+    let r = dir.join("tiny-001");
+    for f in [
+        "dnarun.lock", "tracking.json", "teacher/state.json", "teacher/model.bpk",
+        "distill/block0/state.json", "distill/block0/supernet.bpk", "distill/block1/supernet.bpk",
+        "rate/block0.json", "rate/block0.csv", "rate/block1.json", "rate/block1.csv",
+        "search/result.json", "search/pareto.svg",
+        "retrain/top1/arch.toml", "retrain/top1/model.bpk", "retrain/top2/arch.toml", "retrain/top3/arch.toml",
+        "report.md", "report.csv", "report.json",
+    ] {
+        assert!(r.join(f).exists(), "missing {f}");
+    }
+    let rates = ratings(&r);
+    assert_eq!(rates[0].as_array().unwrap().len(), 2 + 4, "every path of block 0 is rated");
+    assert!(rates.iter().flat_map(|b| b.as_array().unwrap()).all(|x| x["rating"].as_f64().unwrap() > 0.0));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["architectures"].as_array().unwrap().len(), 3);
+    assert!(report["kendall_tau"].is_number());
+    assert!(std::fs::read_to_string(r.join("search/pareto.svg")).unwrap().starts_with("<svg"));
+    // No temp files are left behind.
+    let leftovers: Vec<_> = walk(&r).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp~")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The local MLflow store: one parent and a child per stage and block.
+    let exp = std::fs::read_dir(dir.join("mlruns")).unwrap().flatten().find(|e| e.path().join("meta.yaml").exists()).unwrap().path();
+    let runs: Vec<PathBuf> = std::fs::read_dir(&exp).unwrap().flatten().map(|e| e.path()).filter(|p| p.join("meta.yaml").exists()).collect();
+    let parents: Vec<&PathBuf> = runs.iter().filter(|p| !p.join("tags/mlflow.parentRunId").exists()).collect();
+    assert_eq!(parents.len(), 1);
+    assert_eq!(runs.len(), 1 + 1 + 2 + 2 + 1 + 3, "parent, teacher, 2 distill, 2 rate, search, 3 retrain");
+    let params = parents[0].join("params");
+    assert_eq!(std::fs::read_to_string(params.join("distill.epochs")).unwrap(), "3");
+    assert_eq!(std::fs::read_to_string(params.join("blocks.1.cells.0.layers")).unwrap(), "1");
+    // The exported architecture re-loads: `plan` shows it and its cost matches the report.
+    let plan = Command::new(BIN).args(["plan", &r.join("retrain/top1/arch.toml").display().to_string()]).output().unwrap();
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let text = String::from_utf8_lossy(&plan.stdout);
+    let params = report["architectures"][0]["chosen"]["params"].as_u64().unwrap();
+    assert!(text.contains(&format!("{:.4}M params", params as f64 / 1e6)), "{text}");
+    // ... and retrains.
+    let re = Command::new(BIN).args(["retrain", &r.join("retrain/top1/arch.toml").display().to_string()]).output().unwrap();
+    assert!(re.status.success(), "{}", String::from_utf8_lossy(&re.stderr));
+    assert!(String::from_utf8_lossy(&re.stdout).contains("top1: test accuracy"));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_lock_file_reruns_the_same_ratings() {
+    let dir = out_dir("lock");
+    run(&args(&dir, &["retrain.epochs=1", "search.top_k=1"]));
+    let first = dir.join("tiny-001");
+    let out = Command::new(BIN).arg(first.join("dnarun.lock")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let second = dir.join("tiny-002");
+    assert_eq!(ratings(&first), ratings(&second), "same seed on the CPU: bit-identical ratings");
+    let lock1 = std::fs::read_to_string(first.join("dnarun.lock")).unwrap();
+    let lock2 = std::fs::read_to_string(second.join("dnarun.lock")).unwrap();
+    assert_eq!(lock1, lock2, "the lock of a lock-file run is the same lock");
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_ratings() {
+    let reference = out_dir("resume-reference");
+    let extra = ["distill.epochs=40", "search.top_k=1", "retrain.epochs=1"];
+    run(&args(&reference, &extra));
+    let dir = out_dir("resume-killed");
+    let mut child = Command::new(BIN).args(args(&dir, &extra)).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let state = dir.join("tiny-001/distill/block1/state.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = std::fs::read_to_string(&state).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).and_then(|v| v["epochs_done"].as_u64());
+        if done.is_some_and(|d| d >= 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "distillation did not start");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!dir.join("tiny-001/rate/block0.json").exists(), "killed during distillation");
+    let resumed = Command::new(BIN).args(["resume", &dir.join("tiny-001").display().to_string()]).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(ratings(&reference.join("tiny-001")), ratings(&dir.join("tiny-001")));
+}
+
+#[test]
+fn resuming_a_changed_recipe_is_refused() {
+    let dir = out_dir("changed");
+    run(&args(&dir, &["search.top_k=1", "retrain.epochs=1"]));
+    let mut a = args(&dir, &["search.top_k=1", "retrain.epochs=1", "distill.epochs=5", "distill.lr=0.01"]);
+    a.push("--resume".into());
+    let out = Command::new(BIN).arg("run").args(&a).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`distill.epochs`") && err.contains("`distill.lr`") && err.contains("cannot be resumed"), "{err}");
+}
+
+#[test]
+fn stages_and_blocks_run_alone() {
+    let dir = out_dir("stages");
+    let base = args(&dir, &["search.top_k=1", "retrain.epochs=1"]);
+    let with = |extra: &[&str]| {
+        let mut v = vec!["run".to_string()];
+        v.extend(base.iter().cloned());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    run(&with(&["--stage", "teacher"]));
+    let r = dir.join("tiny-001");
+    let rd = r.display().to_string();
+    assert!(r.join("teacher/state.json").exists() && !r.join("distill").exists());
+    run(&with(&["--stage", "distill", "--block", "1", "--run-dir", &rd]));
+    assert!(r.join("distill/block1/state.json").exists() && !r.join("distill/block0").exists());
+    run(&with(&["--stage", "distill", "--block", "0", "--run-dir", &rd]));
+    run(&with(&["--stage", "rate", "--run-dir", &rd]));
+    assert!(r.join("rate/block0.json").exists() && r.join("rate/block1.json").exists());
+    run(&with(&["--run-dir", &rd]));
+    assert!(r.join("report.md").exists());
+}
