@@ -345,7 +345,7 @@ impl Plan {
                         did_you_mean(&b.target, names.iter().copied()).map(|s| format!("did you mean `{s}`?"))
                             .or(Some(format!("the taps are: {}", names.join(", ")))));
                 }
-                Some(ti) if ti != bi => err(&format!("{p}/target"), format!(
+                Some(ti) if ti != bi && bi < taps.len() => err(&format!("{p}/target"), format!(
                     "`blocks[{bi}].target` is `{}`, which is tap {ti}: blocks follow the taps in order, so block {bi} must target `{}`",
                     b.target, taps.get(bi).map(|t| t.name.as_str()).unwrap_or("?")
                 ), None),
@@ -379,7 +379,6 @@ impl Plan {
                 }
             };
             let target_shape = tap.map(|t| taps[t].shape).unwrap_or(prev_shape);
-            let ratio = if target_shape[1] == 0 { 0 } else { prev_shape[1].div_ceil(target_shape[1]) };
             let derived = if prev_shape[1].div_ceil(2) == target_shape[1] && prev_shape[1] != target_shape[1] {
                 Some(2)
             } else if prev_shape[1] == target_shape[1] {
@@ -389,7 +388,7 @@ impl Plan {
             };
             if derived.is_none() && tap.is_some() {
                 err(&format!("{p}/target"), format!(
-                    "block {bi} maps {}x{} to {}x{} (`{}`): a cell can keep the size or halve it, not divide it by {ratio}",
+                    "block {bi} maps {}x{} to {}x{} (`{}`), but a cell can only keep the spatial size or halve it",
                     prev_shape[1], prev_shape[2], target_shape[1], target_shape[2], b.target
                 ), Some("add a tap in between, or change `student.stem_stride`".into()));
             }

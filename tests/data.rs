@@ -183,7 +183,7 @@ fn bad_inputs_get_clear_errors() {
     expect_err(read_folder(&folder, 3, 8, 1), &["broken.png", "is not a readable PNG/JPEG image"]);
     // A class with fewer images than the subsets need.
     let d = tiny_data();
-    let labels: Vec<usize> = (0..100).map(|i| if i < 5 { 3 } else { (i % 9) + (i % 9 >= 3) as usize }).collect();
+    let labels: Vec<usize> = (0..10).flat_map(|c| std::iter::repeat_n(c, if c == 3 { 5 } else { 30 })).collect();
     let e = subsets(&d, 1, fake_images(labels.clone()), fake_images(labels)).unwrap_err().to_string();
     assert!(e.contains("class 3") && e.contains("has 5 images") && e.contains("`data.samples_per_class` + `data.rate_per_class` = 16"), "{e}");
 }

@@ -101,7 +101,8 @@ fn student_cost_read_off_the_module_equals_the_cost_model() {
             let measured = s.measured_cost(p.space.image_size);
             let model = p.space.cost(&arch);
             assert_eq!(measured, model, "{recipe}: {}", p.space.arch_name(&arch));
-            assert_eq!(s.num_params() as u64, model.params, "{recipe}: Burn's parameter count");
+            // Burn's count includes BatchNorm running statistics (2 per channel); the model's does not.
+            assert_eq!(s.num_params() as u64, model.params + 2 * bn_channels(&s), "{recipe}: Burn's parameter count");
         }
     }
 }
@@ -117,7 +118,19 @@ fn student_with_adapters_and_logits_shape() {
 }
 
 fn running(bn: &dnarun::nn::Bn) -> Vec<f32> {
-    bn.running_mean.value().into_data().to_vec::<f32>().unwrap()
+    bn.running_mean.value_sync().into_data().to_vec::<f32>().unwrap()
+}
+
+fn bn_channels(s: &Student) -> u64 {
+    let ch = |b: &dnarun::nn::Bn| b.gamma.val().dims()[0] as u64;
+    let mut n = ch(&s.stem.bn) + ch(&s.head.bn);
+    for c in &s.cells {
+        for l in &c.layers {
+            n += l.bns().into_iter().map(ch).sum::<u64>();
+        }
+        n += c.adapter.as_ref().map_or(0, |a| ch(&a.bn));
+    }
+    n
 }
 
 #[test]

@@ -351,15 +351,21 @@ pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsEr
         }
         let data = storages.get(&key).ok_or_else(|| fail(format!("has no data for storage `{key}` of tensor `{name}`")))?;
         let numel: usize = shape.iter().product();
-        let mut contiguous = vec![1usize; shape.len()];
-        for i in (0..shape.len().saturating_sub(1)).rev() {
-            contiguous[i] = contiguous[i + 1] * shape[i + 1];
+        let f32_at = |i: usize| -> Option<f32> { data.get(i * 4..i * 4 + 4).map(|c| f32::from_le_bytes(c.try_into().unwrap())) };
+        // Gather in row-major order through the strides (torch may store channels-last).
+        let mut values = Vec::with_capacity(numel);
+        let mut index = vec![0usize; shape.len()];
+        for _ in 0..numel {
+            let at = offset + index.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>();
+            values.push(f32_at(at).ok_or_else(|| fail(format!("tensor `{name}` lies outside its storage")))?);
+            for d in (0..shape.len()).rev() {
+                index[d] += 1;
+                if index[d] < shape[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
         }
-        if numel > 1 && strides != contiguous {
-            return Err(fail(format!("tensor `{name}` is not contiguous (strides {strides:?})")));
-        }
-        let bytes = data.get(offset * 4..(offset + numel) * 4).ok_or_else(|| fail(format!("tensor `{name}` lies outside its storage")))?;
-        let values = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         out.insert(name, RawTensor { shape, values });
     }
     Ok(out)

@@ -137,7 +137,10 @@ impl Diagnostics {
 
 /// Keeps a span inside the text and on one line (a caret under a whole table is noise).
 fn clamp_span(text: &str, span: Range<usize>) -> Range<usize> {
-    let start = span.start.min(text.len());
+    let mut start = span.start.min(text.len());
+    if start > 0 && text[start..].starts_with('\n') {
+        start -= text[..start].chars().next_back().map(char::len_utf8).unwrap_or(0);
+    }
     let mut end = span.end.min(text.len()).max(start);
     if let Some(nl) = text[start..end].find('\n') {
         end = start + nl;

@@ -530,6 +530,9 @@ pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
     let schema = schema();
     let validator = jsonschema::validator_for(&schema).expect("the generated schema is valid");
     let mut out: Vec<Diagnostic> = Vec::new();
+    // A misspelt required key shows up twice (unknown + missing): report it once, as unknown.
+    let mut suggested: Vec<String> = Vec::new();
+    let mut missing: Vec<(String, Diagnostic)> = Vec::new();
     for err in validator.iter_errors(value) {
         let pointer = err.instance_path.as_str().to_string();
         let key = display_key(&pointer);
@@ -546,7 +549,10 @@ pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
                     let mut d = Diagnostic::new(format!("unknown key `{}`", display_key(&p)))
                         .at(origins.key(&p));
                     d = match did_you_mean(name, allowed.iter().copied()) {
-                        Some(s) => d.help(format!("did you mean `{s}`?")),
+                        Some(s) => {
+                            suggested.push(format!("{pointer}/{s}"));
+                            d.help(format!("did you mean `{s}`?"))
+                        }
                         None => d.help(format!(
                             "the keys allowed here are: {}",
                             allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
@@ -568,7 +574,8 @@ pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
                 if let Some(desc) = desc {
                     d = d.help(format!("add `{name}`: {desc}"));
                 }
-                d
+                missing.push((p, d));
+                continue;
             }
             K::Enum { .. } => {
                 let options = node.map(enum_options).unwrap_or_default();
@@ -624,6 +631,11 @@ pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
             _ => Diagnostic::new(format!("`{key}`: {err}")).at(origins.value(&pointer)),
         };
         if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    for (p, d) in missing {
+        if !suggested.contains(&p) && !out.contains(&d) {
             out.push(d);
         }
     }
