@@ -75,7 +75,7 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
         }
         let dir = block_dir(ctx, i);
         let state: BlockState = read_json(&dir.join("state.json"))?.unwrap_or_default();
-        let mut net = SuperBlock::new(&plan.space, i, &ad);
+        let mut net = crate::nn::initialize(SuperBlock::new(&plan.space, i, &ad), &ctx.device, r.experiment.seed ^ 0xB10C ^ ((i as u64) << 16));
         let mut optim = AdamConfig::new()
             .with_weight_decay(Some(WeightDecayConfig::new(r.distill.weight_decay as f32)))
             .init();

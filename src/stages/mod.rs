@@ -215,7 +215,8 @@ pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<(), RunError> {
         std::fs::create_dir_all(dir).map_err(|e| RunError::file(dir, e))?;
     }
     let tmp = tmp_path(path);
-    module.clone().into_record().save(&tmp).map_err(|e| RunError::file(&tmp, e))?;
+    // `valid` folds pending BatchNorm running-stat updates in; a plain record would miss the last.
+    module.valid().into_record().save(&tmp).map_err(|e| RunError::file(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| RunError::file(path, e))
 }
 

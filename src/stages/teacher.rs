@@ -49,8 +49,9 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
         }
         None => {
             let settings = ctx.plan.teacher.train.clone();
+            let ctx_seed = |ctx: &Ctx, salt: u64| ctx.plan.recipe.experiment.seed ^ salt;
             let (spec, channels, classes) = (ctx.plan.teacher.clone(), d.channels, d.classes);
-            let (t, acc) = train_classifier(ctx, &dir, &run, &settings, |dev| Teacher::new(&spec, channels, classes, dev))?;
+            let (t, acc) = train_classifier(ctx, &dir, &run, &settings, ctx_seed(ctx, 0x7EAC), |dev| Teacher::new(&spec, channels, classes, dev))?;
             tracing::info!("teacher trained: test accuracy {:.2}%", acc * 100.0);
             t
         }

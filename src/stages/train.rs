@@ -63,6 +63,7 @@ pub fn train_classifier<M: Classifier>(
     dir: &Path,
     run: &str,
     settings: &TrainSettings,
+    seed: u64,
     init: impl Fn(&Device) -> M,
 ) -> Result<(M, f64), RunError> {
     let plan = ctx.plan;
@@ -72,7 +73,7 @@ pub fn train_classifier<M: Classifier>(
     let optim_path = dir.join("optim.bpk");
     let mut state: TrainState = read_json(&state_path)?.unwrap_or_default();
     let ad = ctx.train_device();
-    let mut model = init(&ad);
+    let mut model = crate::nn::initialize(init(&ad), &ctx.device, seed);
     let mut optim = AdamConfig::new()
         .with_weight_decay(Some(WeightDecayConfig::new(settings.weight_decay as f32)))
         .init();
