@@ -13,6 +13,13 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dnarun");
 
+/// The tests share two cores in CI: one MLflow server at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Server {
     child: Child,
     port: u16,
@@ -61,7 +68,7 @@ impl Server {
     }
 
     fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.child.id())]).status();
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", self.child.id())]).status();
         let _ = self.child.wait();
     }
 
@@ -143,6 +150,7 @@ fn check_tree(server: &Server, experiment: &str, run_dir: &Path, distill_epochs:
 
 #[test]
 fn a_run_on_a_real_server() {
+    let _serial = serial();
     let dir = scratch("server");
     let mut server = Server::start(&dir, free_port(), &format!("sqlite:///{}/mlflow.db", dir.display()));
     let out = run_tiny(&dir.join("runs"), &server.uri(), "tiny-server", &[]);
@@ -160,12 +168,14 @@ fn a_run_on_a_real_server() {
     t.end_run(&run, RunStatus::Finished).unwrap();
     assert_eq!(t.flush(), 0);
     let values: Vec<Value> = server.history(&run, "odd").iter().map(|m| m["value"].clone()).collect();
-    assert_eq!(values, vec![json!("NaN"), json!("Infinity"), json!("-Infinity"), json!(0.5)]);
+    // MLflow's SQL store keeps infinities as the largest finite doubles.
+    assert_eq!(values, vec![json!("NaN"), json!(f64::MAX), json!(-f64::MAX), json!(0.5)]);
     server.stop();
 }
 
 #[test]
 fn the_local_store_is_what_mlflow_serves() {
+    let _serial = serial();
     let dir = scratch("local");
     let store = dir.join("mlruns");
     let out = run_tiny(&dir.join("runs"), &format!("file:{}", store.display()), "tiny-local", &[]);
@@ -191,6 +201,7 @@ fn the_local_store_is_what_mlflow_serves() {
 
 #[test]
 fn a_server_that_goes_away_mid_run_loses_nothing() {
+    let _serial = serial();
     let dir = scratch("restart");
     let port = free_port();
     let backend = format!("sqlite:///{}/mlflow.db", dir.display());
