@@ -36,7 +36,7 @@ fn main() {
 
     // (a) Rating one cell of 4 layers and 6 ops (1296 paths).
     let ops = "{ k3e3 = { kernel = 3, expansion = 3 }, k5e3 = { kernel = 5, expansion = 3 }, k7e3 = { kernel = 7, expansion = 3 }, k3e6 = { kernel = 3, expansion = 6 }, k5e6 = { kernel = 5, expansion = 6 }, k7e6 = { kernel = 7, expansion = 6 } }";
-    let p = plan("recipes/quickstart.toml", &[&format!("ops={ops}"), "blocks.1.cells=[{ layers = 4, hidden = 16 }]", "search.max_mflops=20.0"]);
+    let p = plan("recipes/quickstart.toml", &[&format!("ops={ops}"), "blocks.1.cells=[{ layers = 4, hidden = 16 }]", "search.max_mflops=8.0"]);
     let net = SuperBlock::new(&p.space, 1, &device);
     let block = &p.space.blocks[1];
     let data = RateData {

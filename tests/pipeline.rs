@@ -180,3 +180,45 @@ fn stages_and_blocks_run_alone() {
     run(&with(&["--run-dir", &rd]));
     assert!(r.join("report.md").exists());
 }
+
+#[test]
+fn a_missing_device_is_reported_before_any_work() {
+    let dir = out_dir("device");
+    let out = Command::new(BIN).args(args(&dir, &["runtime.devices=[\"cuda:0\"]"])).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`runtime.devices` asks for `cuda:0`"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "nothing was written");
+}
+
+#[test]
+fn device_names_parse() {
+    use dnarun::plan::DeviceSpec;
+    assert_eq!(DeviceSpec::parse("cpu"), Ok(DeviceSpec::Cpu));
+    assert_eq!(DeviceSpec::parse("cuda:1"), Ok(DeviceSpec::Cuda(1)));
+    assert_eq!(DeviceSpec::parse("wgpu"), Ok(DeviceSpec::Wgpu(0)));
+    assert!(DeviceSpec::parse("cuda:x").unwrap_err().contains("not a device index"));
+    assert!(DeviceSpec::parse("tpu:0").unwrap_err().contains("not a device"));
+}
+
+#[test]
+fn ctrl_c_stops_after_saving_and_the_run_resumes() {
+    let dir = out_dir("sigint");
+    let extra = ["distill.epochs=40", "search.top_k=1", "retrain.epochs=1"];
+    let mut child = Command::new(BIN).args(args(&dir, &extra)).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let state = dir.join("tiny-001/distill/block0/state.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !state.exists() {
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "distillation did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill").args(["-s", "INT", &child.id().to_string()]).status();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dnarun resume"), "{err}");
+    let resumed = Command::new(BIN).args(["resume", &dir.join("tiny-001").display().to_string()]).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(dir.join("tiny-001/report.md").exists());
+}
