@@ -12,6 +12,8 @@ pub mod nn;
 pub mod plan;
 pub mod recipe;
 pub mod run;
+pub mod slurm;
 pub mod space;
 pub mod stages;
+pub mod status;
 pub mod track;

@@ -83,6 +83,41 @@ enum Command {
         /// The architecture file.
         arch: PathBuf,
     },
+    /// Hand the run to a Slurm cluster: teacher, a job array per block for distillation and for
+    /// rating (`afterok`), then search, retrain and report. Prints the job ids.
+    Submit {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Submit to Slurm (the only scheduler supported).
+        #[arg(long, required = true)]
+        slurm: bool,
+        /// Resubmit what is unfinished in this run directory (cancels its queued jobs first).
+        #[arg(long, value_name = "RUN_DIR")]
+        run_dir: Option<PathBuf>,
+        /// `sbatch --partition`.
+        #[arg(long)]
+        partition: Option<String>,
+        /// `sbatch --gpus-per-task`.
+        #[arg(long)]
+        gpus_per_task: Option<u32>,
+        /// `sbatch --cpus-per-task`.
+        #[arg(long)]
+        cpus_per_task: Option<u32>,
+        /// `sbatch --time`.
+        #[arg(long)]
+        time: Option<String>,
+        /// `sbatch --mem`.
+        #[arg(long)]
+        mem: Option<String>,
+        /// Write the batch scripts into the run directory without submitting them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show per stage and block what is done, queued, running or failed.
+    Status {
+        /// The run directory.
+        run_dir: PathBuf,
+    },
     /// Tracking tools.
     Track {
         #[command(subcommand)]
@@ -109,7 +144,7 @@ fn main() -> ExitCode {
         .init();
     // `dnarun recipe.toml` is `dnarun run recipe.toml`.
     let mut args: Vec<String> = std::env::args().collect();
-    let known = ["run", "resume", "validate", "plan", "schema", "retrain", "track", "help", "--help", "-h", "--version", "-V"];
+    let known = ["run", "resume", "validate", "plan", "schema", "retrain", "track", "submit", "status", "help", "--help", "-h", "--version", "-V"];
     if args.len() > 1 && !known.contains(&args[1].as_str()) {
         args.insert(1, "run".into());
     }
@@ -204,6 +239,18 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             }
             let plan = load_plan(&recipe.recipe, &recipe.sets)?;
             print!("{}", plan.summary());
+            for (name, split) in [("train", &plan.recipe.data.train), ("test", &plan.recipe.data.test)] {
+                match dnarun::data::read_split(&plan, split) {
+                    Ok(images) => {
+                        let h = images.histogram(plan.recipe.data.classes);
+                        let (lo, hi) = (h.iter().min().copied().unwrap_or(0), h.iter().max().copied().unwrap_or(0));
+                        let per = if lo == hi { format!("{lo} per class") } else { format!("{lo} to {hi} per class") };
+                        let names = images.class_names.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+                        println!("{name} split: {} images, {} classes, {per} ({names}{})", images.len(), h.len(), if images.class_names.len() > 10 { ", ..." } else { "" });
+                    }
+                    Err(e) => println!("{name} split: not readable here: {e}"),
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema { output, check } => {
@@ -238,6 +285,34 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             };
             let acc = run::retrain_arch(&plan, &chosen, &arch, stop)?;
             println!("{}: test accuracy {:.2}%", file.name, acc * 100.0);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit { recipe, slurm: _, run_dir, partition, gpus_per_task, cpus_per_task, time, mem, dry_run } => {
+            let plan = load_plan(&recipe.recipe, &recipe.sets)?;
+            let opts = dnarun::slurm::SlurmOptions { partition, gpus_per_task, cpus_per_task, time, mem, dry_run };
+            let s = dnarun::slurm::submit(&plan, &opts, run_dir.as_deref())?;
+            println!("run directory `{}`", s.dir.display());
+            for p in &s.scripts {
+                println!("  script `{}`", p.display());
+            }
+            if dry_run {
+                println!("dry run: nothing submitted; submit with `dnarun submit {} --slurm --run-dir {}`", recipe.recipe.display(), s.dir.display());
+            } else {
+                for (stage, id) in &s.jobs.jobs {
+                    println!("  {stage:<8} job {id}");
+                }
+                let ids: Vec<&str> = s.jobs.jobs.values().map(String::as_str).collect();
+                println!("follow: `squeue -j {}` or `dnarun status {}`", ids.join(","), s.dir.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { run_dir } => {
+            let lock = run_dir.join("dnarun.lock");
+            if !lock.exists() {
+                return Err(RunError::Usage(format!("`{}` is not a run directory: it has no `dnarun.lock`", run_dir.display())));
+            }
+            let plan = load_plan(&lock, &[])?;
+            print!("{}", dnarun::status::render(&plan, &run_dir)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Track { command: TrackCommand::Replay { run_dir } } => {

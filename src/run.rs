@@ -188,17 +188,26 @@ fn open_tracker(plan: &Plan, dir: &Path) -> Result<Box<dyn Tracker>, RunError> {
     }
 }
 
-/// What `tracking.json` holds: the run ids of this run in the tracker.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct TrackingIds(BTreeMap<String, String>);
+/// A run directory made ready: lock file written or checked, data loaded, tracking open.
+pub struct Prepared {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The data.
+    pub data: data::Dataset,
+    /// The device.
+    pub device: Device,
+    /// Tracking, with the parent run started.
+    pub track: Track,
+}
 
-/// Runs the plan; returns the run directory.
-pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
+/// Makes a new run directory (or reopens `resume`), writes or checks the lock file, loads the
+/// data and opens tracking.
+pub fn prepare(plan: &Plan, resume: Option<&Path>) -> Result<Prepared, RunError> {
     let device_spec = &plan.devices[0];
     let device = open_device(device_spec)?;
     let data = data::load(plan)?;
-    let dir = match &opts.resume {
-        Some(d) => d.clone(),
+    let dir = match resume {
+        Some(d) => d.to_path_buf(),
         None => new_run_dir(plan)?,
     };
     let lock_path = dir.join("dnarun.lock");
@@ -242,10 +251,8 @@ pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
     }
 
     let tracker = open_tracker(plan, &dir)?;
-    let ids_path = dir.join("tracking.json");
-    let mut ids: BTreeMap<String, String> = read_json::<TrackingIds>(&ids_path)?.map(|t| t.0).unwrap_or_default();
     let mut tracker = tracker;
-    let parent = match ids.remove("parent") {
+    let parent = match stages::read_ids(&dir).remove("parent") {
         Some(p) => p,
         None => {
             let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
@@ -261,12 +268,19 @@ pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
             tracker.log_params(&id, &flatten_params(&plan.recipe_value))?;
             tracker.log_artifact(&id, &lock_path, "")?;
             tracker.log_artifact(&id, &plan.recipe_path, "")?;
-            stages::write_json(&ids_path, &BTreeMap::from([("parent".to_string(), id.clone())]))?;
+            stages::write_id(&dir, "parent", &id)?;
             id
         }
     };
-    let mut track = Track::new(tracker, parent.clone(), ids, ids_path);
+    let track = Track::new(tracker, parent, dir.clone());
     eprintln!("run directory `{}`; tracking to {}", dir.display(), track.tracker.describe());
+    Ok(Prepared { dir, data, device, track })
+}
+
+/// Runs the plan; returns the run directory.
+pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
+    let Prepared { dir, data, device, mut track } = prepare(plan, opts.resume.as_deref())?;
+    let parent = track.parent.clone();
     let result = run_stages(plan, opts, &data, device, &dir, &mut track);
     let status = match &result {
         Ok(()) if opts.stage.is_none() || opts.stage == Some(Stage::Report) => Some(RunStatus::Finished),
@@ -330,7 +344,7 @@ pub fn retrain_arch(plan: &Plan, chosen: &stages::search::Chosen, arch_path: &Pa
     let name = format!("{}-retrain-{}", dir.file_name().unwrap_or_default().to_string_lossy(), chosen.name);
     let parent = tracker.start_run(&name, None, &[("dnarun.version".into(), env!("CARGO_PKG_VERSION").into())])?;
     tracker.log_params(&parent, &flatten_params(&plan.recipe_value))?;
-    let mut track = Track::new(tracker, parent.clone(), BTreeMap::new(), dir.join("tracking.json"));
+    let mut track = Track::new(tracker, parent.clone(), dir.clone());
     let result = {
         let mut ctx = Ctx { plan, data: &data, device, dir: dir.clone(), track: &mut track, stop };
         let recipe = plan.recipe_path.canonicalize().unwrap_or(plan.recipe_path.clone());

@@ -118,7 +118,7 @@ fn student_with_adapters_and_logits_shape() {
 }
 
 fn running(bn: &dnarun::nn::Bn) -> Vec<f32> {
-    bn.running_mean.value_sync().into_data().to_vec::<f32>().unwrap()
+    bn.running_mean.value_sync().into_data().try_to_vec::<f32>().unwrap()
 }
 
 fn bn_channels(s: &Student) -> u64 {
@@ -236,7 +236,7 @@ fn lite0_classifies_the_foolbox_photos() {
     let b = pre.batch(&images, &idx, 0);
     let logits = t.logits(b.images(&device), Mode::Eval);
     let top5 = logits.clone().argsort_descending(1).slice([0..20, 0..5]);
-    let top5: Vec<i64> = top5.into_data().convert::<i64>().to_vec().unwrap();
+    let top5: Vec<i64> = top5.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
     let mut top1_hits = 0;
     let mut top5_hits = 0;
     for (i, label) in b.labels.iter().enumerate() {

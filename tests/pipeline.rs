@@ -53,7 +53,7 @@ fn whole_pipeline_writes_every_artifact() {
     assert!(stdout.contains("top1") && stdout.contains("top3") && stdout.contains("Kendall"), "{stdout}");
     let r = dir.join("tiny-001");
     for f in [
-        "dnarun.lock", "tracking.json", "teacher/state.json", "teacher/model.bpk",
+        "dnarun.lock", "tracking/parent.id", "tracking/distill__block1.id", "teacher/state.json", "teacher/model.bpk",
         "distill/block0/state.json", "distill/block0/supernet.bpk", "distill/block1/supernet.bpk",
         "rate/block0.json", "rate/block0.csv", "rate/block1.json", "rate/block1.csv",
         "search/result.json", "search/pareto.svg",
@@ -221,4 +221,28 @@ fn ctrl_c_stops_after_saving_and_the_run_resumes() {
     let resumed = Command::new(BIN).args(["resume", &dir.join("tiny-001").display().to_string()]).output().unwrap();
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
     assert!(dir.join("tiny-001/report.md").exists());
+}
+
+#[test]
+fn an_unreachable_tracking_server_fails_fast_or_falls_back() {
+    let dir = out_dir("unreachable");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut a = args(&dir, &[]);
+    a.extend(["--set".to_string(), format!("tracking.uri=\"http://127.0.0.1:{port}\"")]);
+    let out = Command::new(BIN).args(&a).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("the MLflow server at `http://127.0.0.1:{port}` cannot be reached")) && err.contains("fallback_to_local"), "{err}");
+    a.extend(["--set".to_string(), "tracking.fallback_to_local=true".into(), "--set".into(), "search.top_k=1".into()]);
+    let out = Command::new(BIN).args(&a).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("writing to the local store"));
+}
+
+#[test]
+fn plan_reports_the_data() {
+    let out = Command::new(BIN).args(["plan", "tests/fixtures/tiny.toml"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("train split: 5000 images, 10 classes, 500 per class"), "{text}");
+    assert!(text.contains("test split: 1000 images"), "{text}");
 }

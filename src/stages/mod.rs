@@ -69,42 +69,59 @@ impl RunError {
     }
 }
 
+/// The run ids of a run directory: one file per tracked run under `tracking/` (`parent.id`,
+/// `distill__block0.id`, ...), so that processes working on different blocks at once (a Slurm
+/// array) never overwrite each other's.
+pub fn read_ids(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(rd) = std::fs::read_dir(dir.join("tracking")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let (Some(stem), Ok(id)) = (name.strip_suffix(".id"), std::fs::read_to_string(e.path())) {
+                out.insert(stem.replace("__", "/"), id.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Records the id of a tracked run of a run directory.
+pub fn write_id(dir: &Path, name: &str, id: &str) -> Result<(), RunError> {
+    write_atomic(&dir.join("tracking").join(format!("{}.id", name.replace('/', "__"))), id.as_bytes())
+}
+
 /// The tracker of a run: the parent run and its named child runs, whose ids survive resumes.
 pub struct Track {
     /// The backend.
     pub tracker: Box<dyn Tracker>,
     /// The parent run.
     pub parent: String,
-    runs: BTreeMap<String, String>,
-    file: PathBuf,
+    dir: PathBuf,
     last_ts: i64,
 }
 
 impl Track {
-    /// Wraps a tracker; child run ids are kept in `file`.
-    pub fn new(tracker: Box<dyn Tracker>, parent: String, runs: BTreeMap<String, String>, file: PathBuf) -> Track {
-        Track { tracker, parent, runs, file, last_ts: 0 }
-    }
-
-    /// The id of every named run, the parent under `""`.
-    pub fn ids(&self) -> BTreeMap<String, String> {
-        let mut m = self.runs.clone();
-        m.insert(String::new(), self.parent.clone());
-        m
+    /// Wraps a tracker for the run directory `dir`.
+    pub fn new(tracker: Box<dyn Tracker>, parent: String, dir: PathBuf) -> Track {
+        Track { tracker, parent, dir, last_ts: 0 }
     }
 
     /// The child run `name`, started on first use.
     pub fn child(&mut self, name: &str, tags: &[(String, String)]) -> Result<String, RunError> {
-        if let Some(id) = self.runs.get(name) {
+        if let Some(id) = read_ids(&self.dir).get(name) {
             return Ok(id.clone());
         }
         let id = self.tracker.start_run(name, Some(&self.parent), tags)?;
-        self.runs.insert(name.to_string(), id.clone());
-        let mut all = self.ids();
-        all.remove("");
-        all.insert("parent".into(), self.parent.clone());
-        write_json(&self.file, &all)?;
+        write_id(&self.dir, name, &id)?;
         Ok(id)
+    }
+
+    /// Ends the child run `name`.
+    pub fn end(&mut self, name: &str, status: RunStatus) -> Result<(), RunError> {
+        if let Some(id) = read_ids(&self.dir).get(name) {
+            self.tracker.end_run(id, status)?;
+        }
+        Ok(())
     }
 
     /// Logs metrics at a step, with strictly increasing timestamps.
@@ -123,13 +140,6 @@ impl Track {
         Ok(self.tracker.log_artifact(run, file, dir)?)
     }
 
-    /// Ends the child run `name`.
-    pub fn end(&mut self, name: &str, status: RunStatus) -> Result<(), RunError> {
-        if let Some(id) = self.runs.get(name).cloned() {
-            self.tracker.end_run(&id, status)?;
-        }
-        Ok(())
-    }
 }
 
 /// What every stage gets.

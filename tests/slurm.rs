@@ -1,0 +1,142 @@
+//! Running the blocks as Slurm job arrays, against a real single-node Slurm (started by
+//! `scripts/test` through `scripts/slurm-up`): the result equals a local run with the same seed,
+//! and a cancelled block task resubmitted alone finishes the run with nothing lost.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dnarun");
+
+fn slurm_available() {
+    assert!(
+        std::env::var_os("SLURM_CONF").is_some(),
+        "SLURM_CONF is not set: run the suite with `scripts/test`, which starts a single-node Slurm"
+    );
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::current_dir().unwrap().join("target/slurm-tests").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn sets(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "--set".to_string(),
+        format!("experiment.output_dir=\"{}\"", dir.display()),
+        "--set".into(),
+        format!("tracking.uri=\"file:{}/mlruns\"", dir.display()),
+    ];
+    for e in extra {
+        v.push("--set".into());
+        v.push(e.to_string());
+    }
+    v
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn submit(recipe: &str, args: &[String]) -> (PathBuf, String) {
+    let stdout = ok(Command::new(BIN).args(["submit", recipe, "--slurm"]).args(args).output().unwrap());
+    let dir = stdout.lines().find_map(|l| l.strip_prefix("run directory `")).unwrap().trim_end_matches('`').to_string();
+    (PathBuf::from(dir), stdout)
+}
+
+fn wait_for(path: &Path, secs: u64, run_dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !path.exists() {
+        if Instant::now() > deadline {
+            let status = Command::new(BIN).args(["status", &run_dir.display().to_string()]).output().unwrap();
+            panic!("`{}` did not appear; status:\n{}", path.display(), String::from_utf8_lossy(&status.stdout));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ratings(run_dir: &Path) -> Vec<String> {
+    (0..2).map(|i| std::fs::read_to_string(run_dir.join(format!("rate/block{i}.json"))).unwrap()).map(|t| {
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        v["ratings"].to_string()
+    }).collect()
+}
+
+fn chosen(run_dir: &Path) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("search/result.json")).unwrap()).unwrap();
+    v["top"].clone()
+}
+
+#[test]
+fn a_slurm_run_equals_a_local_run() {
+    slurm_available();
+    let local = out_dir("local");
+    ok(Command::new(BIN).arg("tests/fixtures/tiny.toml").args(sets(&local, &[])).output().unwrap());
+    let dir = out_dir("submitted");
+    let (run, stdout) = submit("tests/fixtures/tiny.toml", &sets(&dir, &[]));
+    for stage in ["teacher", "distill", "rate", "finish"] {
+        assert!(stdout.contains(&format!("  {stage:<8} job ")), "{stdout}");
+        assert!(run.join(format!("slurm/{stage}.sbatch")).exists());
+    }
+    let distill = std::fs::read_to_string(run.join("slurm/distill.sbatch")).unwrap();
+    assert!(distill.contains("#SBATCH --array=0-1") && distill.contains("--stage distill --block \"$SLURM_ARRAY_TASK_ID\""), "{distill}");
+    wait_for(&run.join("report.json"), 600, &run);
+    assert_eq!(ratings(&run), ratings(&local.join("tiny-001")), "same seed: the same ratings");
+    assert_eq!(chosen(&run), chosen(&local.join("tiny-001")), "and the same architectures");
+    let status = ok(Command::new(BIN).args(["status", &run.display().to_string()]).output().unwrap());
+    assert!(status.contains("block 1      distill done; rate done") && status.contains("report       done"), "{status}");
+    // Each block logged into its own child run of the one parent.
+    let ids = std::fs::read_dir(run.join("tracking")).unwrap().count();
+    assert_eq!(ids, 10, "parent, teacher, 2 distill, 2 rate, search, 3 retrain");
+}
+
+#[test]
+fn a_dry_run_only_writes_the_scripts() {
+    slurm_available();
+    let dir = out_dir("dry");
+    let (run, stdout) = submit("tests/fixtures/tiny.toml", &[sets(&dir, &[]), vec!["--dry-run".into(), "--partition".into(), "debug".into(), "--time".into(), "0:30:00".into()]].concat());
+    assert!(stdout.contains("dry run: nothing submitted"), "{stdout}");
+    let rate = std::fs::read_to_string(run.join("slurm/rate.sbatch")).unwrap();
+    assert!(rate.contains("#SBATCH --partition=debug") && rate.contains("#SBATCH --time=0:30:00"), "{rate}");
+    assert!(!run.join("slurm/jobs.json").exists());
+}
+
+#[test]
+fn a_cancelled_block_task_resubmitted_alone_loses_nothing() {
+    slurm_available();
+    let extra = ["distill.epochs=60", "search.top_k=1", "retrain.epochs=1"];
+    let local = out_dir("cancel-local");
+    ok(Command::new(BIN).arg("tests/fixtures/tiny.toml").args(sets(&local, &extra)).output().unwrap());
+    let dir = out_dir("cancel");
+    let (run, _) = submit("tests/fixtures/tiny.toml", &sets(&dir, &extra));
+    let jobs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("slurm/jobs.json")).unwrap()).unwrap();
+    let distill = jobs["jobs"]["distill"].as_str().unwrap().to_string();
+    let state = run.join("distill/block1/state.json");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !std::fs::read_to_string(&state).is_ok_and(|t| t.contains("\"epochs_done\": 3,")) {
+        assert!(Instant::now() < deadline, "block 1 did not get going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(Command::new("scancel").arg(format!("{distill}_1")).output().unwrap());
+    // The rest of the chain can no longer run; status says what happened to block 1.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = ok(Command::new(BIN).args(["status", &run.display().to_string()]).output().unwrap());
+        if status.contains("block 1      distill failed or cancelled") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let lock = run.join("dnarun.lock").display().to_string();
+    let (again, stdout) = submit(&lock, &["--run-dir".to_string(), run.display().to_string()]);
+    assert_eq!(again, run.canonicalize().unwrap());
+    assert!(!stdout.contains("teacher  job"), "the finished teacher is not resubmitted: {stdout}");
+    wait_for(&run.join("report.json"), 600, &run);
+    assert_eq!(ratings(&run), ratings(&local.join("tiny-001")), "the resumed block gives the same ratings");
+    let log = std::fs::read_to_string(run.join("slurm/distill.sbatch")).unwrap();
+    assert!(log.contains("--run-dir"));
+}
