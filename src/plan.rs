@@ -478,6 +478,12 @@ impl Plan {
                 Err(m) => err(&format!("/runtime/devices/{i}"), format!("`runtime.devices[{i}]`: {m}"), None),
             }
         }
+        if r.runtime.devices.len() > 1 {
+            err("/runtime/devices", format!(
+                "`runtime.devices` lists {} devices, but this dnarun runs a process on one device",
+                r.runtime.devices.len()
+            ), Some("keep one device here and run blocks side by side as separate processes (`dnarun run --stage distill --block I`) or as a Slurm array (`dnarun submit --slurm`)".into()));
+        }
         if r.runtime.devices.is_empty() {
             err("/runtime/devices", "`runtime.devices` is empty: name at least one device, e.g. `[\"cpu\"]`".into(), None);
         }

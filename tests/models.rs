@@ -271,3 +271,18 @@ fn weights_errors_name_the_problem() {
     let e = torch::load_teacher(junk, &p.teacher, 3, 1000, &device).unwrap_err().to_string();
     assert!(e.contains("not-weights.pth"), "{e}");
 }
+
+#[test]
+fn a_teacher_round_trips_through_safetensors() {
+    let Some(weights) = lite0_file() else { panic!("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`") };
+    let p = plan("recipes/dna-imagenet.toml", &[]);
+    let device = Device::flex();
+    let t = torch::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();
+    let out = Path::new("target/lite0.safetensors");
+    torch::export_teacher_safetensors(&t, out).unwrap();
+    let back = torch::load_teacher_safetensors(out, &p.teacher, 3, 1000, &device).unwrap();
+    let x = random([2, 3, 64, 64], &device);
+    let a = t.logits(x.clone(), Mode::Eval);
+    let b = back.logits(x, Mode::Eval);
+    assert_eq!(a.into_data(), b.into_data(), "the same logits, bit for bit");
+}

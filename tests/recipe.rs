@@ -72,6 +72,7 @@ bad!(lite0_without_weights, edit("arch = \"cnn\"", "arch = \"efficientnet-lite0\
 bad!(infeasible_budget, edit("max_mflops = 0.14", "max_mflops = 0.01"));
 bad!(irrelevant_budget, edit("max_mflops = 0.14", "max_mflops = 50.0"));
 bad!(bad_device, format!("{TINY}\n[runtime]\ndevices = [\"tpu:0\"]\n"));
+bad!(several_devices, format!("{TINY}\n[runtime]\ndevices = [\"cpu\", \"cuda:0\"]\n"));
 bad!(input_mismatch, edit("target = \"t2\"", "target = \"t2\"\ninput = \"image\""));
 bad!(non_finite_float, edit("[distill]\nepochs = 3", "[distill]\nepochs = 3\nlr = nan"));
 bad!(several_problems_at_once, edit("image_size = 16", "image_size = 16\nbatchsize = 3").replacen("kernel = 5", "kernel = 6", 1).replacen("epochs = 3", "epochs = -1", 1));

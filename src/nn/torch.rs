@@ -430,9 +430,40 @@ impl Mapper<'_> {
     }
 }
 
+/// Reads every f32 tensor of a safetensors file.
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
+    let fail = |problem: String| WeightsError::Format { path: path.to_path_buf(), problem };
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("is not a valid safetensors file: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(fail(format!("tensor `{name}` is {:?}; dnarun reads f32 weights", view.dtype())));
+        }
+        let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        out.insert(name, RawTensor { shape: view.shape().to_vec(), values });
+    }
+    Ok(out)
+}
+
 /// Loads an `efficientnet_pytorch`-named legacy torch file into a teacher of the plan's shape.
 pub fn load_teacher(path: &Path, spec: &TeacherSpec, channels: usize, classes: usize, device: &Device) -> Result<Teacher, WeightsError> {
-    let tensors = read_legacy(path)?;
+    teacher_from(read_legacy(path)?, path, spec, channels, classes, device)
+}
+
+/// Loads an `efficientnet_pytorch`-named safetensors file into a teacher of the plan's shape.
+pub fn load_teacher_safetensors(path: &Path, spec: &TeacherSpec, channels: usize, classes: usize, device: &Device) -> Result<Teacher, WeightsError> {
+    teacher_from(read_safetensors(path)?, path, spec, channels, classes, device)
+}
+
+fn teacher_from(
+    tensors: BTreeMap<String, RawTensor>,
+    path: &Path,
+    spec: &TeacherSpec,
+    channels: usize,
+    classes: usize,
+    device: &Device,
+) -> Result<Teacher, WeightsError> {
     let mut t = Teacher::new(spec, channels, classes, device);
     let mut m = Mapper { tensors: &tensors, used: BTreeSet::new(), problems: Vec::new(), device: device.clone() };
     m.conv_bn(&mut t.stem, "_conv_stem", "_bn0");
@@ -460,4 +491,62 @@ pub fn load_teacher(path: &Path, spec: &TeacherSpec, channels: usize, classes: u
         return Err(WeightsError::Mismatch { path: path.to_path_buf(), problems: m.problems });
     }
     Ok(t)
+}
+
+/// Writes a teacher's weights as safetensors with `efficientnet_pytorch` names (what
+/// `format = "safetensors"` reads back).
+pub fn export_teacher_safetensors(t: &Teacher, path: &Path) -> Result<(), WeightsError> {
+    let fail = |problem: String| WeightsError::Format { path: path.to_path_buf(), problem };
+    let mut out: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut put = |name: String, t: Tensor<4>| {
+        let dims = t.dims().to_vec();
+        let v: Vec<f32> = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+        out.push((name, dims, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+    };
+    let put1 = |name: String, t: Tensor<1>, out: &mut Vec<(String, Vec<usize>, Vec<u8>)>| {
+        let dims = t.dims().to_vec();
+        let v: Vec<f32> = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+        out.push((name, dims, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+    };
+    let mut convs: Vec<(String, &ConvBn, String)> = vec![("_conv_stem".into(), &t.stem, "_bn0".into())];
+    let mut i = 0;
+    for stage in &t.stages {
+        for l in stage {
+            let p = format!("_blocks.{i}");
+            if let Some(e) = &l.expand {
+                convs.push((format!("{p}._expand_conv"), e, format!("{p}._bn0")));
+            }
+            convs.push((format!("{p}._depthwise_conv"), &l.depthwise, format!("{p}._bn1")));
+            convs.push((format!("{p}._project_conv"), &l.project, format!("{p}._bn2")));
+            i += 1;
+        }
+    }
+    convs.push(("_conv_head".into(), &t.head, "_bn1".into()));
+    let mut ones: Vec<(String, Tensor<1>)> = Vec::new();
+    for (conv, c, bn) in &convs {
+        put(format!("{conv}.weight"), c.conv.weight.val());
+        ones.push((format!("{bn}.weight"), c.bn.gamma.val()));
+        ones.push((format!("{bn}.bias"), c.bn.beta.val()));
+        ones.push((format!("{bn}.running_mean"), c.bn.running_mean.value_sync()));
+        ones.push((format!("{bn}.running_var"), c.bn.running_var.value_sync()));
+    }
+    if let Some(b) = &t.fc.bias {
+        ones.push(("_fc.bias".into(), b.val()));
+    }
+    let fc: Tensor<2> = t.fc.weight.val().transpose();
+    let fc_dims = fc.dims().to_vec();
+    let fc_v: Vec<f32> = fc.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+    out.push(("_fc.weight".into(), fc_dims, fc_v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+    for (n, t) in ones {
+        put1(n, t, &mut out);
+    }
+    let views = out
+        .iter()
+        .map(|(n, shape, bytes)| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).map(|v| (n.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| fail(e.to_string()))?;
+    let tmp = path.with_extension("safetensors.tmp~");
+    std::fs::write(&tmp, bytes).map_err(|e| fail(format!("cannot be written: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| fail(format!("cannot be written: {e}")))
 }

@@ -211,7 +211,10 @@ pub enum TeacherArch {
 pub enum WeightFormat {
     /// PyTorch's legacy (pre-zip) `torch.save` file with `efficientnet_pytorch` key names.
     TorchLegacy,
-    /// A Burn record (burnpack) written by dnarun.
+    /// A safetensors file with `efficientnet_pytorch` names (what dnarun exports as
+    /// `teacher/teacher.safetensors`).
+    Safetensors,
+    /// A Burn record (burnpack) written by dnarun (`teacher/model.bpk`).
     Burn,
 }
 
@@ -662,7 +665,8 @@ impl Default for Tracking {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
-    /// Devices to run on: `cpu`, `cuda:N` or `wgpu:N`. Blocks are spread over several.
+    /// The device to run on, as a one-element list: `["cpu"]`, `["cuda:N"]` or `["wgpu:N"]`.
+    /// (Blocks run side by side as separate processes: `--block I`, or `dnarun submit --slurm`.)
     #[serde(default = "default_devices")]
     pub devices: Vec<String>,
 }

@@ -31,6 +31,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
         Some((path, format)) => {
             let t = match format {
                 WeightFormat::TorchLegacy => torch::load_teacher(&path, &ctx.plan.teacher, d.channels, d.classes, &ctx.device)?,
+                WeightFormat::Safetensors => torch::load_teacher_safetensors(&path, &ctx.plan.teacher, d.channels, d.classes, &ctx.device)?,
                 WeightFormat::Burn => load_module(build(ctx, &ctx.device), &path)?,
             };
             let t = burn::module::Module::valid(&t);
@@ -57,6 +58,10 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
         }
     };
     check_taps(ctx, &teacher)?;
+    let export = dir.join("teacher.safetensors");
+    if !export.exists() {
+        torch::export_teacher_safetensors(&teacher, &export)?;
+    }
     ctx.track.end("teacher", crate::track::RunStatus::Finished)?;
     Ok(teacher)
 }
