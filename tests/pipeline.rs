@@ -57,11 +57,14 @@ fn whole_pipeline_writes_every_artifact() {
         "distill/block0/state.json", "distill/block0/supernet.bpk", "distill/block1/supernet.bpk",
         "rate/block0.json", "rate/block0.csv", "rate/block1.json", "rate/block1.csv",
         "search/result.json", "search/pareto.svg",
-        "retrain/top1/arch.toml", "retrain/top1/model.bpk", "retrain/top2/arch.toml", "retrain/top3/arch.toml",
+        "retrain/top1/arch.toml", "retrain/top1/model.bpk", "retrain/top1/model.safetensors", "teacher/teacher.safetensors", "retrain/top2/arch.toml", "retrain/top3/arch.toml",
         "report.md", "report.csv", "report.json",
     ] {
         assert!(r.join(f).exists(), "missing {f}");
     }
+    let st = std::fs::read(r.join("retrain/top1/model.safetensors")).unwrap();
+    let names: Vec<String> = safetensors::SafeTensors::deserialize(&st).unwrap().names().into_iter().map(String::from).collect();
+    assert!(names.iter().any(|n| n == "fc.weight") && names.iter().any(|n| n.starts_with("cells.0.layers.0.depthwise.")), "{names:?}");
     let rates = ratings(&r);
     assert_eq!(rates[0].as_array().unwrap().len(), 2 + 4, "every path of block 0 is rated");
     assert!(rates.iter().flat_map(|b| b.as_array().unwrap()).all(|x| x["rating"].as_f64().unwrap() > 0.0));

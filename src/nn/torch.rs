@@ -550,3 +550,43 @@ pub fn export_teacher_safetensors(t: &Teacher, path: &Path) -> Result<(), Weight
     std::fs::write(&tmp, bytes).map_err(|e| fail(format!("cannot be written: {e}")))?;
     std::fs::rename(&tmp, path).map_err(|e| fail(format!("cannot be written: {e}")))
 }
+
+struct Collect {
+    path: Vec<String>,
+    out: Vec<(String, Vec<usize>, Vec<u8>)>,
+}
+
+impl burn::module::ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let dims = t.dims().to_vec();
+        let v: Vec<f32> = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+        self.out.push((self.path.join("."), dims, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+    }
+}
+
+/// Writes any module's weights (BatchNorm running statistics included) as safetensors, named by
+/// their path in the module (`cells.0.layers.1.expand.conv.weight`).
+pub fn export_safetensors<M: burn::module::Module>(module: &M, path: &Path) -> Result<(), WeightsError> {
+    let fail = |problem: String| WeightsError::Format { path: path.to_path_buf(), problem };
+    let mut c = Collect { path: Vec::new(), out: Vec::new() };
+    module.valid().visit(&mut c);
+    let mut seen = BTreeSet::new();
+    let views = c
+        .out
+        .iter()
+        .filter(|(n, _, _)| seen.insert(n.clone()))
+        .map(|(n, shape, bytes)| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).map(|v| (n.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| fail(e.to_string()))?;
+    let tmp = path.with_extension("safetensors.tmp~");
+    std::fs::write(&tmp, bytes).map_err(|e| fail(format!("cannot be written: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| fail(format!("cannot be written: {e}")))
+}

@@ -102,7 +102,8 @@ pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, dir: &Path, recipe_rel: &str)
     let settings = ctx.plan.recipe.retrain.settings();
     let space = ctx.plan.space.clone();
     let seed = ctx.plan.recipe.experiment.seed ^ 0x5E7A ^ chosen.name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-    let (_, acc) = train_classifier(ctx, dir, &run, &settings, seed, |dev| Student::new(&space, &architecture, dev))?;
+    let (model, acc) = train_classifier(ctx, dir, &run, &settings, seed, |dev| Student::new(&space, &architecture, dev))?;
+    crate::nn::torch::export_safetensors(&model, &dir.join("model.safetensors"))?;
     let done = ArchFile { accuracy: Some(acc), ..arch };
     write_atomic(&dir.join("arch.toml"), format!("{header}{}", toml::to_string(&done).expect("toml")).as_bytes())?;
     ctx.track.artifact(&run, &dir.join("arch.toml"), "")?;
