@@ -496,7 +496,6 @@ fn teacher_from(
 /// Writes a teacher's weights as safetensors with `efficientnet_pytorch` names (what
 /// `format = "safetensors"` reads back).
 pub fn export_teacher_safetensors(t: &Teacher, path: &Path) -> Result<(), WeightsError> {
-    let fail = |problem: String| WeightsError::Format { path: path.to_path_buf(), problem };
     let mut out: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut put = |name: String, t: Tensor<4>| {
         let dims = t.dims().to_vec();
@@ -540,7 +539,13 @@ pub fn export_teacher_safetensors(t: &Teacher, path: &Path) -> Result<(), Weight
     for (n, t) in ones {
         put1(n, t, &mut out);
     }
-    let views = out
+    write_safetensors(&out, path)
+}
+
+/// Writes named f32 tensors (name, shape, little-endian bytes) as safetensors, atomically.
+fn write_safetensors(tensors: &[(String, Vec<usize>, Vec<u8>)], path: &Path) -> Result<(), WeightsError> {
+    let fail = |problem: String| WeightsError::Format { path: path.to_path_buf(), problem };
+    let views = tensors
         .iter()
         .map(|(n, shape, bytes)| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).map(|v| (n.clone(), v)))
         .collect::<Result<Vec<_>, _>>()
@@ -574,19 +579,9 @@ impl burn::module::ModuleVisitor for Collect {
 /// Writes any module's weights (BatchNorm running statistics included) as safetensors, named by
 /// their path in the module (`cells.0.layers.1.expand.conv.weight`).
 pub fn export_safetensors<M: burn::module::Module>(module: &M, path: &Path) -> Result<(), WeightsError> {
-    let fail = |problem: String| WeightsError::Format { path: path.to_path_buf(), problem };
     let mut c = Collect { path: Vec::new(), out: Vec::new() };
     module.valid().visit(&mut c);
     let mut seen = BTreeSet::new();
-    let views = c
-        .out
-        .iter()
-        .filter(|(n, _, _)| seen.insert(n.clone()))
-        .map(|(n, shape, bytes)| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).map(|v| (n.clone(), v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(e.to_string()))?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| fail(e.to_string()))?;
-    let tmp = path.with_extension("safetensors.tmp~");
-    std::fs::write(&tmp, bytes).map_err(|e| fail(format!("cannot be written: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(format!("cannot be written: {e}")))
+    let unique: Vec<_> = c.out.into_iter().filter(|(n, _, _)| seen.insert(n.clone())).collect();
+    write_safetensors(&unique, path)
 }

@@ -181,6 +181,18 @@ fn worker(uri: String, spool: PathBuf, rx: Receiver<Msg>) {
             write_spool(&spool, pending);
         }
     };
+    // Keeps sending until everything is out or `limit` has passed; answers how much is left.
+    let flush = |pending: &mut VecDeque<Op>, backoff: &mut Duration, next_try: &mut Instant, limit: Duration, reply: &Sender<usize>| {
+        let deadline = Instant::now() + limit;
+        loop {
+            drain(pending, backoff, next_try);
+            if pending.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep((*backoff).min(deadline.saturating_duration_since(Instant::now())));
+        }
+        let _ = reply.send(pending.len());
+    };
     loop {
         match rx.recv_timeout(Duration::from_millis(250)) {
             Ok(Msg::Op(op)) => {
@@ -190,15 +202,7 @@ fn worker(uri: String, spool: PathBuf, rx: Receiver<Msg>) {
                     match rx.try_recv() {
                         Ok(Msg::Op(op)) => pending.push_back(op),
                         Ok(Msg::Flush(limit, reply)) => {
-                            let deadline = Instant::now() + limit;
-                            loop {
-                                drain(&mut pending, &mut backoff, &mut next_try);
-                                if pending.is_empty() || Instant::now() >= deadline {
-                                    break;
-                                }
-                                std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
-                            }
-                            let _ = reply.send(pending.len());
+                            flush(&mut pending, &mut backoff, &mut next_try, limit, &reply);
                             break;
                         }
                         Err(_) => break,
@@ -210,17 +214,7 @@ fn worker(uri: String, spool: PathBuf, rx: Receiver<Msg>) {
                     write_spool(&spool, &pending);
                 }
             }
-            Ok(Msg::Flush(limit, reply)) => {
-                let deadline = Instant::now() + limit;
-                loop {
-                    drain(&mut pending, &mut backoff, &mut next_try);
-                    if pending.is_empty() || Instant::now() >= deadline {
-                        break;
-                    }
-                    std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
-                }
-                let _ = reply.send(pending.len());
-            }
+            Ok(Msg::Flush(limit, reply)) => flush(&mut pending, &mut backoff, &mut next_try, limit, &reply),
             Err(RecvTimeoutError::Timeout) => {
                 if !pending.is_empty() && Instant::now() >= next_try {
                     drain(&mut pending, &mut backoff, &mut next_try);
