@@ -77,6 +77,9 @@ enum Command {
         /// Exit with 1 when the file differs from the generated schema.
         #[arg(long, requires = "output")]
         check: bool,
+        /// The recipe reference as Markdown instead of the JSON schema.
+        #[arg(long)]
+        markdown: bool,
     },
     /// Retrain an architecture (`arch.toml`) from scratch and report its accuracy.
     Retrain {
@@ -253,8 +256,8 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schema { output, check } => {
-            let text = recipe::schema_text();
+        Command::Schema { output, check, markdown } => {
+            let text = if markdown { recipe::reference_markdown() } else { recipe::schema_text() };
             match (output, check) {
                 (Some(p), true) => {
                     let current = std::fs::read_to_string(&p).unwrap_or_default();

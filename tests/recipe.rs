@@ -177,6 +177,15 @@ fn committed_schema_is_current() {
 }
 
 #[test]
+fn committed_reference_is_current() {
+    let committed = std::fs::read_to_string("docs/recipe.md").unwrap_or_default();
+    assert!(committed == recipe::reference_markdown(), "docs/recipe.md is stale: run `dnarun schema --markdown -o docs/recipe.md`");
+    for key in ["`blocks[].cells[].layers`", "`ops.<name>.kernel`", "`search.max_mflops`", "`data.train.images`"] {
+        assert!(committed.contains(key), "{key}");
+    }
+}
+
+#[test]
 fn example_recipes_point_at_the_schema() {
     for p in ["recipes/quickstart.toml", "recipes/dna-imagenet.toml"] {
         let text = std::fs::read_to_string(p).unwrap();
