@@ -19,7 +19,7 @@ use dnarun::stages::retrain::ArchFile;
 /// retrain, report. Exit codes: 0 success, 2 bad input (recipe, data, weights, tracking,
 /// device), 130 stopped by Ctrl-C (resume with `dnarun resume RUN_DIR`).
 #[derive(Parser, Debug)]
-#[command(name = "dnarun", version, about, long_about = None)]
+#[command(name = "dnarun", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

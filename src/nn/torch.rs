@@ -290,7 +290,7 @@ pub struct RawTensor {
 /// Reads every tensor of a legacy `torch.save` state dict.
 pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
     let fail = |problem: String| WeightsError::Format { path: path.to_path_buf(), problem };
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}; check `teacher.weights.path` (relative to the recipe)")))?;
     if bytes.starts_with(b"PK") {
         return Err(fail("is a zip-format torch file; dnarun reads the legacy format (`torch.save(..., _use_new_zipfile_serialization=False)`)".into()));
     }
@@ -433,7 +433,7 @@ impl Mapper<'_> {
 /// Reads every f32 tensor of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
     let fail = |problem: String| WeightsError::Format { path: path.to_path_buf(), problem };
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}; check `teacher.weights.path` (relative to the recipe)")))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("is not a valid safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {

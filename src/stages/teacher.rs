@@ -32,7 +32,12 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
             let t = match format {
                 WeightFormat::TorchLegacy => torch::load_teacher(&path, &ctx.plan.teacher, d.channels, d.classes, &ctx.device)?,
                 WeightFormat::Safetensors => torch::load_teacher_safetensors(&path, &ctx.plan.teacher, d.channels, d.classes, &ctx.device)?,
-                WeightFormat::Burn => load_module(build(ctx, &ctx.device), &path)?,
+                WeightFormat::Burn => {
+                    if !path.exists() {
+                        return Err(super::RunError::file(&path, "does not exist; check `teacher.weights.path` (relative to the recipe)"));
+                    }
+                    load_module(build(ctx, &ctx.device), &path)?
+                }
             };
             let t = burn::module::Module::valid(&t);
             let state_path = dir.join("state.json");
