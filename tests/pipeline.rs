@@ -71,6 +71,8 @@ fn whole_pipeline_writes_every_artifact() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["architectures"].as_array().unwrap().len(), 3);
     assert!(report["kendall_tau"].is_number());
+    assert_eq!(report["blocks"][1]["device"], "cpu");
+    assert!(report["blocks"][1]["distill_seconds"].as_f64().unwrap() > 0.0 && report["blocks"][1]["paths"] == 6);
     assert!(std::fs::read_to_string(r.join("search/pareto.svg")).unwrap().starts_with("<svg"));
     // No temp files are left behind.
     let leftovers: Vec<_> = walk(&r).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp~")).collect();

@@ -15,6 +15,23 @@ pub struct Report {
     pub architectures: Vec<Retrained>,
     /// Kendall's tau between -rating and accuracy (3 or more architectures).
     pub kendall_tau: Option<f64>,
+    /// Where each block ran and how long it took.
+    pub blocks: Vec<BlockWork>,
+}
+
+/// Where a block was distilled and rated, and how long each took.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockWork {
+    /// Block index.
+    pub block: usize,
+    /// Device.
+    pub device: String,
+    /// Seconds of distillation.
+    pub distill_seconds: f64,
+    /// Seconds of rating.
+    pub rate_seconds: f64,
+    /// Paths rated.
+    pub paths: usize,
 }
 
 impl Report {
@@ -37,6 +54,10 @@ impl Report {
         }
         if let Some(t) = self.kendall_tau {
             s += &format!("Kendall's tau (lower rating vs higher accuracy): {t:.3}\n");
+        }
+        s += "\n| block | device | distill s | rate s | paths |\n|---:|---|---:|---:|---:|\n";
+        for b in &self.blocks {
+            s += &format!("| {} | {} | {:.1} | {:.1} | {} |\n", b.block, b.device, b.distill_seconds, b.rate_seconds, b.paths);
         }
         s
     }
@@ -72,7 +93,19 @@ pub fn run(ctx: &mut Ctx, teacher_accuracy: Option<f64>, architectures: Vec<Retr
         let acc: Vec<f64> = architectures.iter().map(|r| r.accuracy).collect();
         kendall_tau(&neg_rating, &acc)
     });
-    let report = Report { teacher_accuracy, architectures, kendall_tau: tau };
+    let mut blocks = Vec::new();
+    for i in 0..ctx.plan.space.blocks.len() {
+        let d: Option<serde_json::Value> = super::read_json(&super::distill::block_dir(ctx, i).join("state.json"))?;
+        let r: Option<serde_json::Value> = super::read_json(&super::rate::ratings_path(ctx, i))?;
+        blocks.push(BlockWork {
+            block: i,
+            device: ctx.plan.devices[0].to_string(),
+            distill_seconds: d.as_ref().and_then(|d| d["seconds"].as_f64()).unwrap_or(0.0),
+            rate_seconds: r.as_ref().and_then(|r| r["seconds"].as_f64()).unwrap_or(0.0),
+            paths: r.as_ref().and_then(|r| r["ratings"].as_array().map(Vec::len)).unwrap_or(0),
+        });
+    }
+    let report = Report { teacher_accuracy, architectures, kendall_tau: tau, blocks };
     let md = ctx.dir.join("report.md");
     write_atomic(&md, report.markdown().as_bytes())?;
     let mut csv = String::from("name,paths,macs,flops_dna,params,rating,accuracy,control\n");
