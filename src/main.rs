@@ -321,12 +321,22 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
         Command::Track { command: TrackCommand::Replay { run_dir } } => {
             let lock = run_dir.join("dnarun.lock");
             let plan = load_plan(&lock, &[])?;
-            let spool = run_dir.join("tracking-spool.jsonl");
-            if !spool.exists() {
+            // One spool per process that ran part of the run (Slurm tasks run at once).
+            let mut spools: Vec<PathBuf> = std::fs::read_dir(&run_dir)
+                .map_err(|e| RunError::Usage(format!("`{}` cannot be read: {e}", run_dir.display())))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("tracking-spool-")))
+                .collect();
+            spools.sort();
+            if spools.is_empty() {
                 println!("nothing to replay: `{}` has no unsent tracking calls", run_dir.display());
                 return Ok(ExitCode::SUCCESS);
             }
-            let (sent, _) = dnarun::track::replay(&plan.recipe.tracking.uri, &spool)?;
+            let mut sent = 0;
+            for spool in &spools {
+                sent += dnarun::track::replay(&plan.recipe.tracking.uri, spool)?.0;
+            }
             println!("sent {sent} tracking calls to {}", plan.recipe.tracking.uri);
             Ok(ExitCode::SUCCESS)
         }

@@ -175,7 +175,7 @@ fn open_tracker(plan: &Plan, dir: &Path) -> Result<Box<dyn Tracker>, RunError> {
         Ok(Box::new(LocalStore::open(&plan.path(rel), &experiment)?))
     };
     if t.uri.starts_with("http://") || t.uri.starts_with("https://") {
-        match MlflowServer::connect(&t.uri, &experiment, &dir.join("tracking-spool.jsonl")) {
+        match MlflowServer::connect(&t.uri, &experiment, &dir.join(format!("tracking-spool-{}.jsonl", std::process::id()))) {
             Ok(s) => Ok(Box::new(s)),
             Err(e) if t.fallback_to_local => {
                 tracing::warn!("{e}; writing to the local store `mlruns` instead (`tracking.fallback_to_local`)");
@@ -295,7 +295,7 @@ pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
     if unsent > 0 {
         eprintln!(
             "warning: {unsent} tracking calls could not be sent; they are kept in `{}`. Send them with `dnarun track replay {}` once the server is back",
-            dir.join("tracking-spool.jsonl").display(),
+            dir.join(format!("tracking-spool-{}.jsonl", std::process::id())).display(),
             dir.display()
         );
     }

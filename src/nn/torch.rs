@@ -551,7 +551,8 @@ fn write_safetensors(tensors: &[(String, Vec<usize>, Vec<u8>)], path: &Path) -> 
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| fail(e.to_string()))?;
     let bytes = safetensors::serialize(views, None).map_err(|e| fail(e.to_string()))?;
-    let tmp = path.with_extension("safetensors.tmp~");
+    // Unique per process: block tasks running at once may export the same teacher.
+    let tmp = path.with_extension(format!("safetensors.{}.tmp~", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| fail(format!("cannot be written: {e}")))?;
     std::fs::rename(&tmp, path).map_err(|e| fail(format!("cannot be written: {e}")))
 }

@@ -187,9 +187,12 @@ pub fn progress(len: u64, prefix: &str) -> ProgressBar {
     pb
 }
 
+/// A temp name beside `path`, unique to this process and call (block tasks may run at once).
 fn tmp_path(path: &Path) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp~");
+    name.push(format!(".{}.{n}.tmp~", std::process::id()));
     path.with_file_name(name)
 }
 

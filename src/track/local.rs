@@ -20,12 +20,22 @@ fn err(path: &Path, e: impl std::fmt::Display) -> TrackError {
     TrackError::Store { path: path.to_path_buf(), problem: e.to_string() }
 }
 
+/// A temp name beside `path`, unique to this process and call: processes running blocks at
+/// once (a Slurm array) may write the same run's files.
+fn tmp_beside(path: &Path) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{n}.tmp~", std::process::id()));
+    path.with_file_name(name)
+}
+
 /// Writes a file through a temp file and a rename.
 fn write_atomic(path: &Path, text: &str) -> Result<(), TrackError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
     }
-    let tmp = path.with_extension("tmp~");
+    let tmp = tmp_beside(path);
     fs::write(&tmp, text).map_err(|e| err(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| err(path, e))
 }
@@ -194,7 +204,7 @@ impl Tracker for LocalStore {
         let target = key_path(&self.run_dir(run).join("artifacts"), dir);
         fs::create_dir_all(&target).map_err(|e| err(&target, e))?;
         let dest = target.join(file.file_name().unwrap_or_default());
-        let tmp = dest.with_extension("tmp~");
+        let tmp = tmp_beside(&dest);
         fs::copy(file, &tmp).map_err(|e| err(file, e))?;
         fs::rename(&tmp, &dest).map_err(|e| err(&dest, e))
     }
