@@ -552,6 +552,10 @@ impl Plan {
             Measure::Flops(_) => format!("<= {:.2}M FLOPs", l / 1e6),
         }).collect();
         let _ = writeln!(s, "budget: {}; top {}", if budget.is_empty() { "none".into() } else { budget.join(", ") }, r.search.top_k);
+        if self.limits[0].is_finite() {
+            let fit = self.fitting_fraction();
+            let _ = writeln!(s, "fit the first budget: about {:.3e} architectures ({:.1} % of the space)", fit * self.space.size(), fit * 100.0);
+        }
         let paths: f64 = self.space.blocks.iter().map(|b| b.num_paths()).sum();
         let layer_evals: f64 = self.space.blocks.iter().map(|b| b.cells.iter().map(|c| (1..=c.layers).map(|l| (b.ops.len() as f64).powi(l as i32)).sum::<f64>()).sum::<f64>()).sum();
         let batch = r.distill.batch_size.unwrap_or(r.data.batch_size);
@@ -559,6 +563,40 @@ impl Plan {
         let _ = writeln!(s, "work: {steps} teacher forwards feeding {} blocks ({} epochs of {} steps, batch {batch}); {paths:.4e} paths to rate ({layer_evals:.4e} layer evaluations with prefix sharing); retrain top {} for {} epochs",
             self.space.blocks.len(), r.distill.epochs, steps / r.distill.epochs.max(1), r.search.top_k + r.retrain.random_controls, r.retrain.epochs);
         s
+    }
+}
+
+impl Plan {
+    /// The fraction of architectures whose first cost fits the first budget, from per-block cost
+    /// histograms convolved block by block (an estimate: costs are binned).
+    pub fn fitting_fraction(&self) -> f64 {
+        const BINS: usize = 2048;
+        let m = self.measures[0];
+        let fixed = m.of(&self.space.fixed_cost()) as f64;
+        let (_, hi) = self.space.extremes(|c| m.of(c));
+        let width = (hi as f64 - fixed).max(1.0) / (BINS - 1) as f64;
+        let mut dist = vec![0.0f64; BINS];
+        dist[0] = 1.0;
+        for b in &self.space.blocks {
+            let paths = b.paths();
+            let mut own = vec![0.0f64; BINS];
+            for p in &paths {
+                let bin = ((m.of(&b.path_cost(p)) as f64 / width).round() as usize).min(BINS - 1);
+                own[bin] += 1.0 / paths.len() as f64;
+            }
+            let mut next = vec![0.0f64; BINS];
+            for (i, &a) in dist.iter().enumerate().filter(|(_, a)| **a > 0.0) {
+                for (j, &o) in own.iter().enumerate().filter(|(_, o)| **o > 0.0) {
+                    next[(i + j).min(BINS - 1)] += a * o;
+                }
+            }
+            dist = next;
+        }
+        let limit_bin = ((self.limits[0] - fixed) / width).floor();
+        if limit_bin < 0.0 {
+            return 0.0;
+        }
+        dist.iter().take(limit_bin as usize + 1).sum::<f64>().min(1.0)
     }
 }
 

@@ -79,3 +79,22 @@ fn path_names_round_trip() {
     assert!(b.parse_path("c3:k3e3").is_err());
     assert!(b.parse_path("c0:k3e3-k9e9").is_err());
 }
+
+#[test]
+fn plan_estimates_how_many_architectures_fit() {
+    let l = dnarun::recipe::load(std::path::Path::new("recipes/quickstart.toml"), &Default::default()).unwrap();
+    let plan = dnarun::plan::Plan::resolve(&l).unwrap();
+    let m = plan.measures[0];
+    let per_block: Vec<Vec<u64>> = plan.space.blocks.iter().map(|b| b.paths().iter().map(|p| m.of(&b.path_cost(p))).collect()).collect();
+    let fixed = m.of(&plan.space.fixed_cost());
+    let mut exact = 0usize;
+    for a in &per_block[0] {
+        for b in &per_block[1] {
+            for c in &per_block[2] {
+                exact += usize::from((fixed + a + b + c) as f64 <= plan.limits[0]);
+            }
+        }
+    }
+    let estimate = plan.fitting_fraction() * plan.space.size();
+    assert!((estimate - exact as f64).abs() / (exact as f64) < 0.03, "estimate {estimate:.0}, exact {exact}");
+}
