@@ -143,6 +143,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("DNARUN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     // `dnarun recipe.toml` is `dnarun run recipe.toml`.
