@@ -22,8 +22,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn plan(path: &str, sets: &[&str]) -> Plan {
-    let l = recipe::load(Path::new(path), &Overrides { sets: sets.iter().map(|s| s.to_string()).collect(), env: false })
-        .unwrap_or_else(|d| panic!("{}", d.render()));
+    let l = recipe::load(
+        Path::new(path),
+        &Overrides {
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            env: false,
+        },
+    )
+    .unwrap_or_else(|d| panic!("{}", d.render()));
     Plan::resolve(&l).unwrap_or_else(|d| panic!("{}", d.render()))
 }
 
@@ -36,7 +42,14 @@ fn main() {
 
     // (a) Rating one cell of 4 layers and 6 ops (1296 paths).
     let ops = "{ k3e3 = { kernel = 3, expansion = 3 }, k5e3 = { kernel = 5, expansion = 3 }, k7e3 = { kernel = 7, expansion = 3 }, k3e6 = { kernel = 3, expansion = 6 }, k5e6 = { kernel = 5, expansion = 6 }, k7e6 = { kernel = 7, expansion = 6 } }";
-    let p = plan("recipes/quickstart.toml", &[&format!("ops={ops}"), "blocks.1.cells=[{ layers = 4, hidden = 16 }]", "search.max_mflops=8.0"]);
+    let p = plan(
+        "recipes/quickstart.toml",
+        &[
+            &format!("ops={ops}"),
+            "blocks.1.cells=[{ layers = 4, hidden = 16 }]",
+            "search.max_mflops=8.0",
+        ],
+    );
     let net = SuperBlock::new(&p.space, 1, &device);
     let block = &p.space.blocks[1];
     let data = RateData {
@@ -50,7 +63,11 @@ fn main() {
     let t = Instant::now();
     let slow = rate_block_naive(&net, block, &data);
     let naive = t.elapsed().as_secs_f64();
-    let max_diff = fast.iter().zip(&slow).map(|(a, b)| (a.1 - b.1).abs()).fold(0.0, f64::max);
+    let max_diff = fast
+        .iter()
+        .zip(&slow)
+        .map(|(a, b)| (a.1 - b.1).abs())
+        .fold(0.0, f64::max);
     println!(
         "(a) rating a 4-layer x 6-op cell ({} paths, batch 16): prefix sharing {prefix:.2}s ({evals} layer evaluations), naive {naive:.2}s ({} layer evaluations): {:.2}x faster; largest rating difference {max_diff:.1e}",
         fast.len(),
@@ -72,13 +89,19 @@ fn main() {
                     let c = b.path_cost(path);
                     // Bigger paths rate better on average, with noise, as real ratings do.
                     let size = c.flops(dnarun::recipe::FlopsConvention::Dna) as f64;
-                    Candidate { rating: 1.0 / (1.0 + size / 2e7) + rng.random_range(0.0..0.2), cost: [p.measures[0].of(&c) as f64, p.measures[1].of(&c) as f64] }
+                    Candidate {
+                        rating: 1.0 / (1.0 + size / 2e7) + rng.random_range(0.0..0.2),
+                        cost: [p.measures[0].of(&c) as f64, p.measures[1].of(&c) as f64],
+                    }
                 })
                 .collect()
         })
         .collect();
     let fixed = p.space.fixed_cost();
-    let fixed = [p.measures[0].of(&fixed) as f64, p.measures[1].of(&fixed) as f64];
+    let fixed = [
+        p.measures[0].of(&fixed) as f64,
+        p.measures[1].of(&fixed) as f64,
+    ];
     let t = Instant::now();
     let fronts = suffix_fronts(&blocks);
     let optimum = fronts[0].best_within(p.limits[0] - fixed[0]);
@@ -86,7 +109,10 @@ fn main() {
     let t = Instant::now();
     let top = top_k(&blocks, fixed, p.limits, 10);
     let t_top = t.elapsed().as_secs_f64();
-    assert!((top[0].rating - optimum).abs() < 1e-9, "the top-1 is the optimum");
+    assert!(
+        (top[0].rating - optimum).abs() < 1e-9,
+        "the top-1 is the optimum"
+    );
     println!(
         "(b) search over {:.3e} architectures under {} MFLOPs: suffix fronts + optimum {:.1} ms ({} front points); exact top-10 {:.1} ms ({:.1}x the optimum alone); best {:.4}, 10th {:.4}",
         p.space.size(),
@@ -106,7 +132,10 @@ fn main() {
     let mut optim = AdamConfig::new().init();
     let x = random([64, 24, 14, 14], &device);
     let y = random([64, 40, 7, 7], &device);
-    let path = SPath { cell: 1, ops: vec![2, 1] };
+    let path = SPath {
+        cell: 1,
+        ops: vec![2, 1],
+    };
     let steps = 10;
     let t = Instant::now();
     for _ in 0..steps {
@@ -136,7 +165,15 @@ fn main() {
     let idx: Vec<usize> = (0..images.len()).collect();
     let pre = dnarun::data::Preprocess::new(d, true);
     let t = Instant::now();
-    let n: usize = dnarun::data::Loader::start(images, dnarun::data::batches(&idx, 64, Some(1)), pre, 0, d.workers).map(|b| b.labels.len()).sum();
+    let n: usize = dnarun::data::Loader::start(
+        images,
+        dnarun::data::batches(&idx, 64, Some(1)),
+        pre,
+        0,
+        d.workers,
+    )
+    .map(|b| b.labels.len())
+    .sum();
     let secs = t.elapsed().as_secs_f64();
     println!(
         "(d) decoding + augmenting {n} images: {:.0} images/s; a batch of 64 takes {:.2} ms, {:.1}% of the train step above",

@@ -140,7 +140,8 @@ enum TrackCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DNARUN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("DNARUN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -148,7 +149,22 @@ fn main() -> ExitCode {
         .init();
     // `dnarun recipe.toml` is `dnarun run recipe.toml`.
     let mut args: Vec<String> = std::env::args().collect();
-    let known = ["run", "resume", "validate", "plan", "schema", "retrain", "track", "submit", "status", "help", "--help", "-h", "--version", "-V"];
+    let known = [
+        "run",
+        "resume",
+        "validate",
+        "plan",
+        "schema",
+        "retrain",
+        "track",
+        "submit",
+        "status",
+        "help",
+        "--help",
+        "-h",
+        "--version",
+        "-V",
+    ];
     if args.len() > 1 && !known.contains(&args[1].as_str()) {
         args.insert(1, "run".into());
     }
@@ -167,7 +183,10 @@ fn main() -> ExitCode {
     match execute(cli.command, stop) {
         Ok(code) => code,
         Err(RunError::Stopped(dir)) => {
-            eprintln!("stopped; everything finished so far is saved. Resume with `dnarun resume {}`", dir.display());
+            eprintln!(
+                "stopped; everything finished so far is saved. Resume with `dnarun resume {}`",
+                dir.display()
+            );
             ExitCode::from(130)
         }
         Err(RunError::Recipe(d)) => {
@@ -182,12 +201,21 @@ fn main() -> ExitCode {
 }
 
 fn load_plan(path: &Path, sets: &[String]) -> Result<Plan, RunError> {
-    let loaded = recipe::load(path, &Overrides { sets: sets.to_vec(), env: true })?;
+    let loaded = recipe::load(
+        path,
+        &Overrides {
+            sets: sets.to_vec(),
+            env: true,
+        },
+    )?;
     Ok(Plan::resolve(&loaded)?)
 }
 
 fn is_arch_file(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l.starts_with("blocks = [")) && t.lines().any(|l| l.starts_with("recipe = ")))
+    std::fs::read_to_string(path).is_ok_and(|t| {
+        t.lines().any(|l| l.starts_with("blocks = ["))
+            && t.lines().any(|l| l.starts_with("recipe = "))
+    })
 }
 
 fn arch_plan(path: &Path) -> Result<(ArchFile, Plan), RunError> {
@@ -198,30 +226,61 @@ fn arch_plan(path: &Path) -> Result<(ArchFile, Plan), RunError> {
 
 fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError> {
     match command {
-        Command::Run { recipe, stage, block, resume, run_dir } => {
+        Command::Run {
+            recipe,
+            stage,
+            block,
+            resume,
+            run_dir,
+        } => {
             let plan = load_plan(&recipe.recipe, &recipe.sets)?;
             if let Some(b) = block
                 && b >= plan.space.blocks.len()
             {
-                return Err(RunError::Usage(format!("`--block {b}`: the recipe has blocks 0 to {}", plan.space.blocks.len() - 1)));
+                return Err(RunError::Usage(format!(
+                    "`--block {b}`: the recipe has blocks 0 to {}",
+                    plan.space.blocks.len() - 1
+                )));
             }
             let resume = match (resume, run_dir) {
                 (_, Some(d)) => Some(d),
                 (true, None) => Some(run::latest_run(&plan).ok_or_else(|| {
-                    RunError::Usage(format!("`--resume`: there is no run of `{}` under `{}` yet", plan.recipe.experiment.name, plan.output_dir().display()))
+                    RunError::Usage(format!(
+                        "`--resume`: there is no run of `{}` under `{}` yet",
+                        plan.recipe.experiment.name,
+                        plan.output_dir().display()
+                    ))
                 })?),
                 (false, None) => None,
             };
-            run::run(&plan, &Options { stage, block, resume, stop })?;
+            run::run(
+                &plan,
+                &Options {
+                    stage,
+                    block,
+                    resume,
+                    stop,
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Resume { run_dir } => {
             let lock = run_dir.join("dnarun.lock");
             if !lock.exists() {
-                return Err(RunError::Usage(format!("`{}` is not a run directory: it has no `dnarun.lock`", run_dir.display())));
+                return Err(RunError::Usage(format!(
+                    "`{}` is not a run directory: it has no `dnarun.lock`",
+                    run_dir.display()
+                )));
             }
             let plan = load_plan(&lock, &[])?;
-            run::run(&plan, &Options { resume: Some(run_dir), stop, ..Default::default() })?;
+            run::run(
+                &plan,
+                &Options {
+                    resume: Some(run_dir),
+                    stop,
+                    ..Default::default()
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { recipe } => {
@@ -234,36 +293,81 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                 let (arch, plan) = arch_plan(&recipe.recipe)?;
                 let a = arch.architecture(&plan)?;
                 let c = plan.space.cost(&a);
-                println!("architecture `{}` of experiment `{}`", arch.name, plan.recipe.experiment.name);
+                println!(
+                    "architecture `{}` of experiment `{}`",
+                    arch.name, plan.recipe.experiment.name
+                );
                 for (i, p) in arch.blocks.iter().enumerate() {
                     println!("  block {i}: {p}");
                 }
-                println!("{:.3}M MACs, {:.3}M FLOPs (DNA convention), {:.4}M params", c.macs as f64 / 1e6, c.flops(dnarun::recipe::FlopsConvention::Dna) as f64 / 1e6, c.params as f64 / 1e6);
+                println!(
+                    "{:.3}M MACs, {:.3}M FLOPs (DNA convention), {:.4}M params",
+                    c.macs as f64 / 1e6,
+                    c.flops(dnarun::recipe::FlopsConvention::Dna) as f64 / 1e6,
+                    c.params as f64 / 1e6
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             let plan = load_plan(&recipe.recipe, &recipe.sets)?;
             print!("{}", plan.summary());
-            for (name, split) in [("train", &plan.recipe.data.train), ("test", &plan.recipe.data.test)] {
+            for (name, split) in [
+                ("train", &plan.recipe.data.train),
+                ("test", &plan.recipe.data.test),
+            ] {
                 match dnarun::data::read_split(&plan, split) {
                     Ok(images) => {
                         let h = images.histogram(plan.recipe.data.classes);
-                        let (lo, hi) = (h.iter().min().copied().unwrap_or(0), h.iter().max().copied().unwrap_or(0));
-                        let per = if lo == hi { format!("{lo} per class") } else { format!("{lo} to {hi} per class") };
-                        let names = images.class_names.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
-                        println!("{name} split: {} images, {} classes, {per} ({names}{})", images.len(), h.len(), if images.class_names.len() > 10 { ", ..." } else { "" });
+                        let (lo, hi) = (
+                            h.iter().min().copied().unwrap_or(0),
+                            h.iter().max().copied().unwrap_or(0),
+                        );
+                        let per = if lo == hi {
+                            format!("{lo} per class")
+                        } else {
+                            format!("{lo} to {hi} per class")
+                        };
+                        let names = images
+                            .class_names
+                            .iter()
+                            .take(10)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        println!(
+                            "{name} split: {} images, {} classes, {per} ({names}{})",
+                            images.len(),
+                            h.len(),
+                            if images.class_names.len() > 10 {
+                                ", ..."
+                            } else {
+                                ""
+                            }
+                        );
                     }
                     Err(e) => println!("{name} split: not readable here: {e}"),
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schema { output, check, markdown } => {
-            let text = if markdown { recipe::reference_markdown() } else { recipe::schema_text() };
+        Command::Schema {
+            output,
+            check,
+            markdown,
+        } => {
+            let text = if markdown {
+                recipe::reference_markdown()
+            } else {
+                recipe::schema_text()
+            };
             match (output, check) {
                 (Some(p), true) => {
                     let current = std::fs::read_to_string(&p).unwrap_or_default();
                     if current != text {
-                        eprintln!("`{}` is stale: regenerate it with `dnarun schema -o {}`", p.display(), p.display());
+                        eprintln!(
+                            "`{}` is stale: regenerate it with `dnarun schema -o {}`",
+                            p.display(),
+                            p.display()
+                        );
                         return Ok(ExitCode::from(1));
                     }
                     println!("`{}` is up to date", p.display());
@@ -291,47 +395,85 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             println!("{}: test accuracy {:.2}%", file.name, acc * 100.0);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Submit { recipe, slurm: _, run_dir, partition, gpus_per_task, cpus_per_task, time, mem, dry_run } => {
+        Command::Submit {
+            recipe,
+            slurm: _,
+            run_dir,
+            partition,
+            gpus_per_task,
+            cpus_per_task,
+            time,
+            mem,
+            dry_run,
+        } => {
             let plan = load_plan(&recipe.recipe, &recipe.sets)?;
-            let opts = dnarun::slurm::SlurmOptions { partition, gpus_per_task, cpus_per_task, time, mem, dry_run };
+            let opts = dnarun::slurm::SlurmOptions {
+                partition,
+                gpus_per_task,
+                cpus_per_task,
+                time,
+                mem,
+                dry_run,
+            };
             let s = dnarun::slurm::submit(&plan, &opts, run_dir.as_deref())?;
             println!("run directory `{}`", s.dir.display());
             for p in &s.scripts {
                 println!("  script `{}`", p.display());
             }
             if dry_run {
-                println!("dry run: nothing submitted; submit with `dnarun submit {} --slurm --run-dir {}`", recipe.recipe.display(), s.dir.display());
+                println!(
+                    "dry run: nothing submitted; submit with `dnarun submit {} --slurm --run-dir {}`",
+                    recipe.recipe.display(),
+                    s.dir.display()
+                );
             } else {
                 for (stage, id) in &s.jobs.jobs {
                     println!("  {stage:<8} job {id}");
                 }
                 let ids: Vec<&str> = s.jobs.jobs.values().map(String::as_str).collect();
-                println!("follow: `squeue -j {}` or `dnarun status {}`", ids.join(","), s.dir.display());
+                println!(
+                    "follow: `squeue -j {}` or `dnarun status {}`",
+                    ids.join(","),
+                    s.dir.display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { run_dir } => {
             let lock = run_dir.join("dnarun.lock");
             if !lock.exists() {
-                return Err(RunError::Usage(format!("`{}` is not a run directory: it has no `dnarun.lock`", run_dir.display())));
+                return Err(RunError::Usage(format!(
+                    "`{}` is not a run directory: it has no `dnarun.lock`",
+                    run_dir.display()
+                )));
             }
             let plan = load_plan(&lock, &[])?;
             print!("{}", dnarun::status::render(&plan, &run_dir)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Track { command: TrackCommand::Replay { run_dir } } => {
+        Command::Track {
+            command: TrackCommand::Replay { run_dir },
+        } => {
             let lock = run_dir.join("dnarun.lock");
             let plan = load_plan(&lock, &[])?;
             // One spool per process that ran part of the run (Slurm tasks run at once).
             let mut spools: Vec<PathBuf> = std::fs::read_dir(&run_dir)
-                .map_err(|e| RunError::Usage(format!("`{}` cannot be read: {e}", run_dir.display())))?
+                .map_err(|e| {
+                    RunError::Usage(format!("`{}` cannot be read: {e}", run_dir.display()))
+                })?
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("tracking-spool-")))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("tracking-spool-"))
+                })
                 .collect();
             spools.sort();
             if spools.is_empty() {
-                println!("nothing to replay: `{}` has no unsent tracking calls", run_dir.display());
+                println!(
+                    "nothing to replay: `{}` has no unsent tracking calls",
+                    run_dir.display()
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             let mut sent = 0;

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::recipe::{
-    Activation, DataFormat, Diagnostic, Diagnostics, FlopsConvention, Loaded, Recipe, SCHEMA_VERSION, TeacherArch,
-    TrainSettings, WeightFormat, did_you_mean,
+    Activation, DataFormat, Diagnostic, Diagnostics, FlopsConvention, Loaded, Recipe,
+    SCHEMA_VERSION, TeacherArch, TrainSettings, WeightFormat, did_you_mean,
 };
 use crate::space::{BlockSpace, CellSpec, Cost, OpSpec, Space};
 
@@ -116,11 +116,15 @@ impl DeviceSpec {
             return Ok(DeviceSpec::Cpu);
         }
         let (kind, idx) = s.split_once(':').unwrap_or((s, "0"));
-        let idx: usize = idx.parse().map_err(|_| format!("`{s}`: `{idx}` is not a device index"))?;
+        let idx: usize = idx
+            .parse()
+            .map_err(|_| format!("`{s}`: `{idx}` is not a device index"))?;
         match kind {
             "cuda" => Ok(DeviceSpec::Cuda(idx)),
             "wgpu" => Ok(DeviceSpec::Wgpu(idx)),
-            _ => Err(format!("`{s}` is not a device: write `cpu`, `cuda:N` or `wgpu:N`")),
+            _ => Err(format!(
+                "`{s}` is not a device: write `cpu`, `cuda:N` or `wgpu:N`"
+            )),
         }
     }
 }
@@ -162,8 +166,15 @@ pub struct Plan {
     pub devices: Vec<DeviceSpec>,
 }
 
-const LITE0_STAGES: [(usize, usize, usize, usize, usize); 7] =
-    [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)];
+const LITE0_STAGES: [(usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+];
 
 impl Plan {
     /// Resolves and checks a loaded recipe, reporting every problem at once.
@@ -181,39 +192,62 @@ impl Plan {
         let base = loaded.base_dir();
 
         if r.experiment.schema_version != SCHEMA_VERSION {
-            err("/experiment/schema_version", format!(
-                "`experiment.schema_version` is {}, but this dnarun reads version {SCHEMA_VERSION}",
-                r.experiment.schema_version
-            ), Some("upgrade dnarun, or write the recipe for version 1".into()));
+            err(
+                "/experiment/schema_version",
+                format!(
+                    "`experiment.schema_version` is {}, but this dnarun reads version {SCHEMA_VERSION}",
+                    r.experiment.schema_version
+                ),
+                Some("upgrade dnarun, or write the recipe for version 1".into()),
+            );
         }
 
         // Data: the keys each format needs.
         for (split, s) in [("train", &r.data.train), ("test", &r.data.test)] {
             let need: &[(&str, bool)] = match r.data.format {
-                DataFormat::Idx => &[("images", s.images.is_some()), ("labels", s.labels.is_some())],
+                DataFormat::Idx => &[
+                    ("images", s.images.is_some()),
+                    ("labels", s.labels.is_some()),
+                ],
                 DataFormat::Cifar10 | DataFormat::Cifar100 => &[("files", s.files.is_some())],
                 DataFormat::Folder | DataFormat::FlatFolder => &[("dir", s.dir.is_some())],
             };
             for (key, present) in need {
                 if !present {
-                    err(&format!("/data/{split}"), format!(
-                        "`data.{split}.{key}` is missing: `data.format = \"{}\"` reads it",
-                        format_name(r.data.format)
-                    ), None);
+                    err(
+                        &format!("/data/{split}"),
+                        format!(
+                            "`data.{split}.{key}` is missing: `data.format = \"{}\"` reads it",
+                            format_name(r.data.format)
+                        ),
+                        None,
+                    );
                 }
             }
         }
-        for (key, v) in [("mean", &r.data.normalize.mean), ("std", &r.data.normalize.std)] {
+        for (key, v) in [
+            ("mean", &r.data.normalize.mean),
+            ("std", &r.data.normalize.std),
+        ] {
             if v.len() != 1 && v.len() != r.data.channels {
-                err(&format!("/data/normalize/{key}"), format!(
-                    "`data.normalize.{key}` has {} values; give 1 or `data.channels` ({})",
-                    v.len(), r.data.channels
-                ), None);
+                err(
+                    &format!("/data/normalize/{key}"),
+                    format!(
+                        "`data.normalize.{key}` has {} values; give 1 or `data.channels` ({})",
+                        v.len(),
+                        r.data.channels
+                    ),
+                    None,
+                );
             }
         }
         for (i, s) in r.data.normalize.std.iter().enumerate() {
             if *s <= 0.0 {
-                err(&format!("/data/normalize/std/{i}"), format!("`data.normalize.std[{i}]` must be positive, found {s}"), None);
+                err(
+                    &format!("/data/normalize/std/{i}"),
+                    format!("`data.normalize.std[{i}]` must be positive, found {s}"),
+                    None,
+                );
             }
         }
 
@@ -225,7 +259,14 @@ impl Plan {
                         Some("point `teacher.weights.path` at `efficientnet-lite0-57934424.pth` with `format = \"torch-legacy\"`".into()));
                 }
                 if r.data.channels != 3 {
-                    err("/data/channels", format!("`data.channels` is {}, but an `efficientnet-lite0` teacher needs 3 (RGB)", r.data.channels), None);
+                    err(
+                        "/data/channels",
+                        format!(
+                            "`data.channels` is {}, but an `efficientnet-lite0` teacher needs 3 (RGB)",
+                            r.data.channels
+                        ),
+                        None,
+                    );
                 }
                 TeacherSpec {
                     arch: r.teacher.arch,
@@ -233,7 +274,13 @@ impl Plan {
                     stem_stride: 2,
                     stages: LITE0_STAGES
                         .iter()
-                        .map(|&(layers, kernel, stride, expansion, channels)| StageSpec { channels, layers, stride, kernel, expansion })
+                        .map(|&(layers, kernel, stride, expansion, channels)| StageSpec {
+                            channels,
+                            layers,
+                            stride,
+                            kernel,
+                            expansion,
+                        })
                         .collect(),
                     head: 1280,
                     act: Activation::Relu6,
@@ -251,7 +298,13 @@ impl Plan {
                     stages: cnn
                         .stages
                         .iter()
-                        .map(|s| StageSpec { channels: s.channels, layers: s.layers, stride: s.stride, kernel: s.kernel, expansion: s.expansion })
+                        .map(|s| StageSpec {
+                            channels: s.channels,
+                            layers: s.layers,
+                            stride: s.stride,
+                            kernel: s.kernel,
+                            expansion: s.expansion,
+                        })
                         .collect(),
                     head: cnn.head,
                     act: Activation::Relu6,
@@ -264,75 +317,141 @@ impl Plan {
                     err("/teacher", "`teacher.cnn` is missing: `teacher.arch = \"cnn\"` declares its stages there".into(),
                         Some("add `[teacher.cnn]` with `stem`, `head` and `[[teacher.cnn.stages]]`".into()));
                     TeacherSpec {
-                        arch: r.teacher.arch, stem: 1, stem_stride: 1, stages: vec![], head: 1, act: Activation::Relu6,
-                        bn_eps: 1e-3, weights: None, train: r.teacher.train.clone(), eval_mode: true,
+                        arch: r.teacher.arch,
+                        stem: 1,
+                        stem_stride: 1,
+                        stages: vec![],
+                        head: 1,
+                        act: Activation::Relu6,
+                        bn_eps: 1e-3,
+                        weights: None,
+                        train: r.teacher.train.clone(),
+                        eval_mode: true,
                     }
                 }
             },
         };
         let mut teacher = teacher;
-        teacher.weights = r.teacher.weights.as_ref().map(|w| (base.join(&w.path), w.format));
+        teacher.weights = r
+            .teacher
+            .weights
+            .as_ref()
+            .map(|w| (base.join(&w.path), w.format));
         for (i, s) in teacher.stages.iter().enumerate() {
             if s.kernel % 2 == 0 {
-                err(&format!("/teacher/cnn/stages/{i}/kernel"), format!("`teacher.cnn.stages[{i}].kernel` must be odd, found {}", s.kernel), None);
+                err(
+                    &format!("/teacher/cnn/stages/{i}/kernel"),
+                    format!(
+                        "`teacher.cnn.stages[{i}].kernel` must be odd, found {}",
+                        s.kernel
+                    ),
+                    None,
+                );
             }
         }
         let stage_shapes = teacher.stage_shapes(r.data.image_size);
 
         // Taps.
         if r.teacher.taps.is_empty() {
-            err("/teacher/taps", "`teacher.taps` is empty: declare at least one block boundary".into(), None);
+            err(
+                "/teacher/taps",
+                "`teacher.taps` is empty: declare at least one block boundary".into(),
+                None,
+            );
         }
         let mut taps = Vec::new();
         for (i, t) in r.teacher.taps.iter().enumerate() {
             let p = format!("/teacher/taps/{i}");
             if r.teacher.taps[..i].iter().any(|o| o.name == t.name) {
-                err(&format!("{p}/name"), format!("`teacher.taps[{i}].name` repeats the tap name `{}`", t.name), None);
+                err(
+                    &format!("{p}/name"),
+                    format!("`teacher.taps[{i}].name` repeats the tap name `{}`", t.name),
+                    None,
+                );
             }
             if i > 0 && t.stage <= r.teacher.taps[i - 1].stage {
-                err(&format!("{p}/stage"), format!(
-                    "`teacher.taps[{i}].stage` is {}, but taps must be in teacher order: the previous tap is at stage {}",
-                    t.stage, r.teacher.taps[i - 1].stage
-                ), None);
+                err(
+                    &format!("{p}/stage"),
+                    format!(
+                        "`teacher.taps[{i}].stage` is {}, but taps must be in teacher order: the previous tap is at stage {}",
+                        t.stage,
+                        r.teacher.taps[i - 1].stage
+                    ),
+                    None,
+                );
             }
             match stage_shapes.get(t.stage.wrapping_sub(1)) {
-                None if !teacher.stages.is_empty() => err(&format!("{p}/stage"), format!(
-                    "`teacher.taps[{i}].stage` is {}, but the teacher has stages 1 to {}",
-                    t.stage, teacher.stages.len()
-                ), None),
-                Some(shape) if *shape != t.shape => err(&format!("{p}/shape"), format!(
-                    "`teacher.taps[{i}].shape` is {:?}, but stage {} of the teacher outputs {:?} at `data.image_size = {}`",
-                    t.shape, t.stage, shape, r.data.image_size
-                ), Some(format!("write `shape = {shape:?}`"))),
+                None if !teacher.stages.is_empty() => err(
+                    &format!("{p}/stage"),
+                    format!(
+                        "`teacher.taps[{i}].stage` is {}, but the teacher has stages 1 to {}",
+                        t.stage,
+                        teacher.stages.len()
+                    ),
+                    None,
+                ),
+                Some(shape) if *shape != t.shape => err(
+                    &format!("{p}/shape"),
+                    format!(
+                        "`teacher.taps[{i}].shape` is {:?}, but stage {} of the teacher outputs {:?} at `data.image_size = {}`",
+                        t.shape, t.stage, shape, r.data.image_size
+                    ),
+                    Some(format!("write `shape = {shape:?}`")),
+                ),
                 _ => {}
             }
-            taps.push(TapSpec { name: t.name.clone(), stage: t.stage, shape: t.shape });
+            taps.push(TapSpec {
+                name: t.name.clone(),
+                stage: t.stage,
+                shape: t.shape,
+            });
         }
 
         // Ops.
         if r.ops.is_empty() {
-            err("/ops", "`ops` is empty: declare at least one candidate op".into(), None);
+            err(
+                "/ops",
+                "`ops` is empty: declare at least one candidate op".into(),
+                None,
+            );
         }
         for (name, op) in &r.ops {
             if op.kernel % 2 == 0 {
-                err(&format!("/ops/{name}/kernel"), format!("`ops.{name}.kernel` must be odd, found {}", op.kernel), None);
+                err(
+                    &format!("/ops/{name}/kernel"),
+                    format!("`ops.{name}.kernel` must be odd, found {}", op.kernel),
+                    None,
+                );
             }
         }
         let op_names: Vec<&str> = r.ops.keys().map(String::as_str).collect();
 
         // Blocks.
         if r.blocks.is_empty() {
-            err("/blocks", "`blocks` is empty: declare at least one block".into(), None);
+            err(
+                "/blocks",
+                "`blocks` is empty: declare at least one block".into(),
+                None,
+            );
         }
         if r.blocks.len() != taps.len() && !taps.is_empty() && !r.blocks.is_empty() {
-            err("/blocks", format!(
-                "there are {} blocks but {} taps: block i learns tap i, so they must match one to one",
-                r.blocks.len(), taps.len()
-            ), None);
+            err(
+                "/blocks",
+                format!(
+                    "there are {} blocks but {} taps: block i learns tap i, so they must match one to one",
+                    r.blocks.len(),
+                    taps.len()
+                ),
+                None,
+            );
         }
         let mut blocks = Vec::new();
         let mut block_lr = Vec::new();
-        let mut prev_shape = [r.student.stem, r.data.image_size.div_ceil(r.student.stem_stride), 0];
+        let mut prev_shape = [
+            r.student.stem,
+            r.data.image_size.div_ceil(r.student.stem_stride),
+            0,
+        ];
         prev_shape[2] = prev_shape[1];
         let mut prev_name = "image".to_string();
         for (bi, b) in r.blocks.iter().enumerate() {
@@ -341,28 +460,48 @@ impl Plan {
             match tap {
                 None => {
                     let names: Vec<&str> = taps.iter().map(|t| t.name.as_str()).collect();
-                    err(&format!("{p}/target"), format!("`blocks[{bi}].target` names the tap `{}`, which `teacher.taps` does not declare", b.target),
-                        did_you_mean(&b.target, names.iter().copied()).map(|s| format!("did you mean `{s}`?"))
-                            .or(Some(format!("the taps are: {}", names.join(", ")))));
+                    err(
+                        &format!("{p}/target"),
+                        format!(
+                            "`blocks[{bi}].target` names the tap `{}`, which `teacher.taps` does not declare",
+                            b.target
+                        ),
+                        did_you_mean(&b.target, names.iter().copied())
+                            .map(|s| format!("did you mean `{s}`?"))
+                            .or(Some(format!("the taps are: {}", names.join(", ")))),
+                    );
                 }
-                Some(ti) if ti != bi && bi < taps.len() => err(&format!("{p}/target"), format!(
-                    "`blocks[{bi}].target` is `{}`, which is tap {ti}: blocks follow the taps in order, so block {bi} must target `{}`",
-                    b.target, taps.get(bi).map(|t| t.name.as_str()).unwrap_or("?")
-                ), None),
+                Some(ti) if ti != bi && bi < taps.len() => err(
+                    &format!("{p}/target"),
+                    format!(
+                        "`blocks[{bi}].target` is `{}`, which is tap {ti}: blocks follow the taps in order, so block {bi} must target `{}`",
+                        b.target,
+                        taps.get(bi).map(|t| t.name.as_str()).unwrap_or("?")
+                    ),
+                    None,
+                ),
                 _ => {}
             }
             if let Some(input) = &b.input
                 && *input != prev_name
             {
-                err(&format!("{p}/input"), format!(
-                    "`blocks[{bi}].input` is `{input}`, but block {bi} reads `{prev_name}` (the previous block's target)"
-                ), Some(format!("remove `input` or write `input = \"{prev_name}\"`")));
+                err(
+                    &format!("{p}/input"),
+                    format!(
+                        "`blocks[{bi}].input` is `{input}`, but block {bi} reads `{prev_name}` (the previous block's target)"
+                    ),
+                    Some(format!("remove `input` or write `input = \"{prev_name}\"`")),
+                );
             }
             let ops: Vec<OpSpec> = match &b.ops {
                 None => r.ops.iter().map(|(n, o)| op_spec(n, o)).collect(),
                 Some(list) => {
                     if list.is_empty() {
-                        err(&format!("{p}/ops"), format!("`blocks[{bi}].ops` is empty: list at least one op"), None);
+                        err(
+                            &format!("{p}/ops"),
+                            format!("`blocks[{bi}].ops` is empty: list at least one op"),
+                            None,
+                        );
                     }
                     list.iter()
                         .enumerate()
@@ -379,7 +518,9 @@ impl Plan {
                 }
             };
             let target_shape = tap.map(|t| taps[t].shape).unwrap_or(prev_shape);
-            let derived = if prev_shape[1].div_ceil(2) == target_shape[1] && prev_shape[1] != target_shape[1] {
+            let derived = if prev_shape[1].div_ceil(2) == target_shape[1]
+                && prev_shape[1] != target_shape[1]
+            {
                 Some(2)
             } else if prev_shape[1] == target_shape[1] {
                 Some(1)
@@ -387,23 +528,35 @@ impl Plan {
                 None
             };
             if derived.is_none() && tap.is_some() {
-                err(&format!("{p}/target"), format!(
-                    "block {bi} maps {}x{} to {}x{} (`{}`), but a cell can only keep the spatial size or halve it",
-                    prev_shape[1], prev_shape[2], target_shape[1], target_shape[2], b.target
-                ), Some("add a tap in between, or change `student.stem_stride`".into()));
+                err(
+                    &format!("{p}/target"),
+                    format!(
+                        "block {bi} maps {}x{} to {}x{} (`{}`), but a cell can only keep the spatial size or halve it",
+                        prev_shape[1], prev_shape[2], target_shape[1], target_shape[2], b.target
+                    ),
+                    Some("add a tap in between, or change `student.stem_stride`".into()),
+                );
             }
             if b.cells.is_empty() {
-                err(&format!("{p}/cells"), format!("`blocks[{bi}].cells` is empty: declare at least one cell"), None);
+                err(
+                    &format!("{p}/cells"),
+                    format!("`blocks[{bi}].cells` is empty: declare at least one cell"),
+                    None,
+                );
             }
             let mut cells = Vec::new();
             for (ci, c) in b.cells.iter().enumerate() {
                 if let (Some(s), Some(d)) = (c.stride, derived)
                     && s != d
                 {
-                    err(&format!("{p}/cells/{ci}/stride"), format!(
-                        "`blocks[{bi}].cells[{ci}].stride` is {s}, but the taps need stride {d} ({}x{} -> {}x{})",
-                        prev_shape[1], prev_shape[2], target_shape[1], target_shape[2]
-                    ), Some("remove `stride`: it is derived from the tap shapes".into()));
+                    err(
+                        &format!("{p}/cells/{ci}/stride"),
+                        format!(
+                            "`blocks[{bi}].cells[{ci}].stride` is {s}, but the taps need stride {d} ({}x{} -> {}x{})",
+                            prev_shape[1], prev_shape[2], target_shape[1], target_shape[2]
+                        ),
+                        Some("remove `stride`: it is derived from the tap shapes".into()),
+                    );
                 }
                 cells.push(CellSpec {
                     layers: c.layers,
@@ -415,7 +568,11 @@ impl Plan {
                     adapter: b.adapter,
                 });
             }
-            blocks.push(BlockSpace { target: b.target.clone(), cells, ops });
+            blocks.push(BlockSpace {
+                target: b.target.clone(),
+                cells,
+                ops,
+            });
             block_lr.push(b.lr.unwrap_or(r.distill.lr));
             prev_shape = target_shape;
             prev_name = b.target.clone();
@@ -445,7 +602,11 @@ impl Plan {
             }
             (None, None) => {}
         }
-        let ok_space = diags.borrow().is_empty() && space.blocks.iter().all(|b| !b.cells.is_empty() && !b.ops.is_empty());
+        let ok_space = diags.borrow().is_empty()
+            && space
+                .blocks
+                .iter()
+                .all(|b| !b.cells.is_empty() && !b.ops.is_empty());
         if ok_space {
             for (m, limit) in measures.iter().zip(limits) {
                 if limit.is_infinite() {
@@ -457,15 +618,31 @@ impl Plan {
                     Measure::Flops(_) => ("max_mflops", "M FLOPs"),
                 };
                 if limit < lo as f64 {
-                    err(&format!("/search/{key}"), format!(
-                        "`search.{key}` is {}, but the cheapest student in this space needs {:.2}{unit}: no architecture fits",
-                        limit / 1e6, lo as f64 / 1e6
-                    ), Some(format!("raise `search.{key}` to at least {:.2}, or add cheaper cells or ops", lo as f64 / 1e6)));
+                    err(
+                        &format!("/search/{key}"),
+                        format!(
+                            "`search.{key}` is {}, but the cheapest student in this space needs {:.2}{unit}: no architecture fits",
+                            limit / 1e6,
+                            lo as f64 / 1e6
+                        ),
+                        Some(format!(
+                            "raise `search.{key}` to at least {:.2}, or add cheaper cells or ops",
+                            lo as f64 / 1e6
+                        )),
+                    );
                 } else if limit >= hi as f64 {
-                    err(&format!("/search/{key}"), format!(
-                        "`search.{key}` is {}, but the most expensive student needs only {:.2}{unit}: the budget limits nothing",
-                        limit / 1e6, hi as f64 / 1e6
-                    ), Some(format!("lower `search.{key}` below {:.2}, or remove it to search without a budget", hi as f64 / 1e6)));
+                    err(
+                        &format!("/search/{key}"),
+                        format!(
+                            "`search.{key}` is {}, but the most expensive student needs only {:.2}{unit}: the budget limits nothing",
+                            limit / 1e6,
+                            hi as f64 / 1e6
+                        ),
+                        Some(format!(
+                            "lower `search.{key}` below {:.2}, or remove it to search without a budget",
+                            hi as f64 / 1e6
+                        )),
+                    );
                 }
             }
         }
@@ -475,7 +652,11 @@ impl Plan {
         for (i, d) in r.runtime.devices.iter().enumerate() {
             match DeviceSpec::parse(d) {
                 Ok(d) => devices.push(d),
-                Err(m) => err(&format!("/runtime/devices/{i}"), format!("`runtime.devices[{i}]`: {m}"), None),
+                Err(m) => err(
+                    &format!("/runtime/devices/{i}"),
+                    format!("`runtime.devices[{i}]`: {m}"),
+                    None,
+                ),
             }
         }
         if r.runtime.devices.len() > 1 {
@@ -485,7 +666,11 @@ impl Plan {
             ), Some("keep one device here and run blocks side by side as separate processes (`dnarun run --stage distill --block I`) or as a Slurm array (`dnarun submit --slurm`)".into()));
         }
         if r.runtime.devices.is_empty() {
-            err("/runtime/devices", "`runtime.devices` is empty: name at least one device, e.g. `[\"cpu\"]`".into(), None);
+            err(
+                "/runtime/devices",
+                "`runtime.devices` is empty: name at least one device, e.g. `[\"cpu\"]`".into(),
+                None,
+            );
         }
 
         let diags = diags.into_inner();
@@ -526,42 +711,144 @@ impl Plan {
             FlopsConvention::Dna => "DNA convention: MACs + 2 x BN outputs",
             FlopsConvention::Macs => "plain MACs",
         };
-        let _ = writeln!(s, "experiment `{}` (seed {})", r.experiment.name, r.experiment.seed);
-        let _ = writeln!(s, "data: {}, {}x{} images, {} classes; {} per class to distill on, {} per class to rate on",
-            format_name(r.data.format), r.data.image_size, r.data.image_size, r.data.classes, r.data.samples_per_class, r.data.rate_per_class);
+        let _ = writeln!(
+            s,
+            "experiment `{}` (seed {})",
+            r.experiment.name, r.experiment.seed
+        );
+        let _ = writeln!(
+            s,
+            "data: {}, {}x{} images, {} classes; {} per class to distill on, {} per class to rate on",
+            format_name(r.data.format),
+            r.data.image_size,
+            r.data.image_size,
+            r.data.classes,
+            r.data.samples_per_class,
+            r.data.rate_per_class
+        );
         let t = &self.teacher;
-        let _ = writeln!(s, "teacher: {} ({} stages, {}), {}",
-            match t.arch { TeacherArch::EfficientnetLite0 => "efficientnet-lite0", TeacherArch::Cnn => "cnn" },
+        let _ = writeln!(
+            s,
+            "teacher: {} ({} stages, {}), {}",
+            match t.arch {
+                TeacherArch::EfficientnetLite0 => "efficientnet-lite0",
+                TeacherArch::Cnn => "cnn",
+            },
             t.stages.len(),
-            if t.eval_mode { "BN in eval mode" } else { "BN in train mode, as the public DNA code" },
-            match &t.weights { Some((p, _)) => format!("weights `{}`", p.display()), None => format!("trained for {} epochs", t.train.epochs) });
-        let _ = writeln!(s, "taps: {}", self.taps.iter().map(|t| format!("{} (stage {}) {}@{}x{}", t.name, t.stage, t.shape[0], t.shape[1], t.shape[2])).collect::<Vec<_>>().join(", "));
+            if t.eval_mode {
+                "BN in eval mode"
+            } else {
+                "BN in train mode, as the public DNA code"
+            },
+            match &t.weights {
+                Some((p, _)) => format!("weights `{}`", p.display()),
+                None => format!("trained for {} epochs", t.train.epochs),
+            }
+        );
+        let _ = writeln!(
+            s,
+            "taps: {}",
+            self.taps
+                .iter()
+                .map(|t| format!(
+                    "{} (stage {}) {}@{}x{}",
+                    t.name, t.stage, t.shape[0], t.shape[1], t.shape[2]
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let _ = writeln!(s, "blocks:");
         for (i, b) in self.space.blocks.iter().enumerate() {
-            let cells = b.cells.iter().map(|c| format!("{}x{}{}", c.layers, c.hidden, if c.stride == 2 { "/2" } else { "" })).collect::<Vec<_>>().join(", ");
+            let cells = b
+                .cells
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}x{}{}",
+                        c.layers,
+                        c.hidden,
+                        if c.stride == 2 { "/2" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
             let device = &self.devices[i % self.devices.len()];
-            let _ = writeln!(s, "  {i}: -> {:<8} cells [{cells}] ops {} paths {:.4e}  lr {}  on {device}",
-                b.target, b.ops.len(), b.num_paths(), self.block_lr[i]);
+            let _ = writeln!(
+                s,
+                "  {i}: -> {:<8} cells [{cells}] ops {} paths {:.4e}  lr {}  on {device}",
+                b.target,
+                b.ops.len(),
+                b.num_paths(),
+                self.block_lr[i]
+            );
         }
         let _ = writeln!(s, "space: {:.4e} architectures", self.space.size());
         let (flo, fhi) = self.space.extremes(|c| c.flops(conv));
         let (plo, phi) = self.space.extremes(|c| c.params);
-        let _ = writeln!(s, "students: {:.2}M to {:.2}M FLOPs ({conv_name}), {:.3}M to {:.3}M params", flo as f64 / 1e6, fhi as f64 / 1e6, plo as f64 / 1e6, phi as f64 / 1e6);
-        let budget: Vec<String> = self.measures.iter().zip(self.limits).filter(|(_, l)| l.is_finite()).map(|(m, l)| match m {
-            Measure::Params => format!("<= {:.3}M params", l / 1e6),
-            Measure::Flops(_) => format!("<= {:.2}M FLOPs", l / 1e6),
-        }).collect();
-        let _ = writeln!(s, "budget: {}; top {}", if budget.is_empty() { "none".into() } else { budget.join(", ") }, r.search.top_k);
+        let _ = writeln!(
+            s,
+            "students: {:.2}M to {:.2}M FLOPs ({conv_name}), {:.3}M to {:.3}M params",
+            flo as f64 / 1e6,
+            fhi as f64 / 1e6,
+            plo as f64 / 1e6,
+            phi as f64 / 1e6
+        );
+        let budget: Vec<String> = self
+            .measures
+            .iter()
+            .zip(self.limits)
+            .filter(|(_, l)| l.is_finite())
+            .map(|(m, l)| match m {
+                Measure::Params => format!("<= {:.3}M params", l / 1e6),
+                Measure::Flops(_) => format!("<= {:.2}M FLOPs", l / 1e6),
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "budget: {}; top {}",
+            if budget.is_empty() {
+                "none".into()
+            } else {
+                budget.join(", ")
+            },
+            r.search.top_k
+        );
         if self.limits[0].is_finite() {
             let fit = self.fitting_fraction();
-            let _ = writeln!(s, "fit the first budget: about {:.3e} architectures ({:.1} % of the space)", fit * self.space.size(), fit * 100.0);
+            let _ = writeln!(
+                s,
+                "fit the first budget: about {:.3e} architectures ({:.1} % of the space)",
+                fit * self.space.size(),
+                fit * 100.0
+            );
         }
         let paths: f64 = self.space.blocks.iter().map(|b| b.num_paths()).sum();
-        let layer_evals: f64 = self.space.blocks.iter().map(|b| b.cells.iter().map(|c| (1..=c.layers).map(|l| (b.ops.len() as f64).powi(l as i32)).sum::<f64>()).sum::<f64>()).sum();
+        let layer_evals: f64 = self
+            .space
+            .blocks
+            .iter()
+            .map(|b| {
+                b.cells
+                    .iter()
+                    .map(|c| {
+                        (1..=c.layers)
+                            .map(|l| (b.ops.len() as f64).powi(l as i32))
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>()
+            })
+            .sum();
         let batch = r.distill.batch_size.unwrap_or(r.data.batch_size);
         let steps = (r.data.samples_per_class * r.data.classes).div_ceil(batch) * r.distill.epochs;
-        let _ = writeln!(s, "work: {steps} teacher forwards feeding {} blocks ({} epochs of {} steps, batch {batch}); {paths:.4e} paths to rate ({layer_evals:.4e} layer evaluations with prefix sharing); retrain top {} for {} epochs",
-            self.space.blocks.len(), r.distill.epochs, steps / r.distill.epochs.max(1), r.search.top_k + r.retrain.random_controls, r.retrain.epochs);
+        let _ = writeln!(
+            s,
+            "work: {steps} teacher forwards feeding {} blocks ({} epochs of {} steps, batch {batch}); {paths:.4e} paths to rate ({layer_evals:.4e} layer evaluations with prefix sharing); retrain top {} for {} epochs",
+            self.space.blocks.len(),
+            r.distill.epochs,
+            steps / r.distill.epochs.max(1),
+            r.search.top_k + r.retrain.random_controls,
+            r.retrain.epochs
+        );
         s
     }
 }
@@ -596,12 +883,21 @@ impl Plan {
         if limit_bin < 0.0 {
             return 0.0;
         }
-        dist.iter().take(limit_bin as usize + 1).sum::<f64>().min(1.0)
+        dist.iter()
+            .take(limit_bin as usize + 1)
+            .sum::<f64>()
+            .min(1.0)
     }
 }
 
 fn op_spec(name: &str, o: &crate::recipe::Op) -> OpSpec {
-    OpSpec { name: name.to_string(), kernel: o.kernel, expansion: o.expansion, se: o.se, act: o.act }
+    OpSpec {
+        name: name.to_string(),
+        kernel: o.kernel,
+        expansion: o.expansion,
+        se: o.se,
+        act: o.act,
+    }
 }
 
 /// The recipe spelling of a data format.

@@ -16,7 +16,9 @@ use crate::stages::{self, Ctx, RunError, Track, read_json, write_atomic};
 use crate::track::{LocalStore, MlflowServer, RunStatus, Tracker, flatten_params};
 
 /// A stage of the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize,
+)]
 pub enum Stage {
     /// Load or train the teacher.
     Teacher,
@@ -95,18 +97,31 @@ pub fn open_device(spec: &DeviceSpec) -> Result<Device, RunError> {
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(i) => probe(spec, || Device::cuda(*i)),
         #[cfg(feature = "wgpu")]
-        DeviceSpec::Wgpu(i) => probe(spec, || Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(*i))),
+        DeviceSpec::Wgpu(i) => probe(spec, || {
+            Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(*i))
+        }),
         #[allow(unreachable_patterns)]
         other => Err(RunError::Device(format!(
             "`runtime.devices` asks for `{other}`, but this dnarun was built without {}; rebuild with `cargo build --release --features {}` or use `cpu`",
-            if matches!(other, DeviceSpec::Cuda(_)) { "CUDA" } else { "wgpu" },
-            if matches!(other, DeviceSpec::Cuda(_)) { "cuda" } else { "wgpu" },
+            if matches!(other, DeviceSpec::Cuda(_)) {
+                "CUDA"
+            } else {
+                "wgpu"
+            },
+            if matches!(other, DeviceSpec::Cuda(_)) {
+                "cuda"
+            } else {
+                "wgpu"
+            },
         ))),
     }
 }
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-fn probe(spec: &DeviceSpec, make: impl Fn() -> Device + std::panic::UnwindSafe) -> Result<Device, RunError> {
+fn probe(
+    spec: &DeviceSpec,
+    make: impl Fn() -> Device + std::panic::UnwindSafe,
+) -> Result<Device, RunError> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let r = std::panic::catch_unwind(move || {
@@ -123,21 +138,35 @@ fn probe(spec: &DeviceSpec, make: impl Fn() -> Device + std::panic::UnwindSafe) 
 }
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git").args(args).current_dir(dir).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Keys whose values differ between two resolved recipes.
 pub fn differing_keys(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
     let fa: BTreeMap<String, String> = flatten_params(a).into_iter().collect();
     let fb: BTreeMap<String, String> = flatten_params(b).into_iter().collect();
-    let mut keys: Vec<String> = fa.keys().chain(fb.keys()).filter(|k| fa.get(*k) != fb.get(*k)).cloned().collect();
+    let mut keys: Vec<String> = fa
+        .keys()
+        .chain(fb.keys())
+        .filter(|k| fa.get(*k) != fb.get(*k))
+        .cloned()
+        .collect();
     keys.dedup();
     keys
 }
 
 fn recipe_hash(v: &serde_json::Value) -> String {
-    format!("{:x}", Sha256::digest(serde_json::to_string(v).unwrap_or_default().as_bytes()))
+    format!(
+        "{:x}",
+        Sha256::digest(serde_json::to_string(v).unwrap_or_default().as_bytes())
+    )
 }
 
 /// The newest run directory of this experiment, if any.
@@ -147,7 +176,11 @@ pub fn latest_run(plan: &Plan) -> Option<PathBuf> {
         .ok()?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.join("dnarun.lock").exists() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+        .filter(|p| {
+            p.join("dnarun.lock").exists()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
         .collect();
     runs.sort();
     runs.pop()
@@ -169,16 +202,28 @@ fn new_run_dir(plan: &Plan) -> Result<PathBuf, RunError> {
 
 fn open_tracker(plan: &Plan, dir: &Path) -> Result<Box<dyn Tracker>, RunError> {
     let t = &plan.recipe.tracking;
-    let experiment = t.experiment.clone().unwrap_or_else(|| plan.recipe.experiment.name.clone());
+    let experiment = t
+        .experiment
+        .clone()
+        .unwrap_or_else(|| plan.recipe.experiment.name.clone());
     let local = |uri: &str| -> Result<Box<dyn Tracker>, RunError> {
-        let rel = uri.strip_prefix("file://").or_else(|| uri.strip_prefix("file:")).unwrap_or(uri);
+        let rel = uri
+            .strip_prefix("file://")
+            .or_else(|| uri.strip_prefix("file:"))
+            .unwrap_or(uri);
         Ok(Box::new(LocalStore::open(&plan.path(rel), &experiment)?))
     };
     if t.uri.starts_with("http://") || t.uri.starts_with("https://") {
-        match MlflowServer::connect(&t.uri, &experiment, &dir.join(format!("tracking-spool-{}.jsonl", std::process::id()))) {
+        match MlflowServer::connect(
+            &t.uri,
+            &experiment,
+            &dir.join(format!("tracking-spool-{}.jsonl", std::process::id())),
+        ) {
             Ok(s) => Ok(Box::new(s)),
             Err(e) if t.fallback_to_local => {
-                tracing::warn!("{e}; writing to the local store `mlruns` instead (`tracking.fallback_to_local`)");
+                tracing::warn!(
+                    "{e}; writing to the local store `mlruns` instead (`tracking.fallback_to_local`)"
+                );
                 local("file:./mlruns")
             }
             Err(e) => Err(e.into()),
@@ -225,17 +270,27 @@ pub fn prepare(plan: &Plan, resume: Option<&Path>) -> Result<Prepared, RunError>
         seed: plan.recipe.experiment.seed,
         data_fingerprint: data.fingerprint.clone(),
         recipe_sha256: recipe_hash(&plan.recipe_value),
-        recipe_dir: plan.base_dir.canonicalize().unwrap_or(plan.base_dir.clone()).display().to_string(),
+        recipe_dir: plan
+            .base_dir
+            .canonicalize()
+            .unwrap_or(plan.base_dir.clone())
+            .display()
+            .to_string(),
     };
     if lock_path.exists() {
-        let text = std::fs::read_to_string(&lock_path).map_err(|e| RunError::file(&lock_path, e))?;
-        let old: Lock = toml::from_str(&text).map_err(|e| RunError::file(&lock_path, format!("is not a valid lock file: {e}")))?;
+        let text =
+            std::fs::read_to_string(&lock_path).map_err(|e| RunError::file(&lock_path, e))?;
+        let old: Lock = toml::from_str(&text)
+            .map_err(|e| RunError::file(&lock_path, format!("is not a valid lock file: {e}")))?;
         let diff = differing_keys(&old.recipe, &plan.recipe_value);
         if !diff.is_empty() {
             return Err(RunError::Usage(format!(
                 "the recipe changed since the run in `{}` started, so it cannot be resumed; keys that differ: {}. Start a new run instead (drop `--resume`)",
                 dir.display(),
-                diff.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                diff.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         if old.lock.data_fingerprint != info.data_fingerprint {
@@ -247,7 +302,14 @@ pub fn prepare(plan: &Plan, resume: Option<&Path>) -> Result<Prepared, RunError>
             )));
         }
     } else {
-        write_atomic(&lock_path, lock_text(&Lock { lock: info.clone(), recipe: plan.recipe_value.clone() }).as_bytes())?;
+        write_atomic(
+            &lock_path,
+            lock_text(&Lock {
+                lock: info.clone(),
+                recipe: plan.recipe_value.clone(),
+            })
+            .as_bytes(),
+        )?;
     }
 
     let tracker = open_tracker(plan, &dir)?;
@@ -255,10 +317,21 @@ pub fn prepare(plan: &Plan, resume: Option<&Path>) -> Result<Prepared, RunError>
     let parent = match stages::read_ids(&dir).remove("parent") {
         Some(p) => p,
         None => {
-            let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let tags = vec![
                 ("dnarun.version".to_string(), info.dnarun_version.clone()),
-                ("dnarun.git_commit".into(), format!("{}{}", info.git_commit, if info.git_dirty { "-dirty" } else { "" })),
+                (
+                    "dnarun.git_commit".into(),
+                    format!(
+                        "{}{}",
+                        info.git_commit,
+                        if info.git_dirty { "-dirty" } else { "" }
+                    ),
+                ),
                 ("dnarun.recipe_sha256".into(), info.recipe_sha256.clone()),
                 ("dnarun.backend".into(), info.backend.clone()),
                 ("dnarun.device".into(), info.device.clone()),
@@ -273,17 +346,33 @@ pub fn prepare(plan: &Plan, resume: Option<&Path>) -> Result<Prepared, RunError>
         }
     };
     let track = Track::new(tracker, parent, dir.clone());
-    eprintln!("run directory `{}`; tracking to {}", dir.display(), track.tracker.describe());
-    Ok(Prepared { dir, data, device, track })
+    eprintln!(
+        "run directory `{}`; tracking to {}",
+        dir.display(),
+        track.tracker.describe()
+    );
+    Ok(Prepared {
+        dir,
+        data,
+        device,
+        track,
+    })
 }
 
 /// Runs the plan; returns the run directory.
 pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
-    let Prepared { dir, data, device, mut track } = prepare(plan, opts.resume.as_deref())?;
+    let Prepared {
+        dir,
+        data,
+        device,
+        mut track,
+    } = prepare(plan, opts.resume.as_deref())?;
     let parent = track.parent.clone();
     let result = run_stages(plan, opts, &data, device, &dir, &mut track);
     let status = match &result {
-        Ok(()) if opts.stage.is_none() || opts.stage == Some(Stage::Report) => Some(RunStatus::Finished),
+        Ok(()) if opts.stage.is_none() || opts.stage == Some(Stage::Report) => {
+            Some(RunStatus::Finished)
+        }
         Ok(()) => None,
         Err(RunError::Stopped(_)) => Some(RunStatus::Killed),
         Err(_) => Some(RunStatus::Failed),
@@ -295,18 +384,37 @@ pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
     if unsent > 0 {
         eprintln!(
             "warning: {unsent} tracking calls could not be sent; they are kept in `{}`. Send them with `dnarun track replay {}` once the server is back",
-            dir.join(format!("tracking-spool-{}.jsonl", std::process::id())).display(),
+            dir.join(format!("tracking-spool-{}.jsonl", std::process::id()))
+                .display(),
             dir.display()
         );
     }
     result.map(|()| dir)
 }
 
-fn run_stages(plan: &Plan, opts: &Options, data: &data::Dataset, device: Device, dir: &Path, track: &mut Track) -> Result<(), RunError> {
-    let mut ctx = Ctx { plan, data, device, dir: dir.to_path_buf(), track, stop: opts.stop.clone() };
+fn run_stages(
+    plan: &Plan,
+    opts: &Options,
+    data: &data::Dataset,
+    device: Device,
+    dir: &Path,
+    track: &mut Track,
+) -> Result<(), RunError> {
+    let mut ctx = Ctx {
+        plan,
+        data,
+        device,
+        dir: dir.to_path_buf(),
+        track,
+        stop: opts.stop.clone(),
+    };
     let want = |s: Stage| opts.stage.is_none_or(|o| o == s);
     let needs_teacher = want(Stage::Teacher) || want(Stage::Distill) || want(Stage::Rate);
-    let teacher = if needs_teacher { Some(stages::teacher::run(&mut ctx)?) } else { None };
+    let teacher = if needs_teacher {
+        Some(stages::teacher::run(&mut ctx)?)
+    } else {
+        None
+    };
     if want(Stage::Distill) {
         stages::distill::run(&mut ctx, teacher.as_ref().expect("teacher"), opts.block)?;
     }
@@ -316,7 +424,11 @@ fn run_stages(plan: &Plan, opts: &Options, data: &data::Dataset, device: Device,
     if opts.block.is_some() {
         return Ok(());
     }
-    let result = if want(Stage::Search) || want(Stage::Retrain) || want(Stage::Report) { Some(stages::search::run(&mut ctx)?) } else { None };
+    let result = if want(Stage::Search) || want(Stage::Retrain) || want(Stage::Report) {
+        Some(stages::search::run(&mut ctx)?)
+    } else {
+        None
+    };
     if want(Stage::Retrain) || want(Stage::Report) {
         let retrained = stages::retrain::run(&mut ctx, result.as_ref().expect("search"))?;
         if want(Stage::Report) {
@@ -335,23 +447,58 @@ fn teacher_accuracy(dir: &Path) -> Option<f64> {
 }
 
 /// Retrains one architecture from scratch in a new run directory; returns its test accuracy.
-pub fn retrain_arch(plan: &Plan, chosen: &stages::search::Chosen, arch_path: &Path, stop: Arc<AtomicBool>) -> Result<f64, RunError> {
+pub fn retrain_arch(
+    plan: &Plan,
+    chosen: &stages::search::Chosen,
+    arch_path: &Path,
+    stop: Arc<AtomicBool>,
+) -> Result<f64, RunError> {
     let device = open_device(&plan.devices[0])?;
     let data = data::load(plan)?;
     let dir = new_run_dir(plan)?;
     let tracker = open_tracker(plan, &dir)?;
     let mut tracker = tracker;
-    let name = format!("{}-retrain-{}", dir.file_name().unwrap_or_default().to_string_lossy(), chosen.name);
-    let parent = tracker.start_run(&name, None, &[("dnarun.version".into(), env!("CARGO_PKG_VERSION").into())])?;
+    let name = format!(
+        "{}-retrain-{}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        chosen.name
+    );
+    let parent = tracker.start_run(
+        &name,
+        None,
+        &[("dnarun.version".into(), env!("CARGO_PKG_VERSION").into())],
+    )?;
     tracker.log_params(&parent, &flatten_params(&plan.recipe_value))?;
     let mut track = Track::new(tracker, parent.clone(), dir.clone());
     let result = {
-        let mut ctx = Ctx { plan, data: &data, device, dir: dir.clone(), track: &mut track, stop };
-        let recipe = plan.recipe_path.canonicalize().unwrap_or(plan.recipe_path.clone());
+        let mut ctx = Ctx {
+            plan,
+            data: &data,
+            device,
+            dir: dir.clone(),
+            track: &mut track,
+            stop,
+        };
+        let recipe = plan
+            .recipe_path
+            .canonicalize()
+            .unwrap_or(plan.recipe_path.clone());
         let _ = arch_path;
-        stages::retrain::retrain_one(&mut ctx, chosen, &dir.join("retrain").join(&chosen.name), &recipe.display().to_string())
+        stages::retrain::retrain_one(
+            &mut ctx,
+            chosen,
+            &dir.join("retrain").join(&chosen.name),
+            &recipe.display().to_string(),
+        )
     };
-    let _ = track.tracker.end_run(&parent, if result.is_ok() { RunStatus::Finished } else { RunStatus::Failed });
+    let _ = track.tracker.end_run(
+        &parent,
+        if result.is_ok() {
+            RunStatus::Finished
+        } else {
+            RunStatus::Failed
+        },
+    );
     track.tracker.flush();
     result
 }

@@ -52,7 +52,13 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn script(dir: &Path, name: &str, opts: &SlurmOptions, array: Option<&str>, command: &str) -> String {
+fn script(
+    dir: &Path,
+    name: &str,
+    opts: &SlurmOptions,
+    array: Option<&str>,
+    command: &str,
+) -> String {
     let logs = dir.join("slurm").join("logs");
     let mut s = String::from("#!/bin/bash\n");
     s += &format!("#SBATCH --job-name=dnarun-{name}\n");
@@ -86,7 +92,11 @@ fn script(dir: &Path, name: &str, opts: &SlurmOptions, array: Option<&str>, comm
     s
 }
 
-fn sbatch(script: &Path, dependency: Option<&str>, array: Option<&str>) -> Result<String, RunError> {
+fn sbatch(
+    script: &Path,
+    dependency: Option<&str>,
+    array: Option<&str>,
+) -> Result<String, RunError> {
     let mut cmd = Command::new("sbatch");
     cmd.arg("--parsable");
     if let Some(d) = dependency {
@@ -96,7 +106,11 @@ fn sbatch(script: &Path, dependency: Option<&str>, array: Option<&str>) -> Resul
         cmd.arg(format!("--array={a}"));
     }
     cmd.arg(script);
-    let out = cmd.output().map_err(|e| RunError::Usage(format!("`sbatch` cannot be run ({e}); is Slurm installed and on the PATH?")))?;
+    let out = cmd.output().map_err(|e| {
+        RunError::Usage(format!(
+            "`sbatch` cannot be run ({e}); is Slurm installed and on the PATH?"
+        ))
+    })?;
     if !out.status.success() {
         return Err(RunError::Usage(format!(
             "`sbatch {}` failed: {}",
@@ -105,30 +119,50 @@ fn sbatch(script: &Path, dependency: Option<&str>, array: Option<&str>) -> Resul
         )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.trim().split(';').next().unwrap_or_default().to_string())
+    Ok(text
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string())
 }
 
 /// Indices `0..n` not yet done, as a Slurm array spec (`0,2,3`).
 fn array_spec(todo: &[usize]) -> String {
-    todo.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+    todo.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Writes the batch scripts for a run and submits what is not done yet. With `resubmit` the run
 /// directory exists: jobs still queued from an earlier submission are cancelled first, and only
 /// unfinished blocks go into the arrays.
-pub fn submit(plan: &Plan, opts: &SlurmOptions, resubmit: Option<&Path>) -> Result<Submitted, RunError> {
+pub fn submit(
+    plan: &Plan,
+    opts: &SlurmOptions,
+    resubmit: Option<&Path>,
+) -> Result<Submitted, RunError> {
     let prepared = crate::run::prepare(plan, resubmit)?;
     let dir = prepared.dir.canonicalize().unwrap_or(prepared.dir.clone());
     let jobs_path = dir.join("slurm").join("jobs.json");
     if let Some(old) = read_json::<Jobs>(&jobs_path)? {
         if !opts.dry_run {
             let ids: Vec<&String> = old.jobs.values().collect();
-            let _ = Command::new("scancel").args(ids.iter().map(|s| s.as_str())).status();
+            let _ = Command::new("scancel")
+                .args(ids.iter().map(|s| s.as_str()))
+                .status();
         }
     }
     drop(prepared);
-    let exe = std::env::current_exe().map_err(|e| RunError::Usage(format!("cannot find the dnarun executable: {e}")))?;
-    let base = format!("{} run {} --run-dir {}", sh_quote(&exe.display().to_string()), sh_quote(&dir.join("dnarun.lock").display().to_string()), sh_quote(&dir.display().to_string()));
+    let exe = std::env::current_exe()
+        .map_err(|e| RunError::Usage(format!("cannot find the dnarun executable: {e}")))?;
+    let base = format!(
+        "{} run {} --run-dir {}",
+        sh_quote(&exe.display().to_string()),
+        sh_quote(&dir.join("dnarun.lock").display().to_string()),
+        sh_quote(&dir.display().to_string())
+    );
     std::fs::create_dir_all(dir.join("slurm").join("logs")).map_err(|e| RunError::file(&dir, e))?;
     let n = plan.space.blocks.len();
     let status = crate::status::read(plan, &dir)?;
@@ -136,9 +170,24 @@ pub fn submit(plan: &Plan, opts: &SlurmOptions, resubmit: Option<&Path>) -> Resu
     let rate_todo: Vec<usize> = (0..n).filter(|&i| !status.rated[i]).collect();
     let all = format!("0-{}", n - 1);
     let stages: Vec<(&str, Option<String>, String, bool)> = vec![
-        ("teacher", None, format!("exec {base} --stage teacher"), !status.teacher),
-        ("distill", Some(all.clone()), format!("exec {base} --stage distill --block \"$SLURM_ARRAY_TASK_ID\""), !distill_todo.is_empty()),
-        ("rate", Some(all.clone()), format!("exec {base} --stage rate --block \"$SLURM_ARRAY_TASK_ID\""), !rate_todo.is_empty()),
+        (
+            "teacher",
+            None,
+            format!("exec {base} --stage teacher"),
+            !status.teacher,
+        ),
+        (
+            "distill",
+            Some(all.clone()),
+            format!("exec {base} --stage distill --block \"$SLURM_ARRAY_TASK_ID\""),
+            !distill_todo.is_empty(),
+        ),
+        (
+            "rate",
+            Some(all.clone()),
+            format!("exec {base} --stage rate --block \"$SLURM_ARRAY_TASK_ID\""),
+            !rate_todo.is_empty(),
+        ),
         ("finish", None, format!("exec {base}"), !status.reported),
     ];
     let mut scripts = Vec::new();
@@ -146,7 +195,10 @@ pub fn submit(plan: &Plan, opts: &SlurmOptions, resubmit: Option<&Path>) -> Resu
     let mut last: Option<String> = None;
     for (name, array, command, needed) in stages {
         let path = dir.join("slurm").join(format!("{name}.sbatch"));
-        write_atomic(&path, script(&dir, name, opts, array.as_deref(), &command).as_bytes())?;
+        write_atomic(
+            &path,
+            script(&dir, name, opts, array.as_deref(), &command).as_bytes(),
+        )?;
         scripts.push(path.clone());
         if opts.dry_run || !needed {
             continue;

@@ -33,14 +33,23 @@ pub fn read(plan: &Plan, dir: &Path) -> Result<Status, RunError> {
     let teacher: Option<serde_json::Value> = read_json(&dir.join("teacher").join("state.json"))?;
     let mut epochs = Vec::new();
     for i in 0..n {
-        let s: Option<serde_json::Value> = read_json(&dir.join("distill").join(format!("block{i}")).join("state.json"))?;
+        let s: Option<serde_json::Value> = read_json(
+            &dir.join("distill")
+                .join(format!("block{i}"))
+                .join("state.json"),
+        )?;
         epochs.push(s.and_then(|s| s["epochs_done"].as_u64()).unwrap_or(0) as usize);
     }
     Ok(Status {
         teacher: teacher.is_some_and(|t| t.get("accuracy").is_some_and(|a| !a.is_null())),
-        distilled: epochs.iter().map(|&e| e >= plan.recipe.distill.epochs).collect(),
+        distilled: epochs
+            .iter()
+            .map(|&e| e >= plan.recipe.distill.epochs)
+            .collect(),
         epochs,
-        rated: (0..n).map(|i| dir.join("rate").join(format!("block{i}.json")).exists()).collect(),
+        rated: (0..n)
+            .map(|i| dir.join("rate").join(format!("block{i}.json")).exists())
+            .collect(),
         searched: dir.join("search").join("result.json").exists(),
         reported: dir.join("report.json").exists(),
     })
@@ -52,12 +61,18 @@ fn queue(ids: &[&String]) -> BTreeMap<String, String> {
         return BTreeMap::new();
     }
     let list = ids.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
-    let Ok(out) = Command::new("squeue").args(["-h", "-r", "-o", "%i %T", "-j", &list]).output() else {
+    let Ok(out) = Command::new("squeue")
+        .args(["-h", "-r", "-o", "%i %T", "-j", &list])
+        .output()
+    else {
         return BTreeMap::new();
     };
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
         .collect()
 }
 
@@ -71,7 +86,9 @@ pub fn render(plan: &Plan, dir: &Path) -> Result<String, RunError> {
         if done {
             return "done".into();
         }
-        let Some(id) = jobs.jobs.get(stage) else { return "not started".into() };
+        let Some(id) = jobs.jobs.get(stage) else {
+            return "not started".into();
+        };
         let key = match task {
             Some(t) => format!("{id}_{t}"),
             None => id.clone(),
@@ -90,8 +107,16 @@ pub fn render(plan: &Plan, dir: &Path) -> Result<String, RunError> {
     let _ = writeln!(out, "  teacher      {}", state(s.teacher, "teacher", None));
     for i in 0..plan.space.blocks.len() {
         let d = state(s.distilled[i], "distill", Some(i));
-        let d = if s.distilled[i] { d } else { format!("{d}, {}/{} epochs", s.epochs[i], plan.recipe.distill.epochs) };
-        let _ = writeln!(out, "  block {i}      distill {d}; rate {}", state(s.rated[i], "rate", Some(i)));
+        let d = if s.distilled[i] {
+            d
+        } else {
+            format!("{d}, {}/{} epochs", s.epochs[i], plan.recipe.distill.epochs)
+        };
+        let _ = writeln!(
+            out,
+            "  block {i}      distill {d}; rate {}",
+            state(s.rated[i], "rate", Some(i))
+        );
     }
     let _ = writeln!(out, "  search       {}", state(s.searched, "finish", None));
     let _ = writeln!(out, "  report       {}", state(s.reported, "finish", None));

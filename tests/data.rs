@@ -4,7 +4,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use dnarun::data::{DataError, Images, read_cifar, read_flat_folder, read_folder, read_idx, subsets};
+use dnarun::data::{
+    DataError, Images, read_cifar, read_flat_folder, read_folder, read_idx, subsets,
+};
 use dnarun::recipe::{self, Overrides};
 
 const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -24,9 +26,26 @@ fn tiny_data() -> dnarun::recipe::Data {
 #[test]
 fn full_fashion_mnist() {
     let dir = Path::new(FMNIST);
-    assert!(dir.exists(), "{FMNIST} is missing: run the suite with `scripts/test` (installs dataset-fashion-mnist)");
-    let train = read_idx(&dir.join("train-images-idx3-ubyte.gz"), &dir.join("train-labels-idx1-ubyte.gz"), 1, 28, 10).unwrap();
-    let test = read_idx(&dir.join("t10k-images-idx3-ubyte.gz"), &dir.join("t10k-labels-idx1-ubyte.gz"), 1, 28, 10).unwrap();
+    assert!(
+        dir.exists(),
+        "{FMNIST} is missing: run the suite with `scripts/test` (installs dataset-fashion-mnist)"
+    );
+    let train = read_idx(
+        &dir.join("train-images-idx3-ubyte.gz"),
+        &dir.join("train-labels-idx1-ubyte.gz"),
+        1,
+        28,
+        10,
+    )
+    .unwrap();
+    let test = read_idx(
+        &dir.join("t10k-images-idx3-ubyte.gz"),
+        &dir.join("t10k-labels-idx1-ubyte.gz"),
+        1,
+        28,
+        10,
+    )
+    .unwrap();
     assert_eq!(train.len(), 60_000);
     assert_eq!(test.len(), 10_000);
     assert_eq!(train.histogram(10), vec![6000; 10]);
@@ -46,13 +65,21 @@ fn bundled_quickstart_data_matches_its_checksums() {
         let bytes = std::fs::read(dir.join(name)).unwrap();
         assert_eq!(format!("{:x}", Sha256::digest(&bytes)), sum, "{name}");
     }
-    let train = read_idx(&dir.join("train-images-idx3-ubyte.gz"), &dir.join("train-labels-idx1-ubyte.gz"), 1, 28, 10).unwrap();
+    let train = read_idx(
+        &dir.join("train-images-idx3-ubyte.gz"),
+        &dir.join("train-labels-idx1-ubyte.gz"),
+        1,
+        28,
+        10,
+    )
+    .unwrap();
     assert_eq!(train.histogram(10), vec![500; 10]);
 }
 
 #[test]
 fn foolbox_cifar10_photos_have_the_known_labels() {
-    let photos = std::env::var_os("DNARUN_TEST_FOOLBOX").expect("DNARUN_TEST_FOOLBOX must be set: run the suite with `scripts/test`");
+    let photos = std::env::var_os("DNARUN_TEST_FOOLBOX")
+        .expect("DNARUN_TEST_FOOLBOX must be set: run the suite with `scripts/test`");
     let dir = scratch("foolbox-cifar10");
     for e in std::fs::read_dir(&photos).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -62,7 +89,10 @@ fn foolbox_cifar10_photos_have_the_known_labels() {
     }
     let images = read_flat_folder(&dir, 3, 32, 10).unwrap();
     // The first 20 CIFAR-10 test labels.
-    assert_eq!(images.labels, vec![3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6]);
+    assert_eq!(
+        images.labels,
+        vec![3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6]
+    );
     assert_eq!(images.pixels.len(), 20 * 3 * 32 * 32);
     // Resizing to 16 px and converting to grey keep the count.
     let small = read_flat_folder(&dir, 1, 16, 10).unwrap();
@@ -112,23 +142,48 @@ fn generated_cifar_binary_batch() {
     let mut rec = vec![4u8, 42u8];
     rec.extend(std::iter::repeat_n(5u8, 3072));
     std::fs::write(&f100, &rec).unwrap();
-    assert_eq!(read_cifar(&[f100], true, 3, 32, 100).unwrap().labels, vec![42]);
+    assert_eq!(
+        read_cifar(&[f100], true, 3, 32, 100).unwrap().labels,
+        vec![42]
+    );
     // A size that is not a whole number of records.
     std::fs::write(&f, &bytes[..bytes.len() - 7]).unwrap();
     let e = read_cifar(&[f], false, 3, 32, 10).unwrap_err().to_string();
-    assert!(e.contains("data_batch_1.bin") && e.contains("is not a multiple of 3073"), "{e}");
+    assert!(
+        e.contains("data_batch_1.bin") && e.contains("is not a multiple of 3073"),
+        "{e}"
+    );
 }
 
 fn fake_images(labels: Vec<usize>) -> Images {
-    Images { channels: 1, size: 2, pixels: vec![0; labels.len() * 4], labels, class_names: (0..10).map(|c| c.to_string()).collect(), files: vec![] }
+    Images {
+        channels: 1,
+        size: 2,
+        pixels: vec![0; labels.len() * 4],
+        labels,
+        class_names: (0..10).map(|c| c.to_string()).collect(),
+        files: vec![],
+    }
 }
 
 #[test]
 fn sampling_is_deterministic_and_disjoint() {
     let d = tiny_data();
     let labels: Vec<usize> = (0..400).map(|i| i % 10).collect();
-    let a = subsets(&d, 3, fake_images(labels.clone()), fake_images(labels.clone())).unwrap();
-    let b = subsets(&d, 3, fake_images(labels.clone()), fake_images(labels.clone())).unwrap();
+    let a = subsets(
+        &d,
+        3,
+        fake_images(labels.clone()),
+        fake_images(labels.clone()),
+    )
+    .unwrap();
+    let b = subsets(
+        &d,
+        3,
+        fake_images(labels.clone()),
+        fake_images(labels.clone()),
+    )
+    .unwrap();
     let c = subsets(&d, 4, fake_images(labels.clone()), fake_images(labels)).unwrap();
     assert_eq!(a.search, b.search);
     assert_eq!(a.rate, b.rate);
@@ -136,7 +191,10 @@ fn sampling_is_deterministic_and_disjoint() {
     assert_ne!(a.search, c.search, "another seed, another sample");
     assert_eq!(a.search.len(), 10 * d.samples_per_class);
     assert_eq!(a.rate.len(), 10 * d.rate_per_class);
-    assert!(a.search.iter().all(|i| !a.rate.contains(i)), "search and rate subsets are disjoint");
+    assert!(
+        a.search.iter().all(|i| !a.rate.contains(i)),
+        "search and rate subsets are disjoint"
+    );
     assert_eq!(a.test_idx.len(), 10 * 20);
 }
 
@@ -151,47 +209,92 @@ fn expect_err(r: Result<Images, DataError>, needles: &[&str]) {
 fn bad_inputs_get_clear_errors() {
     let dir = scratch("bad");
     let small = Path::new("data/fashion-mnist-small");
-    let (imgs, labs) = (small.join("train-images-idx3-ubyte.gz"), small.join("train-labels-idx1-ubyte.gz"));
+    let (imgs, labs) = (
+        small.join("train-images-idx3-ubyte.gz"),
+        small.join("train-labels-idx1-ubyte.gz"),
+    );
     // Missing file.
-    expect_err(read_idx(&dir.join("nope.gz"), &labs, 1, 28, 10), &["nope.gz", "cannot be read"]);
+    expect_err(
+        read_idx(&dir.join("nope.gz"), &labs, 1, 28, 10),
+        &["nope.gz", "cannot be read"],
+    );
     // Wrong magic: labels given as images.
-    expect_err(read_idx(&labs, &labs, 1, 28, 10), &["train-labels-idx1-ubyte.gz", "magic number 0x00000803", "found 0x00000801"]);
+    expect_err(
+        read_idx(&labs, &labs, 1, 28, 10),
+        &[
+            "train-labels-idx1-ubyte.gz",
+            "magic number 0x00000803",
+            "found 0x00000801",
+        ],
+    );
     // Truncated images.
     let raw = {
         use std::io::Read;
         let mut v = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(&imgs).unwrap()).read_to_end(&mut v).unwrap();
+        flate2::read::GzDecoder::new(std::fs::File::open(&imgs).unwrap())
+            .read_to_end(&mut v)
+            .unwrap();
         v
     };
     let cut = dir.join("cut-images-idx3-ubyte");
     std::fs::write(&cut, &raw[..raw.len() - 100]).unwrap();
-    expect_err(read_idx(&cut, &labs, 1, 28, 10), &["cut-images-idx3-ubyte", "is truncated", "5000 images"]);
+    expect_err(
+        read_idx(&cut, &labs, 1, 28, 10),
+        &["cut-images-idx3-ubyte", "is truncated", "5000 images"],
+    );
     // Unequal counts.
     let few = dir.join("few-labels-idx1-ubyte");
     let mut l = vec![0, 0, 8, 1, 0, 0, 0, 3];
     l.extend([1, 2, 3]);
     std::fs::write(&few, &l).unwrap();
-    expect_err(read_idx(&imgs, &few, 1, 28, 10), &["few-labels-idx1-ubyte", "holds 3 labels", "5000 images"]);
+    expect_err(
+        read_idx(&imgs, &few, 1, 28, 10),
+        &["few-labels-idx1-ubyte", "holds 3 labels", "5000 images"],
+    );
     // A file that is not an image in a class folder.
     let folder = dir.join("folder");
     std::fs::create_dir_all(folder.join("cat")).unwrap();
-    std::fs::File::create(folder.join("cat/notes.txt")).unwrap().write_all(b"hi").unwrap();
-    expect_err(read_folder(&folder, 3, 8, 1), &["notes.txt", "is not a PNG or JPEG"]);
+    std::fs::File::create(folder.join("cat/notes.txt"))
+        .unwrap()
+        .write_all(b"hi")
+        .unwrap();
+    expect_err(
+        read_folder(&folder, 3, 8, 1),
+        &["notes.txt", "is not a PNG or JPEG"],
+    );
     // A corrupt image.
     std::fs::remove_file(folder.join("cat/notes.txt")).unwrap();
     std::fs::write(folder.join("cat/broken.png"), b"\x89PNG not really").unwrap();
-    expect_err(read_folder(&folder, 3, 8, 1), &["broken.png", "is not a readable PNG/JPEG image"]);
+    expect_err(
+        read_folder(&folder, 3, 8, 1),
+        &["broken.png", "is not a readable PNG/JPEG image"],
+    );
     // A class with fewer images than the subsets need.
     let d = tiny_data();
-    let labels: Vec<usize> = (0..10).flat_map(|c| std::iter::repeat_n(c, if c == 3 { 5 } else { 30 })).collect();
-    let e = subsets(&d, 1, fake_images(labels.clone()), fake_images(labels)).unwrap_err().to_string();
-    assert!(e.contains("class 3") && e.contains("has 5 images") && e.contains("`data.samples_per_class` + `data.rate_per_class` = 16"), "{e}");
+    let labels: Vec<usize> = (0..10)
+        .flat_map(|c| std::iter::repeat_n(c, if c == 3 { 5 } else { 30 }))
+        .collect();
+    let e = subsets(&d, 1, fake_images(labels.clone()), fake_images(labels))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("class 3")
+            && e.contains("has 5 images")
+            && e.contains("`data.samples_per_class` + `data.rate_per_class` = 16"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_missing_dataset_file_exits_2_naming_it() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnarun"))
-        .args(["tests/fixtures/tiny.toml", "--set", "data.test.images=\"../../data/missing.gz\"", "--set", "experiment.output_dir=\"../../target/data-tests/runs\""])
+        .args([
+            "tests/fixtures/tiny.toml",
+            "--set",
+            "data.test.images=\"../../data/missing.gz\"",
+            "--set",
+            "experiment.output_dir=\"../../target/data-tests/runs\"",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

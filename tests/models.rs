@@ -15,8 +15,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn plan(path: &str, sets: &[&str]) -> Plan {
-    let l = recipe::load(Path::new(path), &Overrides { sets: sets.iter().map(|s| s.to_string()).collect(), env: false })
-        .unwrap_or_else(|d| panic!("{}", d.render()));
+    let l = recipe::load(
+        Path::new(path),
+        &Overrides {
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            env: false,
+        },
+    )
+    .unwrap_or_else(|d| panic!("{}", d.render()));
     Plan::resolve(&l).unwrap_or_else(|d| panic!("{}", d.render()))
 }
 
@@ -32,7 +38,12 @@ fn random_arch(plan: &Plan, rng: &mut ChaCha8Rng) -> Architecture {
             .iter()
             .map(|b| {
                 let cell = rng.random_range(0..b.cells.len());
-                SPath { cell, ops: (0..b.cells[cell].layers).map(|_| rng.random_range(0..b.ops.len())).collect() }
+                SPath {
+                    cell,
+                    ops: (0..b.cells[cell].layers)
+                        .map(|_| rng.random_range(0..b.ops.len()))
+                        .collect(),
+                }
             })
             .collect(),
     }
@@ -44,20 +55,42 @@ fn check_block_shapes(plan: &Plan, batch: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for (i, b) in plan.space.blocks.iter().enumerate() {
         let net = SuperBlock::new(&plan.space, i, &device);
-        let cin = if i == 0 { plan.space.image_channels } else { plan.taps[i - 1].shape[0] };
-        let size = if i == 0 { plan.space.image_size } else { plan.taps[i - 1].shape[1] };
+        let cin = if i == 0 {
+            plan.space.image_channels
+        } else {
+            plan.taps[i - 1].shape[0]
+        };
+        let size = if i == 0 {
+            plan.space.image_size
+        } else {
+            plan.taps[i - 1].shape[1]
+        };
         let x = random([batch, cin, size, size], &device);
         let entered = net.enter(x.clone(), Mode::Eval);
         for (ci, c) in b.cells.iter().enumerate() {
             for op in 0..b.ops.len() {
                 let y = net.layer(ci, 0, op, entered.clone(), Mode::Eval);
                 let l = c.layer(0);
-                assert_eq!(y.dims(), [batch, l.cout, l.out_size(), l.out_size()], "block {i} cell {ci} op {op}");
+                assert_eq!(
+                    y.dims(),
+                    [batch, l.cout, l.out_size(), l.out_size()],
+                    "block {i} cell {ci} op {op}"
+                );
             }
-            let path = SPath { cell: ci, ops: (0..c.layers).map(|_| rng.random_range(0..b.ops.len())).collect() };
+            let path = SPath {
+                cell: ci,
+                ops: (0..c.layers)
+                    .map(|_| rng.random_range(0..b.ops.len()))
+                    .collect(),
+            };
             let y = net.forward(&path, x.clone(), Mode::Eval);
             let t = plan.taps[i].shape;
-            assert_eq!(y.dims(), [batch, t[0], t[1], t[2]], "block {i} path {}", b.path_name(&path));
+            assert_eq!(
+                y.dims(),
+                [batch, t[0], t[1], t[2]],
+                "block {i} path {}",
+                b.path_name(&path)
+            );
         }
     }
 }
@@ -80,7 +113,17 @@ fn teacher_taps_have_the_declared_shapes() {
     let stages: Vec<usize> = p.taps.iter().map(|t| t.stage).collect();
     let taps = t.forward_taps(random([1, 3, 224, 224], &device), &stages, Mode::Eval);
     let shapes: Vec<[usize; 4]> = taps.iter().map(|t| t.dims()).collect();
-    assert_eq!(shapes, vec![[1, 24, 56, 56], [1, 40, 28, 28], [1, 80, 14, 14], [1, 112, 14, 14], [1, 192, 7, 7], [1, 320, 7, 7]]);
+    assert_eq!(
+        shapes,
+        vec![
+            [1, 24, 56, 56],
+            [1, 40, 28, 28],
+            [1, 80, 14, 14],
+            [1, 112, 14, 14],
+            [1, 192, 7, 7],
+            [1, 320, 7, 7]
+        ]
+    );
     // forward_from between taps gives the same as one pass.
     let x = random([1, 3, 224, 224], &device);
     let all = t.forward_taps(x.clone(), &[3, 4], Mode::Eval);
@@ -93,7 +136,11 @@ fn teacher_taps_have_the_declared_shapes() {
 fn student_cost_read_off_the_module_equals_the_cost_model() {
     let device = Device::flex();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    for (recipe, n) in [("recipes/quickstart.toml", 6), ("recipes/dna-imagenet.toml", 3), ("tests/fixtures/tiny.toml", 4)] {
+    for (recipe, n) in [
+        ("recipes/quickstart.toml", 6),
+        ("recipes/dna-imagenet.toml", 3),
+        ("tests/fixtures/tiny.toml", 4),
+    ] {
         let p = plan(recipe, &[]);
         for _ in 0..n {
             let arch = random_arch(&p, &mut rng);
@@ -102,23 +149,48 @@ fn student_cost_read_off_the_module_equals_the_cost_model() {
             let model = p.space.cost(&arch);
             assert_eq!(measured, model, "{recipe}: {}", p.space.arch_name(&arch));
             // Burn's count includes BatchNorm running statistics (2 per channel); the model's does not.
-            assert_eq!(s.num_params() as u64, model.params + 2 * bn_channels(&s), "{recipe}: Burn's parameter count");
+            assert_eq!(
+                s.num_params() as u64,
+                model.params + 2 * bn_channels(&s),
+                "{recipe}: Burn's parameter count"
+            );
         }
     }
 }
 
 #[test]
 fn student_with_adapters_and_logits_shape() {
-    let p = plan("tests/fixtures/tiny.toml", &["blocks.0.adapter=true", "blocks.1.adapter=true"]);
+    let p = plan(
+        "tests/fixtures/tiny.toml",
+        &["blocks.0.adapter=true", "blocks.1.adapter=true"],
+    );
     let device = Device::flex();
-    let arch = Architecture { paths: vec![SPath { cell: 1, ops: vec![0, 1] }, SPath { cell: 0, ops: vec![1] }] };
+    let arch = Architecture {
+        paths: vec![
+            SPath {
+                cell: 1,
+                ops: vec![0, 1],
+            },
+            SPath {
+                cell: 0,
+                ops: vec![1],
+            },
+        ],
+    };
     let s = Student::new(&p.space, &arch, &device);
     assert_eq!(s.measured_cost(16), p.space.cost(&arch));
-    assert_eq!(s.logits(random([3, 1, 16, 16], &device), Mode::Eval).dims(), [3, 10]);
+    assert_eq!(
+        s.logits(random([3, 1, 16, 16], &device), Mode::Eval).dims(),
+        [3, 10]
+    );
 }
 
 fn running(bn: &dnarun::nn::Bn) -> Vec<f32> {
-    bn.running_mean.value_sync().into_data().try_to_vec::<f32>().unwrap()
+    bn.running_mean
+        .value_sync()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
 }
 
 fn bn_channels(s: &Student) -> u64 {
@@ -138,8 +210,14 @@ fn bn_recalibration_changes_only_the_chosen_path() {
     let p = plan("tests/fixtures/tiny.toml", &[]);
     let device = Device::flex();
     let net = SuperBlock::new(&p.space, 1, &device);
-    let chosen = SPath { cell: 1, ops: vec![0, 1] };
-    let other = SPath { cell: 1, ops: vec![1, 0] };
+    let chosen = SPath {
+        cell: 1,
+        ops: vec![0, 1],
+    };
+    let other = SPath {
+        cell: 1,
+        ops: vec![1, 0],
+    };
     let before_chosen: Vec<Vec<f32>> = net.path_bns(&chosen).iter().map(|b| running(b)).collect();
     let before_other_first = running(net.path_bns(&other)[0]);
     let x = random([8, 12, 8, 8], &device).add_scalar(3.0);
@@ -151,13 +229,20 @@ fn bn_recalibration_changes_only_the_chosen_path() {
     for (b, a) in before_chosen.iter().zip(&after_chosen) {
         assert_ne!(b, a, "every BN of the chosen path is re-estimated");
     }
-    assert_eq!(before_other_first, running(net.path_bns(&other)[0]), "BNs of other paths are untouched");
+    assert_eq!(
+        before_other_first,
+        running(net.path_bns(&other)[0]),
+        "BNs of other paths are untouched"
+    );
 }
 
 #[test]
 fn fair_loss_on_known_tensors() {
     let device = Device::flex();
-    let y = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]), &device);
+    let y = Tensor::<4>::from_data(
+        TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]),
+        &device,
+    );
     let y_hat = y.clone().add_scalar(1.0);
     // mean |Y - Yhat| = 1; population std of [1, 2, 3, 4] = sqrt(1.25).
     let l = fair_loss(&[y.clone()], &[y_hat]);
@@ -172,17 +257,34 @@ fn prefix_sharing_rating_equals_naive_rating() {
     let net = SuperBlock::new(&p.space, 1, &device);
     let block = &p.space.blocks[1];
     let data = RateData {
-        calibration: vec![random([6, 12, 8, 8], &device), random([5, 12, 8, 8], &device)],
-        inputs: vec![random([4, 12, 8, 8], &device), random([3, 12, 8, 8], &device)],
-        targets: vec![random([4, 16, 4, 4], &device), random([3, 16, 4, 4], &device)],
+        calibration: vec![
+            random([6, 12, 8, 8], &device),
+            random([5, 12, 8, 8], &device),
+        ],
+        inputs: vec![
+            random([4, 12, 8, 8], &device),
+            random([3, 12, 8, 8], &device),
+        ],
+        targets: vec![
+            random([4, 16, 4, 4], &device),
+            random([3, 16, 4, 4], &device),
+        ],
     };
     let (fast, evals) = rate_block(&net, block, &data);
     let slow = rate_block_naive(&net, block, &data);
     assert_eq!(fast.len(), block.num_paths() as usize);
-    assert_eq!(evals, 2 + (2 + 4 + 8), "K + K^2 + K^3 layer evaluations per cell");
+    assert_eq!(
+        evals,
+        2 + (2 + 4 + 8),
+        "K + K^2 + K^3 layer evaluations per cell"
+    );
     for ((pa, ra), (pb, rb)) in fast.iter().zip(&slow) {
         assert_eq!(pa, pb);
-        assert!((ra - rb).abs() <= 1e-6 * rb.abs().max(1.0), "{}: {ra} vs {rb}", block.path_name(pa));
+        assert!(
+            (ra - rb).abs() <= 1e-6 * rb.abs().max(1.0),
+            "{}: {ra} vs {rb}",
+            block.path_name(pa)
+        );
     }
 }
 
@@ -196,7 +298,10 @@ fn a_teacher_learns_on_a_small_batch() {
     let mut t = Teacher::new(&p.teacher, 1, 10, &device);
     let mut optim = AdamConfig::new().init();
     let x = random([16, 1, 16, 16], &device);
-    let y = Tensor::<1, Int>::from_data(TensorData::new((0..16).map(|i| (i % 10) as i64).collect::<Vec<_>>(), [16]), &device);
+    let y = Tensor::<1, Int>::from_data(
+        TensorData::new((0..16).map(|i| (i % 10) as i64).collect::<Vec<_>>(), [16]),
+        &device,
+    );
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut losses = Vec::new();
     for _ in 0..30 {
@@ -214,8 +319,11 @@ fn lite0_file() -> Option<PathBuf> {
 
 #[test]
 fn lite0_classifies_the_foolbox_photos() {
-    let (Some(weights), Some(photos)) = (lite0_file(), std::env::var_os("DNARUN_TEST_FOOLBOX")) else {
-        panic!("DNARUN_TEST_LITE0 and DNARUN_TEST_FOOLBOX must be set: run the suite with `scripts/test`");
+    let (Some(weights), Some(photos)) = (lite0_file(), std::env::var_os("DNARUN_TEST_FOOLBOX"))
+    else {
+        panic!(
+            "DNARUN_TEST_LITE0 and DNARUN_TEST_FOOLBOX must be set: run the suite with `scripts/test`"
+        );
     };
     let dir = Path::new("target/lite0-photos");
     std::fs::create_dir_all(dir).unwrap();
@@ -230,13 +338,19 @@ fn lite0_classifies_the_foolbox_photos() {
     let p = plan("recipes/dna-imagenet.toml", &[]);
     let device = Device::flex();
     let t = torch::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();
-    let data = dnarun::recipe::Data { ..p.recipe.data.clone() };
+    let data = dnarun::recipe::Data {
+        ..p.recipe.data.clone()
+    };
     let pre = dnarun::data::Preprocess::new(&data, false);
     let idx: Vec<usize> = (0..20).collect();
     let b = pre.batch(&images, &idx, 0);
     let logits = t.logits(b.images(&device), Mode::Eval);
     let top5 = logits.clone().argsort_descending(1).slice([0..20, 0..5]);
-    let top5: Vec<i64> = top5.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+    let top5: Vec<i64> = top5
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap();
     let mut top1_hits = 0;
     let mut top5_hits = 0;
     for (i, label) in b.labels.iter().enumerate() {
@@ -250,31 +364,52 @@ fn lite0_classifies_the_foolbox_photos() {
 
 #[test]
 fn weights_errors_name_the_problem() {
-    let Some(weights) = lite0_file() else { panic!("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`") };
+    let Some(weights) = lite0_file() else {
+        panic!("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`")
+    };
     let p = plan("recipes/dna-imagenet.toml", &[]);
     let device = Device::flex();
     // Truncated.
     let bytes = std::fs::read(&weights).unwrap();
     let cut = Path::new("target/lite0-truncated.pth");
     std::fs::write(cut, &bytes[..bytes.len() / 2]).unwrap();
-    let e = torch::load_teacher(cut, &p.teacher, 3, 1000, &device).unwrap_err().to_string();
-    assert!(e.contains("lite0-truncated.pth") && e.contains("is truncated"), "{e}");
+    let e = torch::load_teacher(cut, &p.teacher, 3, 1000, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lite0-truncated.pth") && e.contains("is truncated"),
+        "{e}"
+    );
     // Wrong shapes: a teacher with another head and classifier.
     let mut other = p.teacher.clone();
     other.head = 1000;
-    let e = torch::load_teacher(&weights, &other, 3, 10, &device).unwrap_err().to_string();
-    assert!(e.contains("`_conv_head.weight`: expected shape [1000, 320, 1, 1], found [1280, 320, 1, 1]"), "{e}");
-    assert!(e.contains("`_fc.weight`: expected shape [10, 1000], found [1000, 1280]"), "{e}");
+    let e = torch::load_teacher(&weights, &other, 3, 10, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "`_conv_head.weight`: expected shape [1000, 320, 1, 1], found [1280, 320, 1, 1]"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("`_fc.weight`: expected shape [10, 1000], found [1000, 1280]"),
+        "{e}"
+    );
     // Not a torch file at all.
     let junk = Path::new("target/not-weights.pth");
     std::fs::write(junk, b"hello").unwrap();
-    let e = torch::load_teacher(junk, &p.teacher, 3, 1000, &device).unwrap_err().to_string();
+    let e = torch::load_teacher(junk, &p.teacher, 3, 1000, &device)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not-weights.pth"), "{e}");
 }
 
 #[test]
 fn a_teacher_round_trips_through_safetensors() {
-    let Some(weights) = lite0_file() else { panic!("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`") };
+    let Some(weights) = lite0_file() else {
+        panic!("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`")
+    };
     let p = plan("recipes/dna-imagenet.toml", &[]);
     let device = Device::flex();
     let t = torch::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_dnarun");
 
 fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::current_dir().unwrap().join("target/pipeline-tests").join(name);
+    let d = std::env::current_dir()
+        .unwrap()
+        .join("target/pipeline-tests")
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -32,14 +35,21 @@ fn args(dir: &Path, extra: &[&str]) -> Vec<String> {
 
 fn run(a: &[String]) -> Output {
     let out = Command::new(BIN).args(a).output().unwrap();
-    assert!(out.status.success(), "dnarun {a:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dnarun {a:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 fn ratings(run_dir: &Path) -> Vec<serde_json::Value> {
     (0..2)
         .map(|i| {
-            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join(format!("rate/block{i}.json"))).unwrap()).unwrap();
+            let v: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(run_dir.join(format!("rate/block{i}.json"))).unwrap(),
+            )
+            .unwrap();
             v["ratings"].clone()
         })
         .collect()
@@ -50,51 +60,150 @@ fn whole_pipeline_writes_every_artifact() {
     let dir = out_dir("whole");
     let out = run(&args(&dir, &[]));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("top1") && stdout.contains("top3") && stdout.contains("Kendall"), "{stdout}");
+    assert!(
+        stdout.contains("top1") && stdout.contains("top3") && stdout.contains("Kendall"),
+        "{stdout}"
+    );
     let r = dir.join("tiny-001");
     for f in [
-        "dnarun.lock", "tracking/parent.id", "tracking/distill__block1.id", "teacher/state.json", "teacher/model.bpk",
-        "distill/block0/state.json", "distill/block0/supernet.bpk", "distill/block1/supernet.bpk",
-        "rate/block0.json", "rate/block0.csv", "rate/block1.json", "rate/block1.csv",
-        "search/result.json", "search/pareto.svg",
-        "retrain/top1/arch.toml", "retrain/top1/model.bpk", "retrain/top1/model.safetensors", "teacher/teacher.safetensors", "retrain/top2/arch.toml", "retrain/top3/arch.toml",
-        "report.md", "report.csv", "report.json",
+        "dnarun.lock",
+        "tracking/parent.id",
+        "tracking/distill__block1.id",
+        "teacher/state.json",
+        "teacher/model.bpk",
+        "distill/block0/state.json",
+        "distill/block0/supernet.bpk",
+        "distill/block1/supernet.bpk",
+        "rate/block0.json",
+        "rate/block0.csv",
+        "rate/block1.json",
+        "rate/block1.csv",
+        "search/result.json",
+        "search/pareto.svg",
+        "retrain/top1/arch.toml",
+        "retrain/top1/model.bpk",
+        "retrain/top1/model.safetensors",
+        "teacher/teacher.safetensors",
+        "retrain/top2/arch.toml",
+        "retrain/top3/arch.toml",
+        "report.md",
+        "report.csv",
+        "report.json",
     ] {
         assert!(r.join(f).exists(), "missing {f}");
     }
     let st = std::fs::read(r.join("retrain/top1/model.safetensors")).unwrap();
-    let names: Vec<String> = safetensors::SafeTensors::deserialize(&st).unwrap().names().into_iter().map(String::from).collect();
-    assert!(names.iter().any(|n| n == "fc.weight") && names.iter().any(|n| n.starts_with("cells.0.layers.0.depthwise.")), "{names:?}");
+    let names: Vec<String> = safetensors::SafeTensors::deserialize(&st)
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "fc.weight")
+            && names
+                .iter()
+                .any(|n| n.starts_with("cells.0.layers.0.depthwise.")),
+        "{names:?}"
+    );
     let rates = ratings(&r);
-    assert_eq!(rates[0].as_array().unwrap().len(), 2 + 4, "every path of block 0 is rated");
-    assert!(rates.iter().flat_map(|b| b.as_array().unwrap()).all(|x| x["rating"].as_f64().unwrap() > 0.0));
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        rates[0].as_array().unwrap().len(),
+        2 + 4,
+        "every path of block 0 is rated"
+    );
+    assert!(
+        rates
+            .iter()
+            .flat_map(|b| b.as_array().unwrap())
+            .all(|x| x["rating"].as_f64().unwrap() > 0.0)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["architectures"].as_array().unwrap().len(), 3);
     assert!(report["kendall_tau"].is_number());
     assert_eq!(report["blocks"][1]["device"], "cpu");
-    assert!(report["blocks"][1]["distill_seconds"].as_f64().unwrap() > 0.0 && report["blocks"][1]["paths"] == 6);
-    assert!(std::fs::read_to_string(r.join("search/pareto.svg")).unwrap().starts_with("<svg"));
+    assert!(
+        report["blocks"][1]["distill_seconds"].as_f64().unwrap() > 0.0
+            && report["blocks"][1]["paths"] == 6
+    );
+    assert!(
+        std::fs::read_to_string(r.join("search/pareto.svg"))
+            .unwrap()
+            .starts_with("<svg")
+    );
     // No temp files are left behind.
-    let leftovers: Vec<_> = walk(&r).into_iter().filter(|p| p.to_string_lossy().ends_with(".tmp~")).collect();
+    let leftovers: Vec<_> = walk(&r)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp~"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // The local MLflow store: one parent and a child per stage and block.
-    let exp = std::fs::read_dir(dir.join("mlruns")).unwrap().flatten().find(|e| e.path().join("meta.yaml").exists()).unwrap().path();
-    let runs: Vec<PathBuf> = std::fs::read_dir(&exp).unwrap().flatten().map(|e| e.path()).filter(|p| p.join("meta.yaml").exists()).collect();
-    let parents: Vec<&PathBuf> = runs.iter().filter(|p| !p.join("tags/mlflow.parentRunId").exists()).collect();
+    let exp = std::fs::read_dir(dir.join("mlruns"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("meta.yaml").exists())
+        .unwrap()
+        .path();
+    let runs: Vec<PathBuf> = std::fs::read_dir(&exp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("meta.yaml").exists())
+        .collect();
+    let parents: Vec<&PathBuf> = runs
+        .iter()
+        .filter(|p| !p.join("tags/mlflow.parentRunId").exists())
+        .collect();
     assert_eq!(parents.len(), 1);
-    assert_eq!(runs.len(), 1 + 1 + 2 + 2 + 1 + 3, "parent, teacher, 2 distill, 2 rate, search, 3 retrain");
+    assert_eq!(
+        runs.len(),
+        1 + 1 + 2 + 2 + 1 + 3,
+        "parent, teacher, 2 distill, 2 rate, search, 3 retrain"
+    );
     let params = parents[0].join("params");
-    assert_eq!(std::fs::read_to_string(params.join("distill.epochs")).unwrap(), "3");
-    assert_eq!(std::fs::read_to_string(params.join("blocks.1.cells.0.layers")).unwrap(), "1");
+    assert_eq!(
+        std::fs::read_to_string(params.join("distill.epochs")).unwrap(),
+        "3"
+    );
+    assert_eq!(
+        std::fs::read_to_string(params.join("blocks.1.cells.0.layers")).unwrap(),
+        "1"
+    );
     // The exported architecture re-loads: `plan` shows it and its cost matches the report.
-    let plan = Command::new(BIN).args(["plan", &r.join("retrain/top1/arch.toml").display().to_string()]).output().unwrap();
-    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let plan = Command::new(BIN)
+        .args([
+            "plan",
+            &r.join("retrain/top1/arch.toml").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
     let text = String::from_utf8_lossy(&plan.stdout);
-    let params = report["architectures"][0]["chosen"]["params"].as_u64().unwrap();
-    assert!(text.contains(&format!("{:.4}M params", params as f64 / 1e6)), "{text}");
+    let params = report["architectures"][0]["chosen"]["params"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        text.contains(&format!("{:.4}M params", params as f64 / 1e6)),
+        "{text}"
+    );
     // ... and retrains.
-    let re = Command::new(BIN).args(["retrain", &r.join("retrain/top1/arch.toml").display().to_string()]).output().unwrap();
-    assert!(re.status.success(), "{}", String::from_utf8_lossy(&re.stderr));
+    let re = Command::new(BIN)
+        .args([
+            "retrain",
+            &r.join("retrain/top1/arch.toml").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        re.status.success(),
+        "{}",
+        String::from_utf8_lossy(&re.stderr)
+    );
     assert!(String::from_utf8_lossy(&re.stdout).contains("top1: test accuracy"));
 }
 
@@ -116,10 +225,21 @@ fn the_lock_file_reruns_the_same_ratings() {
     let dir = out_dir("lock");
     run(&args(&dir, &["retrain.epochs=1", "search.top_k=1"]));
     let first = dir.join("tiny-001");
-    let out = Command::new(BIN).arg(first.join("dnarun.lock")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg(first.join("dnarun.lock"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let second = dir.join("tiny-002");
-    assert_eq!(ratings(&first), ratings(&second), "same seed on the CPU: bit-identical ratings");
+    assert_eq!(
+        ratings(&first),
+        ratings(&second),
+        "same seed on the CPU: bit-identical ratings"
+    );
     let lock1 = std::fs::read_to_string(first.join("dnarun.lock")).unwrap();
     let lock2 = std::fs::read_to_string(second.join("dnarun.lock")).unwrap();
     assert_eq!(lock1, lock2, "the lock of a lock-file run is the same lock");
@@ -131,36 +251,72 @@ fn a_killed_run_resumes_to_the_same_ratings() {
     let extra = ["distill.epochs=40", "search.top_k=1", "retrain.epochs=1"];
     run(&args(&reference, &extra));
     let dir = out_dir("resume-killed");
-    let mut child = Command::new(BIN).args(args(&dir, &extra)).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .args(args(&dir, &extra))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let state = dir.join("tiny-001/distill/block1/state.json");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let done = std::fs::read_to_string(&state).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).and_then(|v| v["epochs_done"].as_u64());
+        let done = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["epochs_done"].as_u64());
         if done.is_some_and(|d| d >= 3) {
             break;
         }
         assert!(Instant::now() < deadline, "distillation did not start");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!dir.join("tiny-001/rate/block0.json").exists(), "killed during distillation");
-    let resumed = Command::new(BIN).args(["resume", &dir.join("tiny-001").display().to_string()]).output().unwrap();
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
-    assert_eq!(ratings(&reference.join("tiny-001")), ratings(&dir.join("tiny-001")));
+    assert!(
+        !dir.join("tiny-001/rate/block0.json").exists(),
+        "killed during distillation"
+    );
+    let resumed = Command::new(BIN)
+        .args(["resume", &dir.join("tiny-001").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(
+        ratings(&reference.join("tiny-001")),
+        ratings(&dir.join("tiny-001"))
+    );
 }
 
 #[test]
 fn resuming_a_changed_recipe_is_refused() {
     let dir = out_dir("changed");
     run(&args(&dir, &["search.top_k=1", "retrain.epochs=1"]));
-    let mut a = args(&dir, &["search.top_k=1", "retrain.epochs=1", "distill.epochs=5", "distill.lr=0.01"]);
+    let mut a = args(
+        &dir,
+        &[
+            "search.top_k=1",
+            "retrain.epochs=1",
+            "distill.epochs=5",
+            "distill.lr=0.01",
+        ],
+    );
     a.push("--resume".into());
     let out = Command::new(BIN).arg("run").args(&a).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("`distill.epochs`") && err.contains("`distill.lr`") && err.contains("cannot be resumed"), "{err}");
+    assert!(
+        err.contains("`distill.epochs`")
+            && err.contains("`distill.lr`")
+            && err.contains("cannot be resumed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -177,9 +333,23 @@ fn stages_and_blocks_run_alone() {
     let r = dir.join("tiny-001");
     let rd = r.display().to_string();
     assert!(r.join("teacher/state.json").exists() && !r.join("distill").exists());
-    run(&with(&["--stage", "distill", "--block", "1", "--run-dir", &rd]));
+    run(&with(&[
+        "--stage",
+        "distill",
+        "--block",
+        "1",
+        "--run-dir",
+        &rd,
+    ]));
     assert!(r.join("distill/block1/state.json").exists() && !r.join("distill/block0").exists());
-    run(&with(&["--stage", "distill", "--block", "0", "--run-dir", &rd]));
+    run(&with(&[
+        "--stage",
+        "distill",
+        "--block",
+        "0",
+        "--run-dir",
+        &rd,
+    ]));
     run(&with(&["--stage", "rate", "--run-dir", &rd]));
     assert!(r.join("rate/block0.json").exists() && r.join("rate/block1.json").exists());
     run(&with(&["--run-dir", &rd]));
@@ -189,12 +359,18 @@ fn stages_and_blocks_run_alone() {
 #[test]
 fn a_missing_device_is_reported_before_any_work() {
     let dir = out_dir("device");
-    let out = Command::new(BIN).args(args(&dir, &["runtime.devices=[\"cuda:0\"]"])).output().unwrap();
+    let out = Command::new(BIN)
+        .args(args(&dir, &["runtime.devices=[\"cuda:0\"]"]))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`runtime.devices` asks for `cuda:0`"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "nothing was written");
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_none(),
+        "nothing was written"
+    );
 }
 
 #[test]
@@ -203,51 +379,107 @@ fn device_names_parse() {
     assert_eq!(DeviceSpec::parse("cpu"), Ok(DeviceSpec::Cpu));
     assert_eq!(DeviceSpec::parse("cuda:1"), Ok(DeviceSpec::Cuda(1)));
     assert_eq!(DeviceSpec::parse("wgpu"), Ok(DeviceSpec::Wgpu(0)));
-    assert!(DeviceSpec::parse("cuda:x").unwrap_err().contains("not a device index"));
-    assert!(DeviceSpec::parse("tpu:0").unwrap_err().contains("not a device"));
+    assert!(
+        DeviceSpec::parse("cuda:x")
+            .unwrap_err()
+            .contains("not a device index")
+    );
+    assert!(
+        DeviceSpec::parse("tpu:0")
+            .unwrap_err()
+            .contains("not a device")
+    );
 }
 
 #[test]
 fn ctrl_c_stops_after_saving_and_the_run_resumes() {
     let dir = out_dir("sigint");
     let extra = ["distill.epochs=40", "search.top_k=1", "retrain.epochs=1"];
-    let mut child = Command::new(BIN).args(args(&dir, &extra)).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .args(args(&dir, &extra))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let state = dir.join("tiny-001/distill/block0/state.json");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !state.exists() {
-        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "distillation did not start");
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "distillation did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = Command::new("kill").args(["-s", "INT", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-s", "INT", &child.id().to_string()])
+        .status();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("dnarun resume"), "{err}");
-    let resumed = Command::new(BIN).args(["resume", &dir.join("tiny-001").display().to_string()]).output().unwrap();
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let resumed = Command::new(BIN)
+        .args(["resume", &dir.join("tiny-001").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
     assert!(dir.join("tiny-001/report.md").exists());
 }
 
 #[test]
 fn an_unreachable_tracking_server_fails_fast_or_falls_back() {
     let dir = out_dir("unreachable");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut a = args(&dir, &[]);
-    a.extend(["--set".to_string(), format!("tracking.uri=\"http://127.0.0.1:{port}\"")]);
+    a.extend([
+        "--set".to_string(),
+        format!("tracking.uri=\"http://127.0.0.1:{port}\""),
+    ]);
     let out = Command::new(BIN).args(&a).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("the MLflow server at `http://127.0.0.1:{port}` cannot be reached")) && err.contains("fallback_to_local"), "{err}");
-    a.extend(["--set".to_string(), "tracking.fallback_to_local=true".into(), "--set".into(), "search.top_k=1".into()]);
+    assert!(
+        err.contains(&format!(
+            "the MLflow server at `http://127.0.0.1:{port}` cannot be reached"
+        )) && err.contains("fallback_to_local"),
+        "{err}"
+    );
+    a.extend([
+        "--set".to_string(),
+        "tracking.fallback_to_local=true".into(),
+        "--set".into(),
+        "search.top_k=1".into(),
+    ]);
     let out = Command::new(BIN).args(&a).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("writing to the local store"));
 }
 
 #[test]
 fn plan_reports_the_data() {
-    let out = Command::new(BIN).args(["plan", "tests/fixtures/tiny.toml"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["plan", "tests/fixtures/tiny.toml"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("train split: 5000 images, 10 classes, 500 per class"), "{text}");
+    assert!(
+        text.contains("train split: 5000 images, 10 classes, 500 per class"),
+        "{text}"
+    );
     assert!(text.contains("test split: 1000 images"), "{text}");
 }

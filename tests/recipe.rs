@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use dnarun::plan::Plan;
 use dnarun::recipe::{self, Overrides, Recipe};
-use dnarun::space::{BlockSpace, CellSpec, OpSpec, Space, Architecture, Path as SPath};
+use dnarun::space::{Architecture, BlockSpace, CellSpec, OpSpec, Path as SPath, Space};
 
 const TINY: &str = include_str!("fixtures/tiny.toml");
 
@@ -20,7 +20,10 @@ fn write_case(name: &str, text: &str) -> PathBuf {
 /// Loads and resolves; returns the rendered diagnostics (panics if the recipe is valid).
 fn problems(name: &str, text: &str, sets: &[&str]) -> String {
     let p = write_case(name, text);
-    let overrides = Overrides { sets: sets.iter().map(|s| s.to_string()).collect(), env: false };
+    let overrides = Overrides {
+        sets: sets.iter().map(|s| s.to_string()).collect(),
+        env: false,
+    };
     let result = recipe::load(&p, &overrides).and_then(|l| Plan::resolve(&l).map(|_| ()));
     match result {
         Ok(()) => panic!("case `{name}` should be invalid"),
@@ -48,44 +51,153 @@ macro_rules! bad {
 bad!(syntax_error, edit("[teacher]", "[teacher"));
 bad!(duplicate_key, edit("seed = 3", "seed = 3\nseed = 4"));
 bad!(wrong_type, edit("image_size = 16", "image_size = \"big\""));
-bad!(unknown_key_suggestion, edit("samples_per_class = 12", "samples_per_clas = 12"));
+bad!(
+    unknown_key_suggestion,
+    edit("samples_per_class = 12", "samples_per_clas = 12")
+);
 bad!(unknown_section_suggestion, edit("[distill]", "[distil]"));
 bad!(missing_key, edit("classes = 10\n", ""));
 bad!(enum_typo, edit("format = \"idx\"", "format = \"idxx\""));
 bad!(activation_typo, edit("act = \"relu6\"", "act = \"relu7\""));
-bad!(unknown_op, edit("target = \"t2\"", "target = \"t2\"\nops = [\"a\", \"c\"]"));
+bad!(
+    unknown_op,
+    edit("target = \"t2\"", "target = \"t2\"\nops = [\"a\", \"c\"]")
+);
 bad!(unknown_tap, edit("target = \"t2\"", "target = \"t3\""));
-bad!(blocks_out_of_order, edit("target = \"t1\"", "target = \"t2\"").replacen("target = \"t2\"\ncells = [{ layers = 1, hidden = 16 }", "target = \"t1\"\ncells = [{ layers = 1, hidden = 16 }", 1));
-bad!(tap_shape_mismatch, edit("shape = [12, 8, 8]", "shape = [12, 7, 7]"));
-bad!(taps_out_of_order, edit("stage = 2, shape", "stage = 1, shape"));
-bad!(tap_stage_beyond_teacher, edit("stage = 2, shape = [16, 4, 4]", "stage = 5, shape = [16, 4, 4]"));
-bad!(zero_layers, edit("cells = [{ layers = 1, hidden = 12 }", "cells = [{ layers = 0, hidden = 12 }"));
-bad!(cell_stride_mismatch, edit("{ layers = 1, hidden = 16 }", "{ layers = 1, hidden = 16, stride = 1 }"));
+bad!(
+    blocks_out_of_order,
+    edit("target = \"t1\"", "target = \"t2\"").replacen(
+        "target = \"t2\"\ncells = [{ layers = 1, hidden = 16 }",
+        "target = \"t1\"\ncells = [{ layers = 1, hidden = 16 }",
+        1
+    )
+);
+bad!(
+    tap_shape_mismatch,
+    edit("shape = [12, 8, 8]", "shape = [12, 7, 7]")
+);
+bad!(
+    taps_out_of_order,
+    edit("stage = 2, shape", "stage = 1, shape")
+);
+bad!(
+    tap_stage_beyond_teacher,
+    edit(
+        "stage = 2, shape = [16, 4, 4]",
+        "stage = 5, shape = [16, 4, 4]"
+    )
+);
+bad!(
+    zero_layers,
+    edit(
+        "cells = [{ layers = 1, hidden = 12 }",
+        "cells = [{ layers = 0, hidden = 12 }"
+    )
+);
+bad!(
+    cell_stride_mismatch,
+    edit(
+        "{ layers = 1, hidden = 16 }",
+        "{ layers = 1, hidden = 16, stride = 1 }"
+    )
+);
 bad!(even_kernel, edit("a = { kernel = 3", "a = { kernel = 4"));
-bad!(missing_split_key, edit("labels = \"../../data/fashion-mnist-small/train-labels-idx1-ubyte.gz\" ", ""));
-bad!(normalize_length, edit("mean = [0.286]", "mean = [0.286, 0.3]"));
-bad!(schema_version, edit("output_dir = \"runs\"", "output_dir = \"runs\"\nschema_version = 2"));
-bad!(empty_cells, edit("cells = [{ layers = 1, hidden = 16 }, { layers = 2, hidden = 12 }]", "cells = []"));
-bad!(blocks_without_taps, format!("{TINY}\n[[blocks]]\ntarget = \"t2\"\ncells = [{{ layers = 1, hidden = 4 }}]\n"));
-bad!(cnn_without_stages, edit("cnn = { stem = 8, stem_stride = 2, head = 32, stages = [", "cnnx = { stem = 8, stem_stride = 2, head = 32, stages = ["));
-bad!(lite0_without_weights, edit("arch = \"cnn\"", "arch = \"efficientnet-lite0\""));
-bad!(infeasible_budget, edit("max_mflops = 0.14", "max_mflops = 0.01"));
-bad!(irrelevant_budget, edit("max_mflops = 0.14", "max_mflops = 50.0"));
-bad!(bad_device, format!("{TINY}\n[runtime]\ndevices = [\"tpu:0\"]\n"));
-bad!(several_devices, format!("{TINY}\n[runtime]\ndevices = [\"cpu\", \"cuda:0\"]\n"));
-bad!(input_mismatch, edit("target = \"t2\"", "target = \"t2\"\ninput = \"image\""));
-bad!(non_finite_float, edit("[distill]\nepochs = 3", "[distill]\nepochs = 3\nlr = nan"));
-bad!(several_problems_at_once, edit("image_size = 16", "image_size = 16\nbatchsize = 3").replacen("kernel = 5", "kernel = 6", 1).replacen("epochs = 3", "epochs = -1", 1));
-bad!(broken_extends, format!("extends = \"missing-base.toml\"\n{TINY}"));
+bad!(
+    missing_split_key,
+    edit(
+        "labels = \"../../data/fashion-mnist-small/train-labels-idx1-ubyte.gz\" ",
+        ""
+    )
+);
+bad!(
+    normalize_length,
+    edit("mean = [0.286]", "mean = [0.286, 0.3]")
+);
+bad!(
+    schema_version,
+    edit(
+        "output_dir = \"runs\"",
+        "output_dir = \"runs\"\nschema_version = 2"
+    )
+);
+bad!(
+    empty_cells,
+    edit(
+        "cells = [{ layers = 1, hidden = 16 }, { layers = 2, hidden = 12 }]",
+        "cells = []"
+    )
+);
+bad!(
+    blocks_without_taps,
+    format!("{TINY}\n[[blocks]]\ntarget = \"t2\"\ncells = [{{ layers = 1, hidden = 4 }}]\n")
+);
+bad!(
+    cnn_without_stages,
+    edit(
+        "cnn = { stem = 8, stem_stride = 2, head = 32, stages = [",
+        "cnnx = { stem = 8, stem_stride = 2, head = 32, stages = ["
+    )
+);
+bad!(
+    lite0_without_weights,
+    edit("arch = \"cnn\"", "arch = \"efficientnet-lite0\"")
+);
+bad!(
+    infeasible_budget,
+    edit("max_mflops = 0.14", "max_mflops = 0.01")
+);
+bad!(
+    irrelevant_budget,
+    edit("max_mflops = 0.14", "max_mflops = 50.0")
+);
+bad!(
+    bad_device,
+    format!("{TINY}\n[runtime]\ndevices = [\"tpu:0\"]\n")
+);
+bad!(
+    several_devices,
+    format!("{TINY}\n[runtime]\ndevices = [\"cpu\", \"cuda:0\"]\n")
+);
+bad!(
+    input_mismatch,
+    edit("target = \"t2\"", "target = \"t2\"\ninput = \"image\"")
+);
+bad!(
+    non_finite_float,
+    edit("[distill]\nepochs = 3", "[distill]\nepochs = 3\nlr = nan")
+);
+bad!(
+    several_problems_at_once,
+    edit("image_size = 16", "image_size = 16\nbatchsize = 3")
+        .replacen("kernel = 5", "kernel = 6", 1)
+        .replacen("epochs = 3", "epochs = -1", 1)
+);
+bad!(
+    broken_extends,
+    format!("extends = \"missing-base.toml\"\n{TINY}")
+);
 bad!(set_without_equals, TINY.to_string(), &["distill.epochs"]);
-bad!(set_index_out_of_range, TINY.to_string(), &["blocks.5.target=t1"]);
-bad!(set_wrong_type, TINY.to_string(), &["distill.epochs=\"many\""]);
+bad!(
+    set_index_out_of_range,
+    TINY.to_string(),
+    &["blocks.5.target=t1"]
+);
+bad!(
+    set_wrong_type,
+    TINY.to_string(),
+    &["distill.epochs=\"many\""]
+);
 bad!(set_unknown_key, TINY.to_string(), &["distill.epochz=3"]);
 
 #[test]
 fn valid_recipes_resolve() {
-    for p in ["recipes/quickstart.toml", "recipes/dna-imagenet.toml", "tests/fixtures/tiny.toml"] {
-        let l = recipe::load(Path::new(p), &Overrides::default()).unwrap_or_else(|d| panic!("{p}: {}", d.render()));
+    for p in [
+        "recipes/quickstart.toml",
+        "recipes/dna-imagenet.toml",
+        "tests/fixtures/tiny.toml",
+    ] {
+        let l = recipe::load(Path::new(p), &Overrides::default())
+            .unwrap_or_else(|d| panic!("{p}: {}", d.render()));
         Plan::resolve(&l).unwrap_or_else(|d| panic!("{p}: {}", d.render()));
     }
 }
@@ -93,13 +205,29 @@ fn valid_recipes_resolve() {
 #[test]
 fn extends_and_set_layer_in_order() {
     let base = write_case("base", TINY);
-    let child = write_case("child", &format!("extends = \"{}\"\n[distill]\nepochs = 7\n", base.file_name().unwrap().to_string_lossy()));
-    let l = recipe::load(&child, &Overrides { sets: vec!["blocks.1.cells.0.layers=2".into(), "search.top_k=5".into()], env: false }).unwrap();
+    let child = write_case(
+        "child",
+        &format!(
+            "extends = \"{}\"\n[distill]\nepochs = 7\n",
+            base.file_name().unwrap().to_string_lossy()
+        ),
+    );
+    let l = recipe::load(
+        &child,
+        &Overrides {
+            sets: vec!["blocks.1.cells.0.layers=2".into(), "search.top_k=5".into()],
+            env: false,
+        },
+    )
+    .unwrap();
     assert_eq!(l.recipe.distill.epochs, 7);
     assert_eq!(l.recipe.blocks[1].cells[0].layers, 2);
     assert_eq!(l.recipe.search.top_k, 5);
     assert_eq!(l.recipe.data.classes, 10, "the base's values stay");
-    assert!(l.value.get("extends").is_none(), "the resolved recipe has no `extends`");
+    assert!(
+        l.value.get("extends").is_none(),
+        "the resolved recipe has no `extends`"
+    );
 }
 
 #[test]
@@ -112,24 +240,50 @@ fn environment_overrides_file_but_not_set() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("`distill.epochs` must be an integer, found the string `\"zero\"`"), "{err}");
-    assert!(err.contains("environment variable `DNARUN_DISTILL__EPOCHS`"), "{err}");
+    assert!(
+        err.contains("`distill.epochs` must be an integer, found the string `\"zero\"`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("environment variable `DNARUN_DISTILL__EPOCHS`"),
+        "{err}"
+    );
     let ok = std::process::Command::new(bin)
-        .args(["validate", "tests/fixtures/tiny.toml", "--set", "distill.epochs=2"])
+        .args([
+            "validate",
+            "tests/fixtures/tiny.toml",
+            "--set",
+            "distill.epochs=2",
+        ])
         .env("DNARUN_DISTILL__EPOCHS", "zero")
         .output()
         .unwrap();
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }
 
 #[test]
 fn bad_recipe_exits_2_without_backtrace() {
     let p = write_case("exit_code", &edit("image_size = 16", "image_size = -3"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnarun")).arg(&p).env("RUST_BACKTRACE", "1").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnarun"))
+        .arg(&p)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("target/bad-recipes/exit_code.toml:15:14"), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "{err}");
+    assert!(
+        err.contains("target/bad-recipes/exit_code.toml:15:14"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "{err}"
+    );
 }
 
 /// The schema and the serde types must give the same verdict on every recipe.
@@ -165,7 +319,10 @@ fn schema_and_types_agree() {
         };
         let schema_ok = validator.is_valid(&value);
         let serde_ok = serde_json::from_value::<Recipe>(value).is_ok();
-        assert_eq!(schema_ok, serde_ok, "case {i}: schema says {schema_ok}, types say {serde_ok}");
+        assert_eq!(
+            schema_ok, serde_ok,
+            "case {i}: schema says {schema_ok}, types say {serde_ok}"
+        );
     }
     assert!(cases.len() >= 10);
 }
@@ -173,14 +330,25 @@ fn schema_and_types_agree() {
 #[test]
 fn committed_schema_is_current() {
     let committed = std::fs::read_to_string("schemas/recipe.schema.json").unwrap();
-    assert!(committed == recipe::schema_text(), "schemas/recipe.schema.json is stale: run `dnarun schema -o schemas/recipe.schema.json`");
+    assert!(
+        committed == recipe::schema_text(),
+        "schemas/recipe.schema.json is stale: run `dnarun schema -o schemas/recipe.schema.json`"
+    );
 }
 
 #[test]
 fn committed_reference_is_current() {
     let committed = std::fs::read_to_string("docs/recipe.md").unwrap_or_default();
-    assert!(committed == recipe::reference_markdown(), "docs/recipe.md is stale: run `dnarun schema --markdown -o docs/recipe.md`");
-    for key in ["`blocks[].cells[].layers`", "`ops.<name>.kernel`", "`search.max_mflops`", "`data.train.images`"] {
+    assert!(
+        committed == recipe::reference_markdown(),
+        "docs/recipe.md is stale: run `dnarun schema --markdown -o docs/recipe.md`"
+    );
+    for key in [
+        "`blocks[].cells[].layers`",
+        "`ops.<name>.kernel`",
+        "`search.max_mflops`",
+        "`data.train.images`",
+    ] {
         assert!(committed.contains(key), "{key}");
     }
 }
@@ -189,7 +357,10 @@ fn committed_reference_is_current() {
 fn example_recipes_point_at_the_schema() {
     for p in ["recipes/quickstart.toml", "recipes/dna-imagenet.toml"] {
         let text = std::fs::read_to_string(p).unwrap();
-        assert!(text.starts_with("#:schema ../schemas/recipe.schema.json\n"), "{p}");
+        assert!(
+            text.starts_with("#:schema ../schemas/recipe.schema.json\n"),
+            "{p}"
+        );
     }
 }
 
@@ -211,12 +382,19 @@ fn every_schema_field_has_a_description() {
     }
     let mut missing = Vec::new();
     walk(&recipe::schema(), "", &mut missing);
-    assert!(missing.is_empty(), "fields without a doc comment: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a doc comment: {missing:?}"
+    );
 }
 
 #[test]
 fn plan_of_the_paper_space() {
-    let l = recipe::load(Path::new("recipes/dna-imagenet.toml"), &Overrides::default()).unwrap();
+    let l = recipe::load(
+        Path::new("recipes/dna-imagenet.toml"),
+        &Overrides::default(),
+    )
+    .unwrap();
     let plan = Plan::resolve(&l).unwrap();
     let size = plan.space.size();
     assert!((size / 1.96e17 - 1.0).abs() < 0.005, "{size:e}");
@@ -230,30 +408,78 @@ fn plan_of_the_quickstart() {
 }
 
 fn op(kernel: usize, expansion: usize, se: f64) -> OpSpec {
-    OpSpec { name: format!("k{kernel}e{expansion}"), kernel, expansion, se, act: dnarun::recipe::Activation::Swish }
+    OpSpec {
+        name: format!("k{kernel}e{expansion}"),
+        kernel,
+        expansion,
+        se,
+        act: dnarun::recipe::Activation::Swish,
+    }
 }
 
 /// EfficientNet-B0 as a one-architecture space: each stage a block of one cell and one op.
 fn efficientnet_b0() -> (Space, Architecture) {
-    let stages = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)];
+    let stages = [
+        (1, 3, 1, 1, 32, 16),
+        (2, 3, 2, 6, 16, 24),
+        (2, 5, 2, 6, 24, 40),
+        (3, 3, 2, 6, 40, 80),
+        (3, 5, 1, 6, 80, 112),
+        (4, 5, 2, 6, 112, 192),
+        (1, 3, 1, 6, 192, 320),
+    ];
     let mut size = 112;
     let blocks = stages
         .iter()
         .map(|&(layers, k, stride, e, cin, cout)| {
-            let cell = CellSpec { layers, hidden: cout, stride, cin, cout, size, adapter: false };
+            let cell = CellSpec {
+                layers,
+                hidden: cout,
+                stride,
+                cin,
+                cout,
+                size,
+                adapter: false,
+            };
             size = size.div_ceil(stride);
-            BlockSpace { target: format!("{cout}"), cells: vec![cell], ops: vec![op(k, e, 0.25)] }
+            BlockSpace {
+                target: format!("{cout}"),
+                cells: vec![cell],
+                ops: vec![op(k, e, 0.25)],
+            }
         })
         .collect::<Vec<_>>();
-    let arch = Architecture { paths: stages.iter().map(|s| SPath { cell: 0, ops: vec![0; s.0] }).collect() };
-    (Space { image_channels: 3, image_size: 224, stem: 32, stem_stride: 2, head: 1280, classes: 1000, blocks }, arch)
+    let arch = Architecture {
+        paths: stages
+            .iter()
+            .map(|s| SPath {
+                cell: 0,
+                ops: vec![0; s.0],
+            })
+            .collect(),
+    };
+    (
+        Space {
+            image_channels: 3,
+            image_size: 224,
+            stem: 32,
+            stem_stride: 2,
+            head: 1280,
+            classes: 1000,
+            blocks,
+        },
+        arch,
+    )
 }
 
 #[test]
 fn cost_model_efficientnet_b0() {
     let (space, arch) = efficientnet_b0();
     let c = space.cost(&arch);
-    assert_eq!(c.params, 5_288_548, "EfficientNet-B0 has 5,288,548 parameters");
+    assert_eq!(
+        c.params, 5_288_548,
+        "EfficientNet-B0 has 5,288,548 parameters"
+    );
     let macs = c.macs as f64 / 1e6;
     let dna = c.flops(dnarun::recipe::FlopsConvention::Dna) as f64 / 1e6;
     assert!((macs - 385.8).abs() < 0.1, "MACs {macs}");
@@ -267,13 +493,22 @@ fn cost_model_efficientnet_b0() {
 fn cost_model_hand_computed_mbconv() {
     use dnarun::space::{LayerShape, mbconv_cost};
     // 16 -> 24 channels, expansion 6 (96 hidden), kernel 3, stride 2, 8x8 input, SE 0.25 (4).
-    let c = mbconv_cost(&op(3, 6, 0.25), &LayerShape { cin: 16, cout: 24, stride: 2, size: 8 });
+    let c = mbconv_cost(
+        &op(3, 6, 0.25),
+        &LayerShape {
+            cin: 16,
+            cout: 24,
+            stride: 2,
+            size: 8,
+        },
+    );
     let expand = 16 * 96 * 64; // 1x1 at 8x8
     let dw = 96 * 9 * 16; // 3x3 depthwise at 4x4 output
     let se = 96 * 4 + 4 * 96;
     let project = 96 * 24 * 16;
     assert_eq!(c.macs, (expand + dw + se + project) as u64);
     assert_eq!(c.bn_elems, (96 * 64 + 96 * 16 + 24 * 16) as u64);
-    let params = 16 * 96 + 2 * 96 + 96 * 9 + 2 * 96 + (96 * 4 + 4) + (4 * 96 + 96) + 96 * 24 + 2 * 24;
+    let params =
+        16 * 96 + 2 * 96 + 96 * 9 + 2 * 96 + (96 * 4 + 4) + (4 * 96 + 96) + 96 * 24 + 2 * 24;
     assert_eq!(c.params, params as u64);
 }

@@ -16,7 +16,10 @@ fn slurm_available() {
 }
 
 fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::current_dir().unwrap().join("target/slurm-tests").join(name);
+    let d = std::env::current_dir()
+        .unwrap()
+        .join("target/slurm-tests")
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -37,13 +40,26 @@ fn sets(dir: &Path, extra: &[&str]) -> Vec<String> {
 }
 
 fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn submit(recipe: &str, args: &[String]) -> (PathBuf, String) {
-    let stdout = ok(Command::new(BIN).args(["submit", recipe, "--slurm"]).args(args).output().unwrap());
-    let dir = stdout.lines().find_map(|l| l.strip_prefix("run directory `")).unwrap().trim_end_matches('`').to_string();
+    let stdout = ok(Command::new(BIN)
+        .args(["submit", recipe, "--slurm"])
+        .args(args)
+        .output()
+        .unwrap());
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run directory `"))
+        .unwrap()
+        .trim_end_matches('`')
+        .to_string();
     (PathBuf::from(dir), stdout)
 }
 
@@ -51,22 +67,34 @@ fn wait_for(path: &Path, secs: u64, run_dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !path.exists() {
         if Instant::now() > deadline {
-            let status = Command::new(BIN).args(["status", &run_dir.display().to_string()]).output().unwrap();
-            panic!("`{}` did not appear; status:\n{}", path.display(), String::from_utf8_lossy(&status.stdout));
+            let status = Command::new(BIN)
+                .args(["status", &run_dir.display().to_string()])
+                .output()
+                .unwrap();
+            panic!(
+                "`{}` did not appear; status:\n{}",
+                path.display(),
+                String::from_utf8_lossy(&status.stdout)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 fn ratings(run_dir: &Path) -> Vec<String> {
-    (0..2).map(|i| std::fs::read_to_string(run_dir.join(format!("rate/block{i}.json"))).unwrap()).map(|t| {
-        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-        v["ratings"].to_string()
-    }).collect()
+    (0..2)
+        .map(|i| std::fs::read_to_string(run_dir.join(format!("rate/block{i}.json"))).unwrap())
+        .map(|t| {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            v["ratings"].to_string()
+        })
+        .collect()
 }
 
 fn chosen(run_dir: &Path) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("search/result.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("search/result.json")).unwrap())
+            .unwrap();
     v["top"].clone()
 }
 
@@ -74,7 +102,11 @@ fn chosen(run_dir: &Path) -> serde_json::Value {
 fn a_slurm_run_equals_a_local_run() {
     slurm_available();
     let local = out_dir("local");
-    ok(Command::new(BIN).arg("tests/fixtures/tiny.toml").args(sets(&local, &[])).output().unwrap());
+    ok(Command::new(BIN)
+        .arg("tests/fixtures/tiny.toml")
+        .args(sets(&local, &[]))
+        .output()
+        .unwrap());
     let dir = out_dir("submitted");
     let (run, stdout) = submit("tests/fixtures/tiny.toml", &sets(&dir, &[]));
     for stage in ["teacher", "distill", "rate", "finish"] {
@@ -82,25 +114,63 @@ fn a_slurm_run_equals_a_local_run() {
         assert!(run.join(format!("slurm/{stage}.sbatch")).exists());
     }
     let distill = std::fs::read_to_string(run.join("slurm/distill.sbatch")).unwrap();
-    assert!(distill.contains("#SBATCH --array=0-1") && distill.contains("--stage distill --block \"$SLURM_ARRAY_TASK_ID\""), "{distill}");
+    assert!(
+        distill.contains("#SBATCH --array=0-1")
+            && distill.contains("--stage distill --block \"$SLURM_ARRAY_TASK_ID\""),
+        "{distill}"
+    );
     wait_for(&run.join("report.json"), 600, &run);
-    assert_eq!(ratings(&run), ratings(&local.join("tiny-001")), "same seed: the same ratings");
-    assert_eq!(chosen(&run), chosen(&local.join("tiny-001")), "and the same architectures");
-    let status = ok(Command::new(BIN).args(["status", &run.display().to_string()]).output().unwrap());
-    assert!(status.contains("block 1      distill done; rate done") && status.contains("report       done"), "{status}");
+    assert_eq!(
+        ratings(&run),
+        ratings(&local.join("tiny-001")),
+        "same seed: the same ratings"
+    );
+    assert_eq!(
+        chosen(&run),
+        chosen(&local.join("tiny-001")),
+        "and the same architectures"
+    );
+    let status = ok(Command::new(BIN)
+        .args(["status", &run.display().to_string()])
+        .output()
+        .unwrap());
+    assert!(
+        status.contains("block 1      distill done; rate done")
+            && status.contains("report       done"),
+        "{status}"
+    );
     // Each block logged into its own child run of the one parent.
     let ids = std::fs::read_dir(run.join("tracking")).unwrap().count();
-    assert_eq!(ids, 10, "parent, teacher, 2 distill, 2 rate, search, 3 retrain");
+    assert_eq!(
+        ids, 10,
+        "parent, teacher, 2 distill, 2 rate, search, 3 retrain"
+    );
 }
 
 #[test]
 fn a_dry_run_only_writes_the_scripts() {
     slurm_available();
     let dir = out_dir("dry");
-    let (run, stdout) = submit("tests/fixtures/tiny.toml", &[sets(&dir, &[]), vec!["--dry-run".into(), "--partition".into(), "debug".into(), "--time".into(), "0:30:00".into()]].concat());
+    let (run, stdout) = submit(
+        "tests/fixtures/tiny.toml",
+        &[
+            sets(&dir, &[]),
+            vec![
+                "--dry-run".into(),
+                "--partition".into(),
+                "debug".into(),
+                "--time".into(),
+                "0:30:00".into(),
+            ],
+        ]
+        .concat(),
+    );
     assert!(stdout.contains("dry run: nothing submitted"), "{stdout}");
     let rate = std::fs::read_to_string(run.join("slurm/rate.sbatch")).unwrap();
-    assert!(rate.contains("#SBATCH --partition=debug") && rate.contains("#SBATCH --time=0:30:00"), "{rate}");
+    assert!(
+        rate.contains("#SBATCH --partition=debug") && rate.contains("#SBATCH --time=0:30:00"),
+        "{rate}"
+    );
     assert!(!run.join("slurm/jobs.json").exists());
 }
 
@@ -109,10 +179,16 @@ fn a_cancelled_block_task_resubmitted_alone_loses_nothing() {
     slurm_available();
     let extra = ["distill.epochs=60", "search.top_k=1", "retrain.epochs=1"];
     let local = out_dir("cancel-local");
-    ok(Command::new(BIN).arg("tests/fixtures/tiny.toml").args(sets(&local, &extra)).output().unwrap());
+    ok(Command::new(BIN)
+        .arg("tests/fixtures/tiny.toml")
+        .args(sets(&local, &extra))
+        .output()
+        .unwrap());
     let dir = out_dir("cancel");
     let (run, _) = submit("tests/fixtures/tiny.toml", &sets(&dir, &extra));
-    let jobs: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("slurm/jobs.json")).unwrap()).unwrap();
+    let jobs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("slurm/jobs.json")).unwrap())
+            .unwrap();
     let distill = jobs["jobs"]["distill"].as_str().unwrap().to_string();
     let state = run.join("distill/block1/state.json");
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -120,11 +196,17 @@ fn a_cancelled_block_task_resubmitted_alone_loses_nothing() {
         assert!(Instant::now() < deadline, "block 1 did not get going");
         std::thread::sleep(Duration::from_millis(20));
     }
-    ok(Command::new("scancel").arg(format!("{distill}_1")).output().unwrap());
+    ok(Command::new("scancel")
+        .arg(format!("{distill}_1"))
+        .output()
+        .unwrap());
     // The rest of the chain can no longer run; status says what happened to block 1.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let status = ok(Command::new(BIN).args(["status", &run.display().to_string()]).output().unwrap());
+        let status = ok(Command::new(BIN)
+            .args(["status", &run.display().to_string()])
+            .output()
+            .unwrap());
         if status.contains("block 1      distill failed or cancelled") {
             break;
         }
@@ -134,9 +216,16 @@ fn a_cancelled_block_task_resubmitted_alone_loses_nothing() {
     let lock = run.join("dnarun.lock").display().to_string();
     let (again, stdout) = submit(&lock, &["--run-dir".to_string(), run.display().to_string()]);
     assert_eq!(again, run.canonicalize().unwrap());
-    assert!(!stdout.contains("teacher  job"), "the finished teacher is not resubmitted: {stdout}");
+    assert!(
+        !stdout.contains("teacher  job"),
+        "the finished teacher is not resubmitted: {stdout}"
+    );
     wait_for(&run.join("report.json"), 600, &run);
-    assert_eq!(ratings(&run), ratings(&local.join("tiny-001")), "the resumed block gives the same ratings");
+    assert_eq!(
+        ratings(&run),
+        ratings(&local.join("tiny-001")),
+        "the resumed block gives the same ratings"
+    );
     let log = std::fs::read_to_string(run.join("slurm/distill.sbatch")).unwrap();
     assert!(log.contains("--run-dir"));
 }

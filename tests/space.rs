@@ -11,7 +11,10 @@ fn random_blocks(rng: &mut ChaCha8Rng) -> Vec<Vec<Candidate>> {
         .map(|_| {
             let k = rng.random_range(1..9);
             (0..k)
-                .map(|_| Candidate { rating: rng.random_range(0.0..1.0), cost: [rng.random_range(1.0..10.0), rng.random_range(1.0..10.0)] })
+                .map(|_| Candidate {
+                    rating: rng.random_range(0.0..1.0),
+                    cost: [rng.random_range(1.0..10.0), rng.random_range(1.0..10.0)],
+                })
                 .collect()
         })
         .collect()
@@ -28,24 +31,45 @@ fn top_k_equals_brute_force_on_random_spaces() {
         let limits = match case % 4 {
             0 => [f64::INFINITY, f64::INFINITY],
             1 => [fixed[0] + rng.random_range(n..n * 8.0), f64::INFINITY],
-            _ => [fixed[0] + rng.random_range(n..n * 8.0), fixed[1] + rng.random_range(n..n * 8.0)],
+            _ => [
+                fixed[0] + rng.random_range(n..n * 8.0),
+                fixed[1] + rng.random_range(n..n * 8.0),
+            ],
         };
         let k = rng.random_range(1..12);
         let fast = top_k(&blocks, fixed, limits, k);
         let slow = brute_force(&blocks, fixed, limits, k);
         assert_eq!(fast.len(), slow.len(), "case {case}");
         for (a, b) in fast.iter().zip(&slow) {
-            assert!((a.rating - b.rating).abs() < 1e-9, "case {case}: {} vs {}", a.rating, b.rating);
-            assert!(a.cost[0] <= limits[0] + 1e-9 && a.cost[1] <= limits[1] + 1e-9, "case {case}: over budget");
+            assert!(
+                (a.rating - b.rating).abs() < 1e-9,
+                "case {case}: {} vs {}",
+                a.rating,
+                b.rating
+            );
+            assert!(
+                a.cost[0] <= limits[0] + 1e-9 && a.cost[1] <= limits[1] + 1e-9,
+                "case {case}: over budget"
+            );
         }
         nonempty += usize::from(!fast.is_empty());
     }
-    assert!(nonempty > 200, "too few feasible cases to mean anything: {nonempty}");
+    assert!(
+        nonempty > 200,
+        "too few feasible cases to mean anything: {nonempty}"
+    );
 }
 
 #[test]
 fn fronts_keep_only_undominated_points() {
-    let f = Front::of(vec![(1.0, 5.0), (2.0, 4.0), (2.0, 6.0), (3.0, 4.5), (4.0, 1.0), (0.5, 9.0)]);
+    let f = Front::of(vec![
+        (1.0, 5.0),
+        (2.0, 4.0),
+        (2.0, 6.0),
+        (3.0, 4.5),
+        (4.0, 1.0),
+        (0.5, 9.0),
+    ]);
     assert_eq!(f.0, vec![(0.5, 9.0), (1.0, 5.0), (2.0, 4.0), (4.0, 1.0)]);
     assert_eq!(f.best_within(3.5), 4.0);
     assert_eq!(f.best_within(0.1), f64::INFINITY);
@@ -66,7 +90,11 @@ fn suffix_front_of_everything_is_the_global_curve() {
 
 #[test]
 fn path_names_round_trip() {
-    let l = dnarun::recipe::load(std::path::Path::new("recipes/dna-imagenet.toml"), &Default::default()).unwrap();
+    let l = dnarun::recipe::load(
+        std::path::Path::new("recipes/dna-imagenet.toml"),
+        &Default::default(),
+    )
+    .unwrap();
     let plan = dnarun::plan::Plan::resolve(&l).unwrap();
     let b = &plan.space.blocks[1];
     let paths = b.paths();
@@ -82,10 +110,19 @@ fn path_names_round_trip() {
 
 #[test]
 fn plan_estimates_how_many_architectures_fit() {
-    let l = dnarun::recipe::load(std::path::Path::new("recipes/quickstart.toml"), &Default::default()).unwrap();
+    let l = dnarun::recipe::load(
+        std::path::Path::new("recipes/quickstart.toml"),
+        &Default::default(),
+    )
+    .unwrap();
     let plan = dnarun::plan::Plan::resolve(&l).unwrap();
     let m = plan.measures[0];
-    let per_block: Vec<Vec<u64>> = plan.space.blocks.iter().map(|b| b.paths().iter().map(|p| m.of(&b.path_cost(p))).collect()).collect();
+    let per_block: Vec<Vec<u64>> = plan
+        .space
+        .blocks
+        .iter()
+        .map(|b| b.paths().iter().map(|p| m.of(&b.path_cost(p))).collect())
+        .collect();
     let fixed = m.of(&plan.space.fixed_cost());
     let mut exact = 0usize;
     for a in &per_block[0] {
@@ -96,5 +133,8 @@ fn plan_estimates_how_many_architectures_fit() {
         }
     }
     let estimate = plan.fitting_fraction() * plan.space.size();
-    assert!((estimate - exact as f64).abs() / (exact as f64) < 0.03, "estimate {estimate:.0}, exact {exact}");
+    assert!(
+        (estimate - exact as f64).abs() / (exact as f64) < 0.03,
+        "estimate {estimate:.0}, exact {exact}"
+    );
 }

@@ -26,11 +26,18 @@ struct Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::current_dir().unwrap().join("target/tracking-tests").join(name);
+    let d = std::env::current_dir()
+        .unwrap()
+        .join("target/tracking-tests")
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -38,11 +45,26 @@ fn scratch(name: &str) -> PathBuf {
 
 impl Server {
     fn start(dir: &Path, port: u16, backend: &str) -> Server {
-        let mlflow = std::env::var("DNARUN_TEST_MLFLOW").expect("DNARUN_TEST_MLFLOW must name the mlflow executable: run the suite with `scripts/test`");
+        let mlflow = std::env::var("DNARUN_TEST_MLFLOW").expect(
+            "DNARUN_TEST_MLFLOW must name the mlflow executable: run the suite with `scripts/test`",
+        );
         let log = std::fs::File::create(dir.join(format!("server-{port}.log"))).unwrap();
         let child = Command::new(mlflow)
-            .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1", "--backend-store-uri", backend])
-            .args(["--artifacts-destination", &dir.join("artifacts").display().to_string()])
+            .args([
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                backend,
+            ])
+            .args([
+                "--artifacts-destination",
+                &dir.join("artifacts").display().to_string(),
+            ])
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
             .env("MLFLOW_ALLOW_FILE_STORE", "true")
             .stdout(log.try_clone().unwrap())
@@ -58,7 +80,11 @@ impl Server {
             {
                 return s;
             }
-            assert!(Instant::now() < deadline, "the MLflow server did not start; see {}", dir.display());
+            assert!(
+                Instant::now() < deadline,
+                "the MLflow server did not start; see {}",
+                dir.display()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -68,7 +94,9 @@ impl Server {
     }
 
     fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", self.child.id())]).status();
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.wait();
     }
 
@@ -81,17 +109,40 @@ impl Server {
     }
 
     fn post(&self, endpoint: &str, body: Value) -> Value {
-        ureq::post(format!("{}/api/2.0/mlflow/{endpoint}", self.uri())).send_json(body).unwrap().body_mut().read_json().unwrap()
+        ureq::post(format!("{}/api/2.0/mlflow/{endpoint}", self.uri()))
+            .send_json(body)
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
     }
 
     fn runs(&self, experiment: &str) -> (String, Vec<Value>) {
-        let id = self.get("experiments/get-by-name", &[("experiment_name", experiment)])["experiment"]["experiment_id"].as_str().unwrap().to_string();
-        let runs = self.post("runs/search", json!({"experiment_ids": [id], "max_results": 1000}))["runs"].as_array().cloned().unwrap_or_default();
+        let id = self.get(
+            "experiments/get-by-name",
+            &[("experiment_name", experiment)],
+        )["experiment"]["experiment_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let runs = self.post(
+            "runs/search",
+            json!({"experiment_ids": [id], "max_results": 1000}),
+        )["runs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         (id, runs)
     }
 
     fn history(&self, run: &str, key: &str) -> Vec<Value> {
-        self.get("metrics/get-history", &[("run_id", run), ("metric_key", key)])["metrics"].as_array().cloned().unwrap_or_default()
+        self.get(
+            "metrics/get-history",
+            &[("run_id", run), ("metric_key", key)],
+        )["metrics"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -102,17 +153,28 @@ impl Drop for Server {
 }
 
 fn tag<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
-    run["data"]["tags"].as_array()?.iter().find(|t| t["key"] == key)?["value"].as_str()
+    run["data"]["tags"]
+        .as_array()?
+        .iter()
+        .find(|t| t["key"] == key)?["value"]
+        .as_str()
 }
 
 fn param<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
-    run["data"]["params"].as_array()?.iter().find(|t| t["key"] == key)?["value"].as_str()
+    run["data"]["params"]
+        .as_array()?
+        .iter()
+        .find(|t| t["key"] == key)?["value"]
+        .as_str()
 }
 
 fn run_tiny(out: &Path, uri: &str, experiment: &str, extra: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(BIN);
     cmd.arg("tests/fixtures/tiny.toml")
-        .args(["--set", &format!("experiment.output_dir=\"{}\"", out.display())])
+        .args([
+            "--set",
+            &format!("experiment.output_dir=\"{}\"", out.display()),
+        ])
         .args(["--set", &format!("tracking.uri=\"{uri}\"")])
         .args(["--set", &format!("tracking.experiment=\"{experiment}\"")]);
     for e in extra {
@@ -124,27 +186,58 @@ fn run_tiny(out: &Path, uri: &str, experiment: &str, extra: &[&str]) -> std::pro
 /// Checks the run tree of a finished tiny run as the server shows it.
 fn check_tree(server: &Server, experiment: &str, run_dir: &Path, distill_epochs: usize) {
     let (exp_id, runs) = server.runs(experiment);
-    let parents: Vec<&Value> = runs.iter().filter(|r| tag(r, "mlflow.parentRunId").is_none()).collect();
+    let parents: Vec<&Value> = runs
+        .iter()
+        .filter(|r| tag(r, "mlflow.parentRunId").is_none())
+        .collect();
     assert_eq!(parents.len(), 1, "one parent run");
     let parent = parents[0];
     let parent_id = parent["info"]["run_id"].as_str().unwrap();
-    let children: Vec<&Value> = runs.iter().filter(|r| tag(r, "mlflow.parentRunId") == Some(parent_id)).collect();
-    assert_eq!(children.len(), 9, "teacher, 2 distill, 2 rate, search, 3 retrain");
-    assert!(runs.iter().all(|r| r["info"]["status"] == "FINISHED"), "every run finished");
-    assert_eq!(param(parent, "distill.epochs"), Some(distill_epochs.to_string().as_str()));
+    let children: Vec<&Value> = runs
+        .iter()
+        .filter(|r| tag(r, "mlflow.parentRunId") == Some(parent_id))
+        .collect();
+    assert_eq!(
+        children.len(),
+        9,
+        "teacher, 2 distill, 2 rate, search, 3 retrain"
+    );
+    assert!(
+        runs.iter().all(|r| r["info"]["status"] == "FINISHED"),
+        "every run finished"
+    );
+    assert_eq!(
+        param(parent, "distill.epochs"),
+        Some(distill_epochs.to_string().as_str())
+    );
     assert_eq!(param(parent, "blocks.0.cells.1.layers"), Some("2"));
     assert!(tag(parent, "dnarun.recipe_sha256").is_some_and(|h| h.len() == 64));
     for b in 0..2 {
-        let child = children.iter().find(|r| r["info"]["run_name"] == format!("distill/block{b}")).unwrap();
+        let child = children
+            .iter()
+            .find(|r| r["info"]["run_name"] == format!("distill/block{b}"))
+            .unwrap();
         let h = server.history(child["info"]["run_id"].as_str().unwrap(), "distill_loss");
         let steps: Vec<i64> = h.iter().map(|m| m["step"].as_i64().unwrap_or(0)).collect();
-        assert_eq!(steps, (0..distill_epochs as i64).collect::<Vec<_>>(), "block {b}: every epoch's loss");
+        assert_eq!(
+            steps,
+            (0..distill_epochs as i64).collect::<Vec<_>>(),
+            "block {b}: every epoch's loss"
+        );
     }
     let best = server.history(parent_id, "best_accuracy");
     assert_eq!(best.len(), 1);
     // Artifacts come back byte for byte.
-    let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{parent_id}/artifacts/report.md", server.uri());
-    let served = ureq::get(url).call().unwrap().body_mut().read_to_vec().unwrap();
+    let url = format!(
+        "{}/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{parent_id}/artifacts/report.md",
+        server.uri()
+    );
+    let served = ureq::get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_vec()
+        .unwrap();
     assert_eq!(served, std::fs::read(run_dir.join("report.md")).unwrap());
 }
 
@@ -152,24 +245,61 @@ fn check_tree(server: &Server, experiment: &str, run_dir: &Path, distill_epochs:
 fn a_run_on_a_real_server() {
     let _serial = serial();
     let dir = scratch("server");
-    let mut server = Server::start(&dir, free_port(), &format!("sqlite:///{}/mlflow.db", dir.display()));
+    let mut server = Server::start(
+        &dir,
+        free_port(),
+        &format!("sqlite:///{}/mlflow.db", dir.display()),
+    );
     let out = run_tiny(&dir.join("runs"), &server.uri(), "tiny-server", &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     check_tree(&server, "tiny-server", &dir.join("runs/tiny-001"), 3);
-    let exp = server.get("experiments/get-by-name", &[("experiment_name", "tiny-server")]);
+    let exp = server.get(
+        "experiments/get-by-name",
+        &[("experiment_name", "tiny-server")],
+    );
     let tags = exp["experiment"]["tags"].as_array().unwrap();
-    assert!(tags.iter().any(|t| t["key"] == "mlflow.experimentKind" && t["value"] == "custom_model_development"));
+    assert!(
+        tags.iter().any(
+            |t| t["key"] == "mlflow.experimentKind" && t["value"] == "custom_model_development"
+        )
+    );
 
     // NaN and infinities round-trip (a bare NaN would be stored as 0).
-    let mut t = MlflowServer::connect(&server.uri(), "tiny-server", &dir.join("spool.jsonl")).unwrap();
+    let mut t =
+        MlflowServer::connect(&server.uri(), "tiny-server", &dir.join("spool.jsonl")).unwrap();
     let run = t.start_run("nan", None, &[]).unwrap();
-    let m = |v: f64, step| Metric { key: "odd".into(), value: v, step, timestamp: 1000 + step };
-    t.log_metrics(&run, &[m(f64::NAN, 0), m(f64::INFINITY, 1), m(f64::NEG_INFINITY, 2), m(0.5, 3)]).unwrap();
+    let m = |v: f64, step| Metric {
+        key: "odd".into(),
+        value: v,
+        step,
+        timestamp: 1000 + step,
+    };
+    t.log_metrics(
+        &run,
+        &[
+            m(f64::NAN, 0),
+            m(f64::INFINITY, 1),
+            m(f64::NEG_INFINITY, 2),
+            m(0.5, 3),
+        ],
+    )
+    .unwrap();
     t.end_run(&run, RunStatus::Finished).unwrap();
     assert_eq!(t.flush(), 0);
-    let values: Vec<Value> = server.history(&run, "odd").iter().map(|m| m["value"].clone()).collect();
+    let values: Vec<Value> = server
+        .history(&run, "odd")
+        .iter()
+        .map(|m| m["value"].clone())
+        .collect();
     // MLflow's SQL store keeps infinities as the largest finite doubles.
-    assert_eq!(values, vec![json!("NaN"), json!(f64::MAX), json!(-f64::MAX), json!(0.5)]);
+    assert_eq!(
+        values,
+        vec![json!("NaN"), json!(f64::MAX), json!(-f64::MAX), json!(0.5)]
+    );
     server.stop();
 }
 
@@ -178,25 +308,61 @@ fn the_local_store_is_what_mlflow_serves() {
     let _serial = serial();
     let dir = scratch("local");
     let store = dir.join("mlruns");
-    let out = run_tiny(&dir.join("runs"), &format!("file:{}", store.display()), "tiny-local", &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_tiny(
+        &dir.join("runs"),
+        &format!("file:{}", store.display()),
+        "tiny-local",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A NaN written to the local store reads back as NaN.
     let mut local = LocalStore::open(&store, "tiny-local").unwrap();
     let run = local.start_run("nan", None, &[]).unwrap();
-    local.log_metrics(&run, &[Metric { key: "odd".into(), value: f64::NAN, step: 0, timestamp: 5 }]).unwrap();
+    local
+        .log_metrics(
+            &run,
+            &[Metric {
+                key: "odd".into(),
+                value: f64::NAN,
+                step: 0,
+                timestamp: 5,
+            }],
+        )
+        .unwrap();
     local.end_run(&run, RunStatus::Finished).unwrap();
     let server = Server::start(&dir, free_port(), &format!("file://{}", store.display()));
     let (_, runs) = server.runs("tiny-local");
     assert_eq!(runs.len(), 11, "10 pipeline runs and the NaN run");
-    let nan_run = runs.iter().find(|r| r["info"]["run_name"] == "nan").unwrap();
+    let nan_run = runs
+        .iter()
+        .find(|r| r["info"]["run_name"] == "nan")
+        .unwrap();
     let h = server.history(nan_run["info"]["run_id"].as_str().unwrap(), "odd");
     assert_eq!(h[0]["value"], json!("NaN"));
-    let parent = runs.iter().find(|r| tag(r, "mlflow.parentRunId").is_none() && r["info"]["run_name"] != "nan").unwrap();
+    let parent = runs
+        .iter()
+        .find(|r| tag(r, "mlflow.parentRunId").is_none() && r["info"]["run_name"] != "nan")
+        .unwrap();
     assert_eq!(param(parent, "distill.epochs"), Some("3"));
-    let children = runs.iter().filter(|r| tag(r, "mlflow.parentRunId") == parent["info"]["run_id"].as_str()).count();
+    let children = runs
+        .iter()
+        .filter(|r| tag(r, "mlflow.parentRunId") == parent["info"]["run_id"].as_str())
+        .count();
     assert_eq!(children, 9);
-    let distill = runs.iter().find(|r| r["info"]["run_name"] == "distill/block1").unwrap();
-    assert_eq!(server.history(distill["info"]["run_id"].as_str().unwrap(), "distill_loss").len(), 3);
+    let distill = runs
+        .iter()
+        .find(|r| r["info"]["run_name"] == "distill/block1")
+        .unwrap();
+    assert_eq!(
+        server
+            .history(distill["info"]["run_id"].as_str().unwrap(), "distill_loss")
+            .len(),
+        3
+    );
 }
 
 #[test]
@@ -209,9 +375,17 @@ fn a_server_that_goes_away_mid_run_loses_nothing() {
     let epochs = 40;
     let mut child = Command::new(BIN)
         .arg("tests/fixtures/tiny.toml")
-        .args(["--set", &format!("experiment.output_dir=\"{}\"", dir.join("runs").display())])
+        .args([
+            "--set",
+            &format!("experiment.output_dir=\"{}\"", dir.join("runs").display()),
+        ])
         .args(["--set", &format!("tracking.uri=\"{}\"", server.uri())])
-        .args(["--set", "tracking.experiment=\"tiny-restart\"", "--set", &format!("distill.epochs={epochs}")])
+        .args([
+            "--set",
+            "tracking.experiment=\"tiny-restart\"",
+            "--set",
+            &format!("distill.epochs={epochs}"),
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("run.log")).unwrap())
         .spawn()
@@ -219,15 +393,30 @@ fn a_server_that_goes_away_mid_run_loses_nothing() {
     let state = dir.join("runs/tiny-001/distill/block0/state.json");
     let deadline = Instant::now() + Duration::from_secs(300);
     while !std::fs::read_to_string(&state).is_ok_and(|t| t.contains("\"epochs_done\": 2,")) {
-        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "distillation did not get going");
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "distillation did not get going"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     server.stop();
     std::thread::sleep(Duration::from_secs(3));
     let server = Server::start(&dir, port, &backend);
     let status = child.wait().unwrap();
-    assert!(status.success(), "{}", std::fs::read_to_string(dir.join("run.log")).unwrap());
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(dir.join("run.log")).unwrap()
+    );
     check_tree(&server, "tiny-restart", &dir.join("runs/tiny-001"), epochs);
-    let spools = std::fs::read_dir(dir.join("runs/tiny-001")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("tracking-spool")).count();
+    let spools = std::fs::read_dir(dir.join("runs/tiny-001"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("tracking-spool")
+        })
+        .count();
     assert_eq!(spools, 0, "the spool was flushed");
 }

@@ -66,8 +66,15 @@ impl Images {
                     if h == target && w == target {
                         plane.to_vec()
                     } else {
-                        let img = image::GrayImage::from_raw(w as u32, h as u32, plane.to_vec()).expect("plane size");
-                        image::imageops::resize(&img, target as u32, target as u32, FilterType::Triangle).into_raw()
+                        let img = image::GrayImage::from_raw(w as u32, h as u32, plane.to_vec())
+                            .expect("plane size");
+                        image::imageops::resize(
+                            &img,
+                            target as u32,
+                            target as u32,
+                            FilterType::Triangle,
+                        )
+                        .into_raw()
                     }
                 })
                 .collect();
@@ -93,7 +100,8 @@ impl Images {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot be read: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| DataError::file(path, format!("cannot be read: {e}")))?;
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
@@ -110,42 +118,86 @@ fn be_u32(b: &[u8], at: usize) -> usize {
 }
 
 /// Reads an IDX image file and its label file.
-pub fn read_idx(images: &Path, labels: &Path, channels: usize, size: usize, classes: usize) -> Result<Images, DataError> {
+pub fn read_idx(
+    images: &Path,
+    labels: &Path,
+    channels: usize,
+    size: usize,
+    classes: usize,
+) -> Result<Images, DataError> {
     let img = read_file(images)?;
     let lab = read_file(labels)?;
     if img.len() < 16 || be_u32(&img, 0) != 0x0803 {
-        return Err(DataError::file(images, format!(
-            "is not an IDX image file: it must start with the magic number 0x00000803, found {}",
-            if img.len() < 4 { "fewer than 4 bytes".into() } else { format!("0x{:08x}", be_u32(&img, 0)) }
-        )));
+        return Err(DataError::file(
+            images,
+            format!(
+                "is not an IDX image file: it must start with the magic number 0x00000803, found {}",
+                if img.len() < 4 {
+                    "fewer than 4 bytes".into()
+                } else {
+                    format!("0x{:08x}", be_u32(&img, 0))
+                }
+            ),
+        ));
     }
     if lab.len() < 8 || be_u32(&lab, 0) != 0x0801 {
-        return Err(DataError::file(labels, format!(
-            "is not an IDX label file: it must start with the magic number 0x00000801, found {}",
-            if lab.len() < 4 { "fewer than 4 bytes".into() } else { format!("0x{:08x}", be_u32(&lab, 0)) }
-        )));
+        return Err(DataError::file(
+            labels,
+            format!(
+                "is not an IDX label file: it must start with the magic number 0x00000801, found {}",
+                if lab.len() < 4 {
+                    "fewer than 4 bytes".into()
+                } else {
+                    format!("0x{:08x}", be_u32(&lab, 0))
+                }
+            ),
+        ));
     }
     let (n, h, w) = (be_u32(&img, 4), be_u32(&img, 8), be_u32(&img, 12));
     let need = 16 + n * h * w;
     if img.len() < need {
-        return Err(DataError::file(images, format!(
-            "is truncated: its header declares {n} images of {h}x{w} ({need} bytes) but it holds {} bytes",
-            img.len()
-        )));
+        return Err(DataError::file(
+            images,
+            format!(
+                "is truncated: its header declares {n} images of {h}x{w} ({need} bytes) but it holds {} bytes",
+                img.len()
+            ),
+        ));
     }
     let nl = be_u32(&lab, 4);
     if lab.len() < 8 + nl {
-        return Err(DataError::file(labels, format!("is truncated: its header declares {nl} labels but it holds {} bytes", lab.len())));
+        return Err(DataError::file(
+            labels,
+            format!(
+                "is truncated: its header declares {nl} labels but it holds {} bytes",
+                lab.len()
+            ),
+        ));
     }
     if nl != n {
-        return Err(DataError::file(labels, format!("holds {nl} labels but `{}` holds {n} images; they must match", images.display())));
+        return Err(DataError::file(
+            labels,
+            format!(
+                "holds {nl} labels but `{}` holds {n} images; they must match",
+                images.display()
+            ),
+        ));
     }
-    let mut out = Images { channels, size, class_names: (0..classes).map(|c| c.to_string()).collect(), files: vec![images.into(), labels.into()], ..Default::default() };
+    let mut out = Images {
+        channels,
+        size,
+        class_names: (0..classes).map(|c| c.to_string()).collect(),
+        files: vec![images.into(), labels.into()],
+        ..Default::default()
+    };
     out.pixels.reserve(n * channels * size * size);
     for i in 0..n {
         let label = lab[8 + i] as usize;
         if label >= classes {
-            return Err(DataError::file(labels, format!("label {label} of image {i} is not below `data.classes` = {classes}")));
+            return Err(DataError::file(
+                labels,
+                format!("label {label} of image {i} is not below `data.classes` = {classes}"),
+            ));
         }
         out.push(&img[16 + i * h * w..16 + (i + 1) * h * w], 1, h, w, label);
     }
@@ -154,22 +206,40 @@ pub fn read_idx(images: &Path, labels: &Path, channels: usize, size: usize, clas
 
 /// Reads CIFAR-10 (1 label byte) or CIFAR-100 (coarse + fine label bytes; the fine one is used)
 /// binary batches: per image the label byte(s) then 3072 bytes of 32x32 RGB planes.
-pub fn read_cifar(files: &[PathBuf], hundred: bool, channels: usize, size: usize, classes: usize) -> Result<Images, DataError> {
+pub fn read_cifar(
+    files: &[PathBuf],
+    hundred: bool,
+    channels: usize,
+    size: usize,
+    classes: usize,
+) -> Result<Images, DataError> {
     let head = if hundred { 2 } else { 1 };
     let rec = head + 3072;
-    let mut out = Images { channels, size, class_names: (0..classes).map(|c| c.to_string()).collect(), ..Default::default() };
+    let mut out = Images {
+        channels,
+        size,
+        class_names: (0..classes).map(|c| c.to_string()).collect(),
+        ..Default::default()
+    };
     for f in files {
         let bytes = read_file(f)?;
         if bytes.is_empty() || bytes.len() % rec != 0 {
-            return Err(DataError::file(f, format!(
-                "is not a CIFAR-{} binary batch: its size ({} bytes) is not a multiple of {rec} (one record)",
-                if hundred { 100 } else { 10 }, bytes.len()
-            )));
+            return Err(DataError::file(
+                f,
+                format!(
+                    "is not a CIFAR-{} binary batch: its size ({} bytes) is not a multiple of {rec} (one record)",
+                    if hundred { 100 } else { 10 },
+                    bytes.len()
+                ),
+            ));
         }
         for (i, r) in bytes.chunks_exact(rec).enumerate() {
             let label = r[head - 1] as usize;
             if label >= classes {
-                return Err(DataError::file(f, format!("label {label} of record {i} is not below `data.classes` = {classes}")));
+                return Err(DataError::file(
+                    f,
+                    format!("label {label} of record {i} is not below `data.classes` = {classes}"),
+                ));
             }
             out.push(&r[head..], 3, 32, 32, label);
         }
@@ -179,7 +249,8 @@ pub fn read_cifar(files: &[PathBuf], hundred: bool, channels: usize, size: usize
 }
 
 fn decode(path: &Path) -> Result<(Vec<u8>, usize, usize, usize), DataError> {
-    let img = image::open(path).map_err(|e| DataError::file(path, format!("is not a readable PNG/JPEG image: {e}")))?;
+    let img = image::open(path)
+        .map_err(|e| DataError::file(path, format!("is not a readable PNG/JPEG image: {e}")))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let rgb = img.to_rgb8().into_raw();
     let mut chw = vec![0u8; 3 * h * w];
@@ -192,33 +263,64 @@ fn decode(path: &Path) -> Result<(Vec<u8>, usize, usize, usize), DataError> {
 }
 
 fn is_image(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("png" | "jpg" | "jpeg"))
+    matches!(
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("png" | "jpg" | "jpeg")
+    )
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| DataError::file(dir, format!("cannot be listed: {e}")))?;
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| DataError::file(dir, format!("cannot be listed: {e}")))?;
     let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     v.sort();
     Ok(v)
 }
 
 /// Reads an image folder with one sub-folder per class (classes in name order).
-pub fn read_folder(dir: &Path, channels: usize, size: usize, classes: usize) -> Result<Images, DataError> {
-    let class_dirs: Vec<PathBuf> = sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()).collect();
+pub fn read_folder(
+    dir: &Path,
+    channels: usize,
+    size: usize,
+    classes: usize,
+) -> Result<Images, DataError> {
+    let class_dirs: Vec<PathBuf> = sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
     if class_dirs.len() != classes {
-        return Err(DataError::file(dir, format!(
-            "holds {} class folders but `data.classes` is {classes}", class_dirs.len()
-        )));
+        return Err(DataError::file(
+            dir,
+            format!(
+                "holds {} class folders but `data.classes` is {classes}",
+                class_dirs.len()
+            ),
+        ));
     }
-    let mut out = Images { channels, size, ..Default::default() };
+    let mut out = Images {
+        channels,
+        size,
+        ..Default::default()
+    };
     for (label, cd) in class_dirs.iter().enumerate() {
-        out.class_names.push(cd.file_name().unwrap_or_default().to_string_lossy().into_owned());
+        out.class_names.push(
+            cd.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+        );
         for f in sorted_entries(cd)? {
             if !f.is_file() {
                 continue;
             }
             if !is_image(&f) {
-                return Err(DataError::file(&f, "is not a PNG or JPEG file; class folders must hold only images".into()));
+                return Err(DataError::file(
+                    &f,
+                    "is not a PNG or JPEG file; class folders must hold only images".into(),
+                ));
             }
             let (chw, c, h, w) = decode(&f)?;
             out.push(&chw, c, h, w, label);
@@ -229,19 +331,39 @@ pub fn read_folder(dir: &Path, channels: usize, size: usize, classes: usize) -> 
 }
 
 /// Reads a flat folder whose image names end in `_<label>.<ext>` (e.g. `cifar10_07_9.png`).
-pub fn read_flat_folder(dir: &Path, channels: usize, size: usize, classes: usize) -> Result<Images, DataError> {
-    let mut out = Images { channels, size, class_names: (0..classes).map(|c| c.to_string()).collect(), ..Default::default() };
+pub fn read_flat_folder(
+    dir: &Path,
+    channels: usize,
+    size: usize,
+    classes: usize,
+) -> Result<Images, DataError> {
+    let mut out = Images {
+        channels,
+        size,
+        class_names: (0..classes).map(|c| c.to_string()).collect(),
+        ..Default::default()
+    };
     for f in sorted_entries(dir)? {
         if !f.is_file() {
             continue;
         }
-        let stem = f.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-        let label = stem.rsplit('_').next().and_then(|l| l.parse::<usize>().ok());
+        let stem = f
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let label = stem
+            .rsplit('_')
+            .next()
+            .and_then(|l| l.parse::<usize>().ok());
         let Some(label) = label.filter(|_| is_image(&f)) else {
             return Err(DataError::file(&f, "is not an image named `<name>_<label>.png|jpg`; a flat folder must hold only such files".into()));
         };
         if label >= classes {
-            return Err(DataError::file(&f, format!("has label {label}, not below `data.classes` = {classes}")));
+            return Err(DataError::file(
+                &f,
+                format!("has label {label}, not below `data.classes` = {classes}"),
+            ));
         }
         let (chw, c, h, w) = decode(&f)?;
         out.push(&chw, c, h, w, label);

@@ -37,7 +37,10 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn file(path: &Path, problem: String) -> DataError {
-        DataError::File { path: path.to_path_buf(), problem }
+        DataError::File {
+            path: path.to_path_buf(),
+            problem,
+        }
     }
 }
 
@@ -68,17 +71,41 @@ pub fn read_split(plan: &Plan, split: &Split) -> Result<Images, DataError> {
         if path.exists() {
             Ok(path)
         } else {
-            Err(DataError::file(&path, "does not exist; check the path in `data` (relative to the recipe)".into()))
+            Err(DataError::file(
+                &path,
+                "does not exist; check the path in `data` (relative to the recipe)".into(),
+            ))
         }
     };
     match d.format {
-        DataFormat::Idx => read_idx(&check(p(&split.images))?, &check(p(&split.labels))?, d.channels, d.image_size, d.classes),
+        DataFormat::Idx => read_idx(
+            &check(p(&split.images))?,
+            &check(p(&split.labels))?,
+            d.channels,
+            d.image_size,
+            d.classes,
+        ),
         DataFormat::Cifar10 | DataFormat::Cifar100 => {
-            let files = split.files.iter().flatten().map(|f| check(plan.path(f))).collect::<Result<Vec<_>, _>>()?;
-            read_cifar(&files, d.format == DataFormat::Cifar100, d.channels, d.image_size, d.classes)
+            let files = split
+                .files
+                .iter()
+                .flatten()
+                .map(|f| check(plan.path(f)))
+                .collect::<Result<Vec<_>, _>>()?;
+            read_cifar(
+                &files,
+                d.format == DataFormat::Cifar100,
+                d.channels,
+                d.image_size,
+                d.classes,
+            )
         }
-        DataFormat::Folder => read_folder(&check(p(&split.dir))?, d.channels, d.image_size, d.classes),
-        DataFormat::FlatFolder => read_flat_folder(&check(p(&split.dir))?, d.channels, d.image_size, d.classes),
+        DataFormat::Folder => {
+            read_folder(&check(p(&split.dir))?, d.channels, d.image_size, d.classes)
+        }
+        DataFormat::FlatFolder => {
+            read_flat_folder(&check(p(&split.dir))?, d.channels, d.image_size, d.classes)
+        }
     }
 }
 
@@ -89,7 +116,9 @@ fn shuffled_by_class(labels: &[usize], classes: usize, seed: u64, salt: u64) -> 
         by_class[l].push(i);
     }
     for (c, v) in by_class.iter_mut().enumerate() {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (salt << 32) ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            seed ^ (salt << 32) ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
         v.shuffle(&mut rng);
     }
     by_class
@@ -112,7 +141,8 @@ pub fn subsets(d: &Data, seed: u64, train: Images, test: Images) -> Result<Datas
         if v.len() < need {
             return Err(DataError::Sampling(format!(
                 "class {c} (`{}`) of the training split has {} images, fewer than `data.samples_per_class` + `data.rate_per_class` = {need}; lower them or add images",
-                train.class_names.get(c).map(String::as_str).unwrap_or("?"), v.len()
+                train.class_names.get(c).map(String::as_str).unwrap_or("?"),
+                v.len()
             )));
         }
         search.extend_from_slice(&v[..d.samples_per_class]);
@@ -140,7 +170,15 @@ pub fn subsets(d: &Data, seed: u64, train: Images, test: Images) -> Result<Datas
         }
     }
     let fingerprint = format!("{:x}", h.finalize());
-    Ok(Dataset { train: Arc::new(train), test: Arc::new(test), search, rate, train_idx, test_idx, fingerprint })
+    Ok(Dataset {
+        train: Arc::new(train),
+        test: Arc::new(test),
+        search,
+        rate,
+        train_idx,
+        test_idx,
+        fingerprint,
+    })
 }
 
 /// A batch on the host: normalised CHW floats and labels.
@@ -162,7 +200,10 @@ impl HostBatch {
 
     /// The labels as a tensor.
     pub fn labels(&self, device: &Device) -> Tensor<1, Int> {
-        Tensor::from_data(TensorData::new(self.labels.clone(), [self.labels.len()]), device)
+        Tensor::from_data(
+            TensorData::new(self.labels.clone(), [self.labels.len()]),
+            device,
+        )
     }
 }
 
@@ -195,7 +236,14 @@ impl Preprocess {
         let p = self.crop_padding as i64;
         for &i in idx {
             let img = images.image(i);
-            let (dy, dx) = if p > 0 { (rng.random_range(-p..=p) as isize, rng.random_range(-p..=p) as isize) } else { (0, 0) };
+            let (dy, dx) = if p > 0 {
+                (
+                    rng.random_range(-p..=p) as isize,
+                    rng.random_range(-p..=p) as isize,
+                )
+            } else {
+                (0, 0)
+            };
             let flip = self.hflip && rng.random_bool(0.5);
             for ch in 0..c {
                 let (m, sd) = (self.mean[ch], self.std[ch]);
@@ -240,7 +288,13 @@ pub struct Loader {
 
 impl Loader {
     /// Starts decoding `batches` of `images`; batch i is augmented with seed `seed + i`.
-    pub fn start(images: std::sync::Arc<Images>, batches: Vec<Vec<usize>>, pre: Preprocess, seed: u64, workers: usize) -> Loader {
+    pub fn start(
+        images: std::sync::Arc<Images>,
+        batches: Vec<Vec<usize>>,
+        pre: Preprocess,
+        seed: u64,
+        workers: usize,
+    ) -> Loader {
         let workers = workers.max(1);
         let total = batches.len();
         let batches = std::sync::Arc::new(batches);
@@ -250,7 +304,10 @@ impl Loader {
                 let (images, batches, pre) = (images.clone(), batches.clone(), pre.clone());
                 std::thread::spawn(move || {
                     for i in (w..batches.len()).step_by(workers) {
-                        if tx.send(pre.batch(&images, &batches[i], seed.wrapping_add(i as u64))).is_err() {
+                        if tx
+                            .send(pre.batch(&images, &batches[i], seed.wrapping_add(i as u64)))
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -258,7 +315,11 @@ impl Loader {
                 rx
             })
             .collect();
-        Loader { receivers, next: 0, total }
+        Loader {
+            receivers,
+            next: 0,
+            total,
+        }
     }
 }
 

@@ -78,10 +78,14 @@ impl Bn {
                     let mean = self.running_mean.value_sync().to_device(&device);
                     let var = self.running_var.value_sync().to_device(&device);
                     self.running_mean.update(
-                        mean.mul_scalar(1.0 - momentum).add(out.mean.detach().mul_scalar(momentum)).detach(),
+                        mean.mul_scalar(1.0 - momentum)
+                            .add(out.mean.detach().mul_scalar(momentum))
+                            .detach(),
                     );
                     self.running_var.update(
-                        var.mul_scalar(1.0 - momentum).add(out.variance.detach().mul_scalar(momentum)).detach(),
+                        var.mul_scalar(1.0 - momentum)
+                            .add(out.variance.detach().mul_scalar(momentum))
+                            .detach(),
                     );
                 }
                 out.output
@@ -118,7 +122,15 @@ pub struct ConvBn {
 
 impl ConvBn {
     /// A fresh conv + BN.
-    pub fn new(cin: usize, cout: usize, kernel: usize, stride: usize, groups: usize, eps: f64, device: &Device) -> ConvBn {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+        eps: f64,
+        device: &Device,
+    ) -> ConvBn {
         ConvBn {
             conv: Conv2dConfig::new([cin, cout], [kernel, kernel])
                 .with_stride([stride, stride])

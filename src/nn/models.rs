@@ -9,7 +9,9 @@ use burn::tensor::{Device, Tensor};
 use super::layers::{Bn, ConvBn, MbConv, Mode, activate};
 use crate::plan::TeacherSpec;
 use crate::recipe::Activation;
-use crate::space::{Architecture, BlockSpace, Cost, LayerShape, OpSpec, Path, Space, conv_bn_cost, linear_cost};
+use crate::space::{
+    Architecture, BlockSpace, Cost, LayerShape, OpSpec, Path, Space, conv_bn_cost, linear_cost,
+};
 
 /// BatchNorm epsilon of students.
 pub const STUDENT_EPS: f64 = 1e-3;
@@ -40,8 +42,19 @@ impl Teacher {
             .map(|s| {
                 (0..s.layers)
                     .map(|i| {
-                        let op = OpSpec { name: String::new(), kernel: s.kernel, expansion: s.expansion, se: 0.0, act: spec.act };
-                        let l = LayerShape { cin, cout: s.channels, stride: if i == 0 { s.stride } else { 1 }, size: 0 };
+                        let op = OpSpec {
+                            name: String::new(),
+                            kernel: s.kernel,
+                            expansion: s.expansion,
+                            se: 0.0,
+                            act: spec.act,
+                        };
+                        let l = LayerShape {
+                            cin,
+                            cout: s.channels,
+                            stride: if i == 0 { s.stride } else { 1 },
+                            size: 0,
+                        };
                         cin = s.channels;
                         MbConv::new(&op, &l, spec.bn_eps, device)
                     })
@@ -49,7 +62,15 @@ impl Teacher {
             })
             .collect();
         Teacher {
-            stem: ConvBn::new(channels, spec.stem, 3, spec.stem_stride, 1, spec.bn_eps, device),
+            stem: ConvBn::new(
+                channels,
+                spec.stem,
+                3,
+                spec.stem_stride,
+                1,
+                spec.bn_eps,
+                device,
+            ),
             stages,
             head: ConvBn::new(cin, spec.head, 1, 1, 1, spec.bn_eps, device),
             fc: LinearConfig::new(spec.head, classes).init(device),
@@ -75,7 +96,11 @@ impl Teacher {
 
     /// Runs stages `from+1 ..= to` on the output of stage `from` (0: the image, through the stem).
     pub fn forward_from(&self, from: usize, to: usize, x: Tensor<4>, mode: Mode) -> Tensor<4> {
-        let mut h = if from == 0 { activate(self.stem.forward(x, mode), self.act) } else { x };
+        let mut h = if from == 0 {
+            activate(self.stem.forward(x, mode), self.act)
+        } else {
+            x
+        };
         for layers in &self.stages[from..to] {
             for l in layers {
                 h = l.forward(h, mode);
@@ -120,15 +145,32 @@ impl SuperBlock {
     pub fn new(space: &Space, index: usize, device: &Device) -> SuperBlock {
         let b = &space.blocks[index];
         SuperBlock {
-            stem: (index == 0).then(|| ConvBn::new(space.image_channels, space.stem, 3, space.stem_stride, 1, STUDENT_EPS, device)),
+            stem: (index == 0).then(|| {
+                ConvBn::new(
+                    space.image_channels,
+                    space.stem,
+                    3,
+                    space.stem_stride,
+                    1,
+                    STUDENT_EPS,
+                    device,
+                )
+            }),
             cells: b
                 .cells
                 .iter()
                 .map(|c| SuperCell {
                     layers: (0..c.layers)
-                        .map(|l| b.ops.iter().map(|op| MbConv::new(op, &c.layer(l), STUDENT_EPS, device)).collect())
+                        .map(|l| {
+                            b.ops
+                                .iter()
+                                .map(|op| MbConv::new(op, &c.layer(l), STUDENT_EPS, device))
+                                .collect()
+                        })
                         .collect(),
-                    adapter: c.adapter.then(|| ConvBn::new(c.hidden, c.cout, 1, 1, 1, STUDENT_EPS, device)),
+                    adapter: c
+                        .adapter
+                        .then(|| ConvBn::new(c.hidden, c.cout, 1, 1, 1, STUDENT_EPS, device)),
                 })
                 .collect(),
         }
@@ -143,7 +185,14 @@ impl SuperBlock {
     }
 
     /// Runs one layer with one op.
-    pub fn layer(&self, cell: usize, layer: usize, op: usize, x: Tensor<4>, mode: Mode) -> Tensor<4> {
+    pub fn layer(
+        &self,
+        cell: usize,
+        layer: usize,
+        op: usize,
+        x: Tensor<4>,
+        mode: Mode,
+    ) -> Tensor<4> {
         self.cells[cell].layers[layer][op].forward(x, mode)
     }
 
@@ -209,14 +258,33 @@ impl Student {
             .map(|(b, p): (&BlockSpace, &Path)| {
                 let c = &b.cells[p.cell];
                 StudentCell {
-                    layers: p.ops.iter().enumerate().map(|(l, &o)| MbConv::new(&b.ops[o], &c.layer(l), STUDENT_EPS, device)).collect(),
-                    adapter: c.adapter.then(|| ConvBn::new(c.hidden, c.cout, 1, 1, 1, STUDENT_EPS, device)),
+                    layers: p
+                        .ops
+                        .iter()
+                        .enumerate()
+                        .map(|(l, &o)| MbConv::new(&b.ops[o], &c.layer(l), STUDENT_EPS, device))
+                        .collect(),
+                    adapter: c
+                        .adapter
+                        .then(|| ConvBn::new(c.hidden, c.cout, 1, 1, 1, STUDENT_EPS, device)),
                 }
             })
             .collect::<Vec<_>>();
-        let last = space.blocks.last().map(|b| b.cells[0].cout).unwrap_or(space.stem);
+        let last = space
+            .blocks
+            .last()
+            .map(|b| b.cells[0].cout)
+            .unwrap_or(space.stem);
         Student {
-            stem: ConvBn::new(space.image_channels, space.stem, 3, space.stem_stride, 1, STUDENT_EPS, device),
+            stem: ConvBn::new(
+                space.image_channels,
+                space.stem,
+                3,
+                space.stem_stride,
+                1,
+                STUDENT_EPS,
+                device,
+            ),
             cells,
             head: ConvBn::new(last, space.head, 1, 1, 1, STUDENT_EPS, device),
             fc: LinearConfig::new(space.head, space.classes).init(device),
@@ -243,7 +311,10 @@ impl Student {
             let [cout, cin_g, k, _] = c.conv.weight.dims();
             let stride = c.conv.stride[0];
             let groups = c.conv.groups;
-            (conv_bn_cost(cin_g * groups, cout, k, stride, groups, size), size.div_ceil(stride))
+            (
+                conv_bn_cost(cin_g * groups, cout, k, stride, groups, size),
+                size.div_ceil(stride),
+            )
         }
         let (mut cost, mut size) = conv_bn(&self.stem, size);
         for c in &self.cells {

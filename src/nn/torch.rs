@@ -84,7 +84,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.pos + n > self.b.len() {
-            return Err(format!("is truncated: needed {n} more bytes at offset {}", self.pos));
+            return Err(format!(
+                "is truncated: needed {n} more bytes at offset {}",
+                self.pos
+            ));
         }
         let s = &self.b[self.pos..self.pos + n];
         self.pos += n;
@@ -109,9 +112,16 @@ impl<'a> Reader<'a> {
     fn pickle(&mut self) -> Result<V, String> {
         let mut stack: Vec<V> = Vec::new();
         let mut memo: HashMap<usize, V> = HashMap::new();
-        let pop = |stack: &mut Vec<V>| stack.pop().ok_or_else(|| "has a malformed pickle (stack underflow)".to_string());
+        let pop = |stack: &mut Vec<V>| {
+            stack
+                .pop()
+                .ok_or_else(|| "has a malformed pickle (stack underflow)".to_string())
+        };
         let pop_mark = |stack: &mut Vec<V>| -> Result<Vec<V>, String> {
-            let at = stack.iter().rposition(|v| matches!(v, V::Mark)).ok_or("has a malformed pickle (no mark)")?;
+            let at = stack
+                .iter()
+                .rposition(|v| matches!(v, V::Mark))
+                .ok_or("has a malformed pickle (no mark)")?;
             let items = stack.split_off(at + 1);
             stack.pop();
             Ok(items)
@@ -211,11 +221,19 @@ impl<'a> Reader<'a> {
                 }
                 b'h' => {
                     let i = self.u8()? as usize;
-                    stack.push(memo.get(&i).cloned().ok_or("has a malformed pickle (memo)")?);
+                    stack.push(
+                        memo.get(&i)
+                            .cloned()
+                            .ok_or("has a malformed pickle (memo)")?,
+                    );
                 }
                 b'j' => {
                     let i = self.u32()?;
-                    stack.push(memo.get(&i).cloned().ok_or("has a malformed pickle (memo)")?);
+                    stack.push(
+                        memo.get(&i)
+                            .cloned()
+                            .ok_or("has a malformed pickle (memo)")?,
+                    );
                 }
                 b'c' => {
                     let module = self.line()?;
@@ -225,14 +243,19 @@ impl<'a> Reader<'a> {
                 0x93 => {
                     let name = pop(&mut stack)?;
                     let module = pop(&mut stack)?;
-                    stack.push(V::Global(module.as_str().unwrap_or_default().into(), name.as_str().unwrap_or_default().into()));
+                    stack.push(V::Global(
+                        module.as_str().unwrap_or_default().into(),
+                        name.as_str().unwrap_or_default().into(),
+                    ));
                 }
                 b'R' | 0x81 => {
                     let args = pop(&mut stack)?;
                     let f = pop(&mut stack)?;
                     // An OrderedDict() is filled by SETITEMS afterwards: make it a dict now.
                     let v = match &f {
-                        V::Global(m, n) if m == "collections" && n == "OrderedDict" => V::Dict(Vec::new()),
+                        V::Global(m, n) if m == "collections" && n == "OrderedDict" => {
+                            V::Dict(Vec::new())
+                        }
                         _ => V::Call(Box::new(f), Box::new(args)),
                     };
                     stack.push(v);
@@ -272,7 +295,12 @@ impl<'a> Reader<'a> {
                         l.extend(items);
                     }
                 }
-                other => return Err(format!("uses pickle opcode 0x{other:02x} at offset {}, which a legacy torch file does not", self.pos - 1)),
+                other => {
+                    return Err(format!(
+                        "uses pickle opcode 0x{other:02x} at offset {}, which a legacy torch file does not",
+                        self.pos - 1
+                    ));
+                }
             }
         }
     }
@@ -289,8 +317,15 @@ pub struct RawTensor {
 
 /// Reads every tensor of a legacy `torch.save` state dict.
 pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
-    let fail = |problem: String| WeightsError::Format { path: path.to_path_buf(), problem };
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}; check `teacher.weights.path` (relative to the recipe)")))?;
+    let fail = |problem: String| WeightsError::Format {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        fail(format!(
+            "cannot be read: {e}; check `teacher.weights.path` (relative to the recipe)"
+        ))
+    })?;
     if bytes.starts_with(b"PK") {
         return Err(fail("is a zip-format torch file; dnarun reads the legacy format (`torch.save(..., _use_new_zipfile_serialization=False)`)".into()));
     }
@@ -310,22 +345,43 @@ pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsEr
     let mut storage_types: HashMap<String, (String, usize)> = HashMap::new();
     let mut tensors = Vec::new();
     for (k, v) in &entries {
-        let name = k.as_str().ok_or_else(|| fail("has a state dict key that is not a string".into()))?.to_string();
+        let name = k
+            .as_str()
+            .ok_or_else(|| fail("has a state dict key that is not a string".into()))?
+            .to_string();
         let V::Call(f, args) = v else { continue };
         if !matches!(&**f, V::Global(_, n) if n == "_rebuild_tensor_v2" || n == "_rebuild_tensor") {
             continue;
         }
-        let args = args.items().ok_or_else(|| fail(format!("tensor `{name}` is malformed")))?;
-        let V::PersId(pid) = &args[0] else { return Err(fail(format!("tensor `{name}` has no storage"))) };
-        let pid = pid.items().ok_or_else(|| fail(format!("tensor `{name}` has a malformed storage id")))?;
+        let args = args
+            .items()
+            .ok_or_else(|| fail(format!("tensor `{name}` is malformed")))?;
+        let V::PersId(pid) = &args[0] else {
+            return Err(fail(format!("tensor `{name}` has no storage")));
+        };
+        let pid = pid
+            .items()
+            .ok_or_else(|| fail(format!("tensor `{name}` has a malformed storage id")))?;
         let ty = match &pid[1] {
             V::Global(_, n) => n.clone(),
             _ => String::new(),
         };
         let key = pid[2].as_str().unwrap_or_default().to_string();
         let offset = args[1].as_int().unwrap_or(0) as usize;
-        let shape: Vec<usize> = args[2].items().unwrap_or(&[]).iter().filter_map(V::as_int).map(|x| x as usize).collect();
-        let strides: Vec<usize> = args[3].items().unwrap_or(&[]).iter().filter_map(V::as_int).map(|x| x as usize).collect();
+        let shape: Vec<usize> = args[2]
+            .items()
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(V::as_int)
+            .map(|x| x as usize)
+            .collect();
+        let strides: Vec<usize> = args[3]
+            .items()
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(V::as_int)
+            .map(|x| x as usize)
+            .collect();
         let size = match ty.as_str() {
             "FloatStorage" | "IntStorage" => 4,
             "LongStorage" | "DoubleStorage" => 8,
@@ -335,13 +391,22 @@ pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsEr
         storage_types.insert(key.clone(), (ty.clone(), size));
         tensors.push((name, key, ty, offset, shape, strides));
     }
-    let order: Vec<String> = keys.items().unwrap_or(&[]).iter().filter_map(|k| k.as_str().map(String::from)).collect();
+    let order: Vec<String> = keys
+        .items()
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|k| k.as_str().map(String::from))
+        .collect();
     let mut storages: HashMap<String, &[u8]> = HashMap::new();
     for key in &order {
-        let head = r.take(8).map_err(|p| fail(format!("{p} (storage `{key}`)")))?;
+        let head = r
+            .take(8)
+            .map_err(|p| fail(format!("{p} (storage `{key}`)")))?;
         let numel = u64::from_le_bytes(head.try_into().unwrap()) as usize;
         let size = storage_types.get(key).map(|t| t.1).unwrap_or(4);
-        let data = r.take(numel * size).map_err(|p| fail(format!("{p} (storage `{key}` of {numel} elements)")))?;
+        let data = r
+            .take(numel * size)
+            .map_err(|p| fail(format!("{p} (storage `{key}` of {numel} elements)")))?;
         storages.insert(key.clone(), data);
     }
     let mut out = BTreeMap::new();
@@ -349,15 +414,30 @@ pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsEr
         if ty != "FloatStorage" {
             continue; // integer buffers (num_batches_tracked) are not weights
         }
-        let data = storages.get(&key).ok_or_else(|| fail(format!("has no data for storage `{key}` of tensor `{name}`")))?;
+        let data = storages.get(&key).ok_or_else(|| {
+            fail(format!(
+                "has no data for storage `{key}` of tensor `{name}`"
+            ))
+        })?;
         let numel: usize = shape.iter().product();
-        let f32_at = |i: usize| -> Option<f32> { data.get(i * 4..i * 4 + 4).map(|c| f32::from_le_bytes(c.try_into().unwrap())) };
+        let f32_at = |i: usize| -> Option<f32> {
+            data.get(i * 4..i * 4 + 4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        };
         // Gather in row-major order through the strides (torch may store channels-last).
         let mut values = Vec::with_capacity(numel);
         let mut index = vec![0usize; shape.len()];
         for _ in 0..numel {
-            let at = offset + index.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>();
-            values.push(f32_at(at).ok_or_else(|| fail(format!("tensor `{name}` lies outside its storage")))?);
+            let at = offset
+                + index
+                    .iter()
+                    .zip(&strides)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>();
+            values.push(
+                f32_at(at)
+                    .ok_or_else(|| fail(format!("tensor `{name}` lies outside its storage")))?,
+            );
             for d in (0..shape.len()).rev() {
                 index[d] += 1;
                 if index[d] < shape[d] {
@@ -382,16 +462,23 @@ impl Mapper<'_> {
     fn take<const D: usize>(&mut self, key: &str, expected: [usize; D]) -> Option<Tensor<D>> {
         match self.tensors.get(key) {
             None => {
-                self.problems.push(format!("  missing `{key}` (expected shape {expected:?})"));
+                self.problems
+                    .push(format!("  missing `{key}` (expected shape {expected:?})"));
                 None
             }
             Some(t) => {
                 self.used.insert(key.to_string());
                 if t.shape != expected {
-                    self.problems.push(format!("  `{key}`: expected shape {expected:?}, found {:?}", t.shape));
+                    self.problems.push(format!(
+                        "  `{key}`: expected shape {expected:?}, found {:?}",
+                        t.shape
+                    ));
                     return None;
                 }
-                Some(Tensor::from_data(TensorData::new(t.values.clone(), expected), &self.device))
+                Some(Tensor::from_data(
+                    TensorData::new(t.values.clone(), expected),
+                    &self.device,
+                ))
             }
         }
     }
@@ -425,35 +512,83 @@ impl Mapper<'_> {
             Some(e) => self.conv_bn(e, &format!("{p}._expand_conv"), &format!("{p}._bn0")),
             None => {}
         }
-        self.conv_bn(&mut m.depthwise, &format!("{p}._depthwise_conv"), &format!("{p}._bn1"));
-        self.conv_bn(&mut m.project, &format!("{p}._project_conv"), &format!("{p}._bn2"));
+        self.conv_bn(
+            &mut m.depthwise,
+            &format!("{p}._depthwise_conv"),
+            &format!("{p}._bn1"),
+        );
+        self.conv_bn(
+            &mut m.project,
+            &format!("{p}._project_conv"),
+            &format!("{p}._bn2"),
+        );
     }
 }
 
 /// Reads every f32 tensor of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
-    let fail = |problem: String| WeightsError::Format { path: path.to_path_buf(), problem };
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}; check `teacher.weights.path` (relative to the recipe)")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("is not a valid safetensors file: {e}")))?;
+    let fail = |problem: String| WeightsError::Format {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        fail(format!(
+            "cannot be read: {e}; check `teacher.weights.path` (relative to the recipe)"
+        ))
+    })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| fail(format!("is not a valid safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(fail(format!("tensor `{name}` is {:?}; dnarun reads f32 weights", view.dtype())));
+            return Err(fail(format!(
+                "tensor `{name}` is {:?}; dnarun reads f32 weights",
+                view.dtype()
+            )));
         }
-        let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-        out.insert(name, RawTensor { shape: view.shape().to_vec(), values });
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        out.insert(
+            name,
+            RawTensor {
+                shape: view.shape().to_vec(),
+                values,
+            },
+        );
     }
     Ok(out)
 }
 
 /// Loads an `efficientnet_pytorch`-named legacy torch file into a teacher of the plan's shape.
-pub fn load_teacher(path: &Path, spec: &TeacherSpec, channels: usize, classes: usize, device: &Device) -> Result<Teacher, WeightsError> {
+pub fn load_teacher(
+    path: &Path,
+    spec: &TeacherSpec,
+    channels: usize,
+    classes: usize,
+    device: &Device,
+) -> Result<Teacher, WeightsError> {
     teacher_from(read_legacy(path)?, path, spec, channels, classes, device)
 }
 
 /// Loads an `efficientnet_pytorch`-named safetensors file into a teacher of the plan's shape.
-pub fn load_teacher_safetensors(path: &Path, spec: &TeacherSpec, channels: usize, classes: usize, device: &Device) -> Result<Teacher, WeightsError> {
-    teacher_from(read_safetensors(path)?, path, spec, channels, classes, device)
+pub fn load_teacher_safetensors(
+    path: &Path,
+    spec: &TeacherSpec,
+    channels: usize,
+    classes: usize,
+    device: &Device,
+) -> Result<Teacher, WeightsError> {
+    teacher_from(
+        read_safetensors(path)?,
+        path,
+        spec,
+        channels,
+        classes,
+        device,
+    )
 }
 
 fn teacher_from(
@@ -465,7 +600,12 @@ fn teacher_from(
     device: &Device,
 ) -> Result<Teacher, WeightsError> {
     let mut t = Teacher::new(spec, channels, classes, device);
-    let mut m = Mapper { tensors: &tensors, used: BTreeSet::new(), problems: Vec::new(), device: device.clone() };
+    let mut m = Mapper {
+        tensors: &tensors,
+        used: BTreeSet::new(),
+        problems: Vec::new(),
+        device: device.clone(),
+    };
     m.conv_bn(&mut t.stem, "_conv_stem", "_bn0");
     let mut i = 0;
     for stage in &mut t.stages {
@@ -484,11 +624,17 @@ fn teacher_from(
     }
     for key in tensors.keys() {
         if !m.used.contains(key) {
-            m.problems.push(format!("  `{key}` has no place in the teacher (shape {:?})", tensors[key].shape));
+            m.problems.push(format!(
+                "  `{key}` has no place in the teacher (shape {:?})",
+                tensors[key].shape
+            ));
         }
     }
     if !m.problems.is_empty() {
-        return Err(WeightsError::Mismatch { path: path.to_path_buf(), problems: m.problems });
+        return Err(WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            problems: m.problems,
+        });
     }
     Ok(t)
 }
@@ -499,15 +645,24 @@ pub fn export_teacher_safetensors(t: &Teacher, path: &Path) -> Result<(), Weight
     let mut out: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut put = |name: String, t: Tensor<4>| {
         let dims = t.dims().to_vec();
-        let v: Vec<f32> = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+        let v: Vec<f32> = t
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
         out.push((name, dims, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
     };
     let put1 = |name: String, t: Tensor<1>, out: &mut Vec<(String, Vec<usize>, Vec<u8>)>| {
         let dims = t.dims().to_vec();
-        let v: Vec<f32> = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+        let v: Vec<f32> = t
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
         out.push((name, dims, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
     };
-    let mut convs: Vec<(String, &ConvBn, String)> = vec![("_conv_stem".into(), &t.stem, "_bn0".into())];
+    let mut convs: Vec<(String, &ConvBn, String)> =
+        vec![("_conv_stem".into(), &t.stem, "_bn0".into())];
     let mut i = 0;
     for stage in &t.stages {
         for l in stage {
@@ -515,8 +670,16 @@ pub fn export_teacher_safetensors(t: &Teacher, path: &Path) -> Result<(), Weight
             if let Some(e) = &l.expand {
                 convs.push((format!("{p}._expand_conv"), e, format!("{p}._bn0")));
             }
-            convs.push((format!("{p}._depthwise_conv"), &l.depthwise, format!("{p}._bn1")));
-            convs.push((format!("{p}._project_conv"), &l.project, format!("{p}._bn2")));
+            convs.push((
+                format!("{p}._depthwise_conv"),
+                &l.depthwise,
+                format!("{p}._bn1"),
+            ));
+            convs.push((
+                format!("{p}._project_conv"),
+                &l.project,
+                format!("{p}._bn2"),
+            ));
             i += 1;
         }
     }
@@ -534,8 +697,16 @@ pub fn export_teacher_safetensors(t: &Teacher, path: &Path) -> Result<(), Weight
     }
     let fc: Tensor<2> = t.fc.weight.val().transpose();
     let fc_dims = fc.dims().to_vec();
-    let fc_v: Vec<f32> = fc.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
-    out.push(("_fc.weight".into(), fc_dims, fc_v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+    let fc_v: Vec<f32> = fc
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap_or_default();
+    out.push((
+        "_fc.weight".into(),
+        fc_dims,
+        fc_v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    ));
     for (n, t) in ones {
         put1(n, t, &mut out);
     }
@@ -543,11 +714,20 @@ pub fn export_teacher_safetensors(t: &Teacher, path: &Path) -> Result<(), Weight
 }
 
 /// Writes named f32 tensors (name, shape, little-endian bytes) as safetensors, atomically.
-fn write_safetensors(tensors: &[(String, Vec<usize>, Vec<u8>)], path: &Path) -> Result<(), WeightsError> {
-    let fail = |problem: String| WeightsError::Format { path: path.to_path_buf(), problem };
+fn write_safetensors(
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    path: &Path,
+) -> Result<(), WeightsError> {
+    let fail = |problem: String| WeightsError::Format {
+        path: path.to_path_buf(),
+        problem,
+    };
     let views = tensors
         .iter()
-        .map(|(n, shape, bytes)| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).map(|v| (n.clone(), v)))
+        .map(|(n, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (n.clone(), v))
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| fail(e.to_string()))?;
     let bytes = safetensors::serialize(views, None).map_err(|e| fail(e.to_string()))?;
@@ -572,17 +752,35 @@ impl burn::module::ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
         let dims = t.dims().to_vec();
-        let v: Vec<f32> = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
-        self.out.push((self.path.join("."), dims, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+        let v: Vec<f32> = t
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        self.out.push((
+            self.path.join("."),
+            dims,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
     }
 }
 
 /// Writes any module's weights (BatchNorm running statistics included) as safetensors, named by
 /// their path in the module (`cells.0.layers.1.expand.conv.weight`).
-pub fn export_safetensors<M: burn::module::Module>(module: &M, path: &Path) -> Result<(), WeightsError> {
-    let mut c = Collect { path: Vec::new(), out: Vec::new() };
+pub fn export_safetensors<M: burn::module::Module>(
+    module: &M,
+    path: &Path,
+) -> Result<(), WeightsError> {
+    let mut c = Collect {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
     module.valid().visit(&mut c);
     let mut seen = BTreeSet::new();
-    let unique: Vec<_> = c.out.into_iter().filter(|(n, _, _)| seen.insert(n.clone())).collect();
+    let unique: Vec<_> = c
+        .out
+        .into_iter()
+        .filter(|(n, _, _)| seen.insert(n.clone()))
+        .collect();
     write_safetensors(&unique, path)
 }

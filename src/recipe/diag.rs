@@ -31,7 +31,10 @@ pub struct Sources(pub Vec<Source>);
 impl Sources {
     /// Adds a source and returns its index.
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> usize {
-        self.0.push(Source { name: name.into(), text: text.into() });
+        self.0.push(Source {
+            name: name.into(),
+            text: text.into(),
+        });
         self.0.len() - 1
     }
 
@@ -71,7 +74,11 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic with a message only.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), origin: None, help: None }
+        Self {
+            message: message.into(),
+            origin: None,
+            help: None,
+        }
     }
 
     /// Points the diagnostic at an origin.
@@ -121,7 +128,9 @@ impl Diagnostics {
             };
             groups.push(group);
             if let Some(help) = &d.help {
-                groups.push(Group::with_title(Level::HELP.secondary_title(help.as_str())));
+                groups.push(Group::with_title(
+                    Level::HELP.secondary_title(help.as_str()),
+                ));
             }
             out.push_str(&renderer.render(&groups));
             out.push_str("\n\n");
@@ -139,14 +148,23 @@ impl Diagnostics {
 fn clamp_span(text: &str, span: Range<usize>) -> Range<usize> {
     let mut start = span.start.min(text.len());
     if start > 0 && text[start..].starts_with('\n') {
-        start -= text[..start].chars().next_back().map(char::len_utf8).unwrap_or(0);
+        start -= text[..start]
+            .chars()
+            .next_back()
+            .map(char::len_utf8)
+            .unwrap_or(0);
     }
     let mut end = span.end.min(text.len()).max(start);
     if let Some(nl) = text[start..end].find('\n') {
         end = start + nl;
     }
     if end == start && start < text.len() {
-        end = start + text[start..].chars().next().map(char::len_utf8).unwrap_or(0);
+        end = start
+            + text[start..]
+                .chars()
+                .next()
+                .map(char::len_utf8)
+                .unwrap_or(0);
     }
     start..end
 }
@@ -160,7 +178,10 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// The closest of `candidates` to `word`, if close enough to be a likely misspelling.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -183,5 +204,9 @@ pub fn display_key(pointer: &str) -> String {
             out.push_str(&part);
         }
     }
-    if out.is_empty() { "(recipe)".into() } else { out }
+    if out.is_empty() {
+        "(recipe)".into()
+    } else {
+        out
+    }
 }

@@ -16,8 +16,18 @@ use super::types::Recipe;
 
 /// Top-level recipe keys; `DNARUN_<KEY>__...` variables outside them are not recipe settings.
 const TOP_KEYS: &[&str] = &[
-    "experiment", "data", "teacher", "student", "ops", "blocks", "distill", "rate", "search",
-    "retrain", "tracking", "runtime",
+    "experiment",
+    "data",
+    "teacher",
+    "student",
+    "ops",
+    "blocks",
+    "distill",
+    "rate",
+    "search",
+    "retrain",
+    "tracking",
+    "runtime",
 ];
 
 /// Where every value and key of the merged recipe came from, by JSON pointer.
@@ -44,7 +54,10 @@ impl Origins {
 
     /// The origin of the key naming `pointer` (falls back to the value's).
     pub fn key(&self, pointer: &str) -> Option<Origin> {
-        self.keys.get(pointer).cloned().or_else(|| self.value(pointer))
+        self.keys
+            .get(pointer)
+            .cloned()
+            .or_else(|| self.value(pointer))
     }
 }
 
@@ -74,7 +87,10 @@ impl Loaded {
 
     /// Wraps diagnostics with this recipe's sources.
     pub fn diagnostics(&self, items: Vec<Diagnostic>) -> Diagnostics {
-        Diagnostics { items, sources: self.sources.clone() }
+        Diagnostics {
+            items,
+            sources: self.sources.clone(),
+        }
     }
 }
 
@@ -95,9 +111,21 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, Diagnostics> {
 
     let mut chain = Vec::new();
     let mut base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    read_chain(path, None, &mut chain, &mut sources, &mut origins, &mut diags, 0, &mut base);
+    read_chain(
+        path,
+        None,
+        &mut chain,
+        &mut sources,
+        &mut origins,
+        &mut diags,
+        0,
+        &mut base,
+    );
     if !diags.is_empty() {
-        return Err(Diagnostics { items: diags, sources });
+        return Err(Diagnostics {
+            items: diags,
+            sources,
+        });
     }
 
     // Layer the files (base first) and the environment with figment.
@@ -109,7 +137,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, Diagnostics> {
         figment = figment.merge(env_provider());
         for (var, _) in std::env::vars() {
             if let Some(pointer) = env_pointer(&var) {
-                origins.values.insert(pointer.clone(), Origin::Env(var.clone()));
+                origins
+                    .values
+                    .insert(pointer.clone(), Origin::Env(var.clone()));
                 origins.keys.insert(pointer, Origin::Env(var));
             }
         }
@@ -117,8 +147,13 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, Diagnostics> {
     let mut value: Value = match figment.extract() {
         Ok(v) => v,
         Err(e) => {
-            diags.push(Diagnostic::new(format!("the recipe layers could not be merged: {e}")));
-            return Err(Diagnostics { items: diags, sources });
+            diags.push(Diagnostic::new(format!(
+                "the recipe layers could not be merged: {e}"
+            )));
+            return Err(Diagnostics {
+                items: diags,
+                sources,
+            });
         }
     };
     if let Value::Object(map) = &mut value {
@@ -133,20 +168,32 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, Diagnostics> {
 
     diags.extend(schema_diagnostics(&value, &origins));
     if !diags.is_empty() {
-        return Err(Diagnostics { items: diags, sources });
+        return Err(Diagnostics {
+            items: diags,
+            sources,
+        });
     }
     let recipe: Recipe = match serde_json::from_value(value.clone()) {
         Ok(r) => r,
         Err(e) => {
             // The schema and the types agree (a test checks it); this is the backstop.
             return Err(Diagnostics {
-                items: vec![Diagnostic::new(format!("the recipe does not fit its types: {e}"))
-                    .at(origins.value(""))],
+                items: vec![
+                    Diagnostic::new(format!("the recipe does not fit its types: {e}"))
+                        .at(origins.value("")),
+                ],
                 sources,
             });
         }
     };
-    Ok(Loaded { recipe, value, origins, sources, path: path.to_path_buf(), base })
+    Ok(Loaded {
+        recipe,
+        value,
+        origins,
+        sources,
+        path: path.to_path_buf(),
+        base,
+    })
 }
 
 fn env_provider() -> Env {
@@ -164,7 +211,10 @@ fn env_pointer(var: &str) -> Option<String> {
     if !rest.contains("__") || !TOP_KEYS.contains(&first) {
         return None;
     }
-    Some(rest.split("__").fold(String::new(), |acc, p| format!("{acc}/{p}")))
+    Some(
+        rest.split("__")
+            .fold(String::new(), |acc, p| format!("{acc}/{p}")),
+    )
 }
 
 /// Reads a recipe file and, first, the files it extends. Each layer is pushed base first.
@@ -193,7 +243,10 @@ fn read_chain(
         Err(e) => {
             let msg = match &from {
                 None => format!("cannot read the recipe `{}`: {e}", path.display()),
-                Some(_) => format!("`extends` names `{}`, which cannot be read: {e}", path.display()),
+                Some(_) => format!(
+                    "`extends` names `{}`, which cannot be read: {e}",
+                    path.display()
+                ),
             };
             diags.push(
                 Diagnostic::new(msg)
@@ -220,7 +273,10 @@ fn read_chain(
     let lock = (depth == 0).then(|| (table.get_ref().get("lock"), table.get_ref().get("recipe")));
     let table_ref = match lock {
         Some((Some(info), Some(recipe))) if recipe.get_ref().is_table() => {
-            if let Some(dir) = info.get_ref().get("recipe_dir").and_then(|d| d.get_ref().as_str())
+            if let Some(dir) = info
+                .get_ref()
+                .get("recipe_dir")
+                .and_then(|d| d.get_ref().as_str())
                 && Path::new(dir).is_dir()
             {
                 *base = PathBuf::from(dir);
@@ -231,15 +287,28 @@ fn read_chain(
     };
     let value = table_to_json(table_ref, "", source, &mut layer_origins, diags);
     if let Some(ext) = table_ref.get("extends") {
-        let origin = Origin::Span { source, span: ext.span() };
+        let origin = Origin::Span {
+            source,
+            span: ext.span(),
+        };
         match ext.get_ref().as_str() {
             Some(rel) => {
                 let base_path = path.parent().unwrap_or(Path::new("")).join(rel);
                 let mut ignored = PathBuf::new();
-                read_chain(&base_path, Some(origin), chain, sources, origins, diags, depth + 1, &mut ignored);
+                read_chain(
+                    &base_path,
+                    Some(origin),
+                    chain,
+                    sources,
+                    origins,
+                    diags,
+                    depth + 1,
+                    &mut ignored,
+                );
             }
             None => diags.push(
-                Diagnostic::new("`extends` must be a string path to a base recipe").at(Some(origin)),
+                Diagnostic::new("`extends` must be a string path to a base recipe")
+                    .at(Some(origin)),
             ),
         }
     }
@@ -258,8 +327,20 @@ fn table_to_json(
     let mut map = Map::new();
     for (key, value) in table.iter() {
         let p = format!("{pointer}/{}", escape(key.get_ref()));
-        origins.keys.insert(p.clone(), Origin::Span { source, span: key.span() });
-        origins.values.insert(p.clone(), Origin::Span { source, span: value.span() });
+        origins.keys.insert(
+            p.clone(),
+            Origin::Span {
+                source,
+                span: key.span(),
+            },
+        );
+        origins.values.insert(
+            p.clone(),
+            Origin::Span {
+                source,
+                span: value.span(),
+            },
+        );
         let v = to_json(value.get_ref(), &p, source, origins, diags);
         map.insert(key.get_ref().to_string(), v);
     }
@@ -293,10 +374,13 @@ fn to_json(
                 Err(_) => match u64::from_str_radix(&digits, i.radix()) {
                     Ok(n) if !neg => Value::from(n),
                     _ => {
-                        diags.push(Diagnostic::new(format!(
-                            "`{}` is an integer too large to use",
-                            display_key(pointer)
-                        )).at(origins.value(pointer)));
+                        diags.push(
+                            Diagnostic::new(format!(
+                                "`{}` is an integer too large to use",
+                                display_key(pointer)
+                            ))
+                            .at(origins.value(pointer)),
+                        );
                         Value::Null
                     }
                 },
@@ -323,7 +407,13 @@ fn to_json(
                 .enumerate()
                 .map(|(i, item)| {
                     let p = format!("{pointer}/{i}");
-                    origins.values.insert(p.clone(), Origin::Span { source, span: item.span() });
+                    origins.values.insert(
+                        p.clone(),
+                        Origin::Span {
+                            source,
+                            span: item.span(),
+                        },
+                    );
                     to_json(item.get_ref(), &p, source, origins, diags)
                 })
                 .collect(),
@@ -346,7 +436,10 @@ fn apply_set(
 ) -> Result<(), Diagnostic> {
     let arg = format!("--set {set}");
     let source = sources.add("--set", arg.clone());
-    let whole = Origin::Span { source, span: 6..arg.len() };
+    let whole = Origin::Span {
+        source,
+        span: 6..arg.len(),
+    };
     let Some((path, raw)) = set.split_once('=') else {
         return Err(Diagnostic::new(format!("`--set {set}` has no `=`"))
             .at(Some(whole))
@@ -354,18 +447,26 @@ fn apply_set(
     };
     let path = path.trim();
     if path.is_empty() || path.split('.').any(str::is_empty) {
-        return Err(Diagnostic::new(format!("`--set {set}` has an empty key path"))
-            .at(Some(whole))
-            .help("write `--set path.to.key=value`, e.g. `--set blocks.0.cells.1.layers=3`"));
+        return Err(
+            Diagnostic::new(format!("`--set {set}` has an empty key path"))
+                .at(Some(whole))
+                .help("write `--set path.to.key=value`, e.g. `--set blocks.0.cells.1.layers=3`"),
+        );
     }
     let value_start = 6 + set.find('=').unwrap() + 1;
-    let value_origin = Origin::Span { source, span: value_start..arg.len() };
+    let value_origin = Origin::Span {
+        source,
+        span: value_start..arg.len(),
+    };
     let doc = format!("v = {raw}");
     let value = match DeTable::parse(&doc) {
         Ok(t) => {
             let mut scratch = Origins::default();
             let mut d = Vec::new();
-            let v = t.get_ref().get("v").map(|v| to_json(v.get_ref(), "", 0, &mut scratch, &mut d));
+            let v = t
+                .get_ref()
+                .get("v")
+                .map(|v| to_json(v.get_ref(), "", 0, &mut scratch, &mut d));
             match v {
                 Some(v) if d.is_empty() => v,
                 _ => Value::String(raw.to_string()),
@@ -386,11 +487,15 @@ fn apply_set(
                     map.insert(part.to_string(), value);
                     break;
                 }
-                map.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()))
+                map.entry(part.to_string())
+                    .or_insert_with(|| Value::Object(Map::new()))
             }
             Value::Array(items) => {
                 let len = items.len();
-                let Some(item) = part.parse::<usize>().ok().and_then(|idx| items.get_mut(idx))
+                let Some(item) = part
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|idx| items.get_mut(idx))
                 else {
                     return Err(Diagnostic::new(format!(
                         "`--set {set}`: `{}` has {len} entries, so `{part}` is not an index of it",
@@ -459,8 +564,10 @@ fn resolve<'a>(root: &'a Value, mut node: &'a Value) -> &'a Value {
             }
         } else if let Some(any) = node.get("anyOf").and_then(Value::as_array) {
             // Option<Struct>: look through to the non-null alternative.
-            let non_null: Vec<&Value> =
-                any.iter().filter(|a| a.get("type") != Some(&Value::from("null"))).collect();
+            let non_null: Vec<&Value> = any
+                .iter()
+                .filter(|a| a.get("type") != Some(&Value::from("null")))
+                .collect();
             if non_null.len() == 1 {
                 node = non_null[0];
             } else {
@@ -505,14 +612,19 @@ fn expected_kind(node: &Value) -> String {
             .map(one)
             .collect::<Vec<_>>()
             .join(" or "),
-        _ if node.get("enum").is_some() || node.get("oneOf").is_some() => "one of the names listed".into(),
+        _ if node.get("enum").is_some() || node.get("oneOf").is_some() => {
+            "one of the names listed".into()
+        }
         _ => "a valid value".into(),
     }
 }
 
 fn enum_options(node: &Value) -> Vec<String> {
     if let Some(values) = node.get("enum").and_then(Value::as_array) {
-        return values.iter().filter_map(|v| v.as_str().map(String::from)).collect();
+        return values
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
     }
     node.get("oneOf")
         .and_then(Value::as_array)
@@ -555,7 +667,11 @@ pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
                         }
                         None => d.help(format!(
                             "the keys allowed here are: {}",
-                            allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                            allowed
+                                .iter()
+                                .map(|a| format!("`{a}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )),
                     };
                     out.push(d);
@@ -582,7 +698,11 @@ pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
                 let found = err.instance.as_str().unwrap_or_default().to_string();
                 let mut d = Diagnostic::new(format!(
                     "`{key}` must be one of {}, found {}",
-                    options.iter().map(|o| format!("`\"{o}\"`")).collect::<Vec<_>>().join(", "),
+                    options
+                        .iter()
+                        .map(|o| format!("`\"{o}\"`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     json_kind(&err.instance)
                 ))
                 .at(origins.value(&pointer));
@@ -594,11 +714,16 @@ pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
             K::Type { .. } | K::OneOfNotValid { .. } | K::AnyOf { .. } => {
                 let options = node.map(enum_options).unwrap_or_default();
                 let expected = if options.is_empty() {
-                    node.map(expected_kind).unwrap_or_else(|| "a valid value".into())
+                    node.map(expected_kind)
+                        .unwrap_or_else(|| "a valid value".into())
                 } else {
                     format!(
                         "one of {}",
-                        options.iter().map(|o| format!("`\"{o}\"`")).collect::<Vec<_>>().join(", ")
+                        options
+                            .iter()
+                            .map(|o| format!("`\"{o}\"`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 };
                 let mut d = Diagnostic::new(format!(

@@ -5,7 +5,9 @@ mod diag;
 mod load;
 mod types;
 
-pub use diag::{Diagnostic, Diagnostics, Origin, Source, Sources, did_you_mean, display_key, line_col};
+pub use diag::{
+    Diagnostic, Diagnostics, Origin, Source, Sources, did_you_mean, display_key, line_col,
+};
 pub use load::{Loaded, Origins, Overrides, load, schema, schema_diagnostics};
 pub use types::*;
 
@@ -27,7 +29,10 @@ pub fn reference_markdown() -> String {
             if let Some(r) = v.get("$ref").and_then(Value::as_str) {
                 v = schema.pointer(r.trim_start_matches('#')).unwrap_or(v);
             } else if let Some(alts) = v.get("anyOf").and_then(Value::as_array) {
-                match alts.iter().find(|a| a.get("type") != Some(&Value::from("null"))) {
+                match alts
+                    .iter()
+                    .find(|a| a.get("type") != Some(&Value::from("null")))
+                {
                     Some(a) => v = a,
                     None => break,
                 }
@@ -40,32 +45,84 @@ pub fn reference_markdown() -> String {
     let resolve = |v: &Value| resolve_in(&schema, v);
     fn kind(v: &Value) -> String {
         if let Some(e) = v.get("enum").and_then(Value::as_array) {
-            return e.iter().filter_map(Value::as_str).map(|s| format!("`\"{s}\"`")).collect::<Vec<_>>().join(" \\| ");
+            return e
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|s| format!("`\"{s}\"`"))
+                .collect::<Vec<_>>()
+                .join(" \\| ");
         }
         if let Some(alts) = v.get("oneOf").and_then(Value::as_array) {
-            return alts.iter().filter_map(|a| a.get("const").and_then(Value::as_str)).map(|s| format!("`\"{s}\"`")).collect::<Vec<_>>().join(" \\| ");
+            return alts
+                .iter()
+                .filter_map(|a| a.get("const").and_then(Value::as_str))
+                .map(|s| format!("`\"{s}\"`"))
+                .collect::<Vec<_>>()
+                .join(" \\| ");
         }
         match v.get("type") {
             Some(Value::String(t)) => t.clone(),
-            Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect::<Vec<_>>().join(" or "),
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|t| *t != "null")
+                .collect::<Vec<_>>()
+                .join(" or "),
             _ => "table".into(),
         }
     }
     fn walk(resolve: &dyn Fn(&Value) -> Value, node: &Value, prefix: &str, rows: &mut Vec<String>) {
         let node = resolve(node);
-        let Some(props) = node.get("properties").and_then(Value::as_object) else { return };
-        let required: Vec<&str> = node.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let Some(props) = node.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        let required: Vec<&str> = node
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         for (key, raw) in props {
-            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
             let v = resolve(raw);
-            let desc = raw.get("description").or_else(|| v.get("description")).and_then(Value::as_str).unwrap_or("").replace('\n', " ");
-            let default = raw.get("default").map(|d| format!("`{d}`")).unwrap_or_else(|| if required.contains(&key.as_str()) { "required".into() } else { "".into() });
+            let desc = raw
+                .get("description")
+                .or_else(|| v.get("description"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .replace('\n', " ");
+            let default = raw
+                .get("default")
+                .map(|d| format!("`{d}`"))
+                .unwrap_or_else(|| {
+                    if required.contains(&key.as_str()) {
+                        "required".into()
+                    } else {
+                        "".into()
+                    }
+                });
             let is_table = v.get("properties").is_some();
             let items = v.get("items").map(resolve);
-            let map = v.get("additionalProperties").filter(|a| a.is_object()).map(resolve);
-            let k = if is_table { "table".into() } else if let Some(it) = &items {
-                if it.get("properties").is_some() { "array of tables".into() } else { format!("array of {}", kind(it)) }
-            } else if map.is_some() { "table of named tables".into() } else { kind(&v) };
+            let map = v
+                .get("additionalProperties")
+                .filter(|a| a.is_object())
+                .map(resolve);
+            let k = if is_table {
+                "table".into()
+            } else if let Some(it) = &items {
+                if it.get("properties").is_some() {
+                    "array of tables".into()
+                } else {
+                    format!("array of {}", kind(it))
+                }
+            } else if map.is_some() {
+                "table of named tables".into()
+            } else {
+                kind(&v)
+            };
             rows.push(format!("| `{path}` | {k} | {default} | {desc} |"));
             if is_table {
                 walk(resolve, &v, &path, rows);

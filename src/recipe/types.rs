@@ -179,7 +179,10 @@ pub struct Normalize {
 
 impl Default for Normalize {
     fn default() -> Self {
-        Self { mean: vec![0.5], std: vec![0.5] }
+        Self {
+            mean: vec![0.5],
+            std: vec![0.5],
+        }
     }
 }
 
@@ -528,7 +531,10 @@ pub struct Rate {
 
 impl Default for Rate {
     fn default() -> Self {
-        Self { calibration_batches: 1, batch_size: None }
+        Self {
+            calibration_batches: 1,
+            batch_size: None,
+        }
     }
 }
 
@@ -657,7 +663,11 @@ fn default_tracking_uri() -> String {
 
 impl Default for Tracking {
     fn default() -> Self {
-        Self { uri: default_tracking_uri(), experiment: None, fallback_to_local: false }
+        Self {
+            uri: default_tracking_uri(),
+            experiment: None,
+            fallback_to_local: false,
+        }
     }
 }
 
@@ -677,6 +687,8 @@ fn default_devices() -> Vec<String> {
 
 impl Default for Runtime {
     fn default() -> Self {
-        Self { devices: default_devices() }
+        Self {
+            devices: default_devices(),
+        }
     }
 }

@@ -27,7 +27,11 @@ pub struct OpSpec {
 impl OpSpec {
     /// Squeeze-excitation channels for `cin` input channels (0 when SE is off).
     pub fn se_channels(&self, cin: usize) -> usize {
-        if self.se > 0.0 { ((cin as f64 * self.se) as usize).max(1) } else { 0 }
+        if self.se > 0.0 {
+            ((cin as f64 * self.se) as usize).max(1)
+        } else {
+            0
+        }
     }
 }
 
@@ -75,7 +79,11 @@ impl Cost {
 impl std::ops::Add for Cost {
     type Output = Cost;
     fn add(self, o: Cost) -> Cost {
-        Cost { macs: self.macs + o.macs, bn_elems: self.bn_elems + o.bn_elems, params: self.params + o.params }
+        Cost {
+            macs: self.macs + o.macs,
+            bn_elems: self.bn_elems + o.bn_elems,
+            params: self.params + o.params,
+        }
     }
 }
 
@@ -92,15 +100,30 @@ impl std::iter::Sum for Cost {
 }
 
 /// A convolution (no bias) followed by BatchNorm, "SAME" padding.
-pub fn conv_bn_cost(cin: usize, cout: usize, kernel: usize, stride: usize, groups: usize, size: usize) -> Cost {
+pub fn conv_bn_cost(
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+    size: usize,
+) -> Cost {
     let out = size.div_ceil(stride) as u64;
     let weights = (cout * (cin / groups) * kernel * kernel) as u64;
-    Cost { macs: weights * out * out, bn_elems: cout as u64 * out * out, params: weights + 2 * cout as u64 }
+    Cost {
+        macs: weights * out * out,
+        bn_elems: cout as u64 * out * out,
+        params: weights + 2 * cout as u64,
+    }
 }
 
 /// A linear layer with bias.
 pub fn linear_cost(cin: usize, cout: usize) -> Cost {
-    Cost { macs: (cin * cout) as u64, bn_elems: 0, params: (cin * cout + cout) as u64 }
+    Cost {
+        macs: (cin * cout) as u64,
+        bn_elems: 0,
+        params: (cin * cout + cout) as u64,
+    }
 }
 
 /// Cost of an MBConv layer: 1x1 expand + BN (skipped at expansion 1), depthwise + BN, SE (two
@@ -144,15 +167,35 @@ impl CellSpec {
     pub fn layer(&self, i: usize) -> LayerShape {
         let last = i + 1 == self.layers;
         let cin = if i == 0 { self.cin } else { self.hidden };
-        let cout = if last && !self.adapter { self.cout } else { self.hidden };
-        let (stride, size) = if i == 0 { (self.stride, self.size) } else { (1, self.size.div_ceil(self.stride)) };
-        LayerShape { cin, cout, stride, size }
+        let cout = if last && !self.adapter {
+            self.cout
+        } else {
+            self.hidden
+        };
+        let (stride, size) = if i == 0 {
+            (self.stride, self.size)
+        } else {
+            (1, self.size.div_ceil(self.stride))
+        };
+        LayerShape {
+            cin,
+            cout,
+            stride,
+            size,
+        }
     }
 
     /// Cost of the adapter (zero without one).
     pub fn adapter_cost(&self) -> Cost {
         if self.adapter {
-            conv_bn_cost(self.hidden, self.cout, 1, 1, 1, self.size.div_ceil(self.stride))
+            conv_bn_cost(
+                self.hidden,
+                self.cout,
+                1,
+                1,
+                1,
+                self.size.div_ceil(self.stride),
+            )
         } else {
             Cost::default()
         }
@@ -173,13 +216,20 @@ pub struct BlockSpace {
 impl BlockSpace {
     /// Number of paths: the sum over cells of K^L.
     pub fn num_paths(&self) -> f64 {
-        self.cells.iter().map(|c| (self.ops.len() as f64).powi(c.layers as i32)).sum()
+        self.cells
+            .iter()
+            .map(|c| (self.ops.len() as f64).powi(c.layers as i32))
+            .sum()
     }
 
     /// Cost of a path.
     pub fn path_cost(&self, path: &Path) -> Cost {
         let cell = &self.cells[path.cell];
-        path.ops.iter().enumerate().map(|(i, &o)| mbconv_cost(&self.ops[o], &cell.layer(i))).sum::<Cost>()
+        path.ops
+            .iter()
+            .enumerate()
+            .map(|(i, &o)| mbconv_cost(&self.ops[o], &cell.layer(i)))
+            .sum::<Cost>()
             + cell.adapter_cost()
     }
 
@@ -203,7 +253,11 @@ impl BlockSpace {
 
     /// The textual form of a path: `c1:k5e6-k3e3`.
     pub fn path_name(&self, path: &Path) -> String {
-        let ops: Vec<&str> = path.ops.iter().map(|&o| self.ops[o].name.as_str()).collect();
+        let ops: Vec<&str> = path
+            .ops
+            .iter()
+            .map(|&o| self.ops[o].name.as_str())
+            .collect();
         format!("c{}:{}", path.cell, ops.join("-"))
     }
 
@@ -216,7 +270,12 @@ impl BlockSpace {
             .strip_prefix('c')
             .and_then(|c| c.parse().ok())
             .filter(|&c| c < self.cells.len())
-            .ok_or_else(|| format!("`{text}`: `{cell}` is not a cell of this block (c0..c{})", self.cells.len() - 1))?;
+            .ok_or_else(|| {
+                format!(
+                    "`{text}`: `{cell}` is not a cell of this block (c0..c{})",
+                    self.cells.len() - 1
+                )
+            })?;
         let ops = ops
             .split('-')
             .map(|name| {
@@ -227,7 +286,11 @@ impl BlockSpace {
             })
             .collect::<Result<Vec<_>, _>>()?;
         if ops.len() != self.cells[cell].layers {
-            return Err(format!("`{text}`: cell {cell} has {} layers, the path names {}", self.cells[cell].layers, ops.len()));
+            return Err(format!(
+                "`{text}`: cell {cell} has {} layers, the path names {}",
+                self.cells[cell].layers,
+                ops.len()
+            ));
         }
         Ok(Path { cell, ops })
     }
@@ -271,7 +334,14 @@ pub struct Space {
 impl Space {
     /// Cost of the stem, head and classifier (shared by every architecture).
     pub fn fixed_cost(&self) -> Cost {
-        let stem = conv_bn_cost(self.image_channels, self.stem, 3, self.stem_stride, 1, self.image_size);
+        let stem = conv_bn_cost(
+            self.image_channels,
+            self.stem,
+            3,
+            self.stem_stride,
+            1,
+            self.image_size,
+        );
         let last = self.blocks.last().map(|b| {
             let c = &b.cells[0];
             (c.cout, c.size.div_ceil(c.stride))
@@ -282,7 +352,13 @@ impl Space {
 
     /// Cost of an architecture.
     pub fn cost(&self, arch: &Architecture) -> Cost {
-        self.fixed_cost() + self.blocks.iter().zip(&arch.paths).map(|(b, p)| b.path_cost(p)).sum::<Cost>()
+        self.fixed_cost()
+            + self
+                .blocks
+                .iter()
+                .zip(&arch.paths)
+                .map(|(b, p)| b.path_cost(p))
+                .sum::<Cost>()
     }
 
     /// Number of architectures.
@@ -292,7 +368,12 @@ impl Space {
 
     /// The textual form of an architecture: block paths joined by ` | `.
     pub fn arch_name(&self, arch: &Architecture) -> String {
-        self.blocks.iter().zip(&arch.paths).map(|(b, p)| b.path_name(p)).collect::<Vec<_>>().join(" | ")
+        self.blocks
+            .iter()
+            .zip(&arch.paths)
+            .map(|(b, p)| b.path_name(p))
+            .collect::<Vec<_>>()
+            .join(" | ")
     }
 
     /// The cheapest and the most expensive architecture, by a cost measure.
@@ -302,7 +383,8 @@ impl Space {
         for b in &self.blocks {
             let (mut blo, mut bhi) = (u64::MAX, 0);
             for cell in &b.cells {
-                let (mut clo, mut chi) = (measure(&cell.adapter_cost()), measure(&cell.adapter_cost()));
+                let (mut clo, mut chi) =
+                    (measure(&cell.adapter_cost()), measure(&cell.adapter_cost()));
                 for i in 0..cell.layers {
                     let l = cell.layer(i);
                     let costs = b.ops.iter().map(|o| measure(&mbconv_cost(o, &l)));

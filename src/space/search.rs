@@ -62,7 +62,11 @@ impl Front {
     /// The best rating with cost at most `budget` (infinity when nothing fits).
     pub fn best_within(&self, budget: f64) -> f64 {
         let n = self.0.partition_point(|p| p.0 <= budget);
-        if n == 0 { f64::INFINITY } else { self.0[n - 1].1 }
+        if n == 0 {
+            f64::INFINITY
+        } else {
+            self.0[n - 1].1
+        }
     }
 
     /// The best rating at any cost.
@@ -106,7 +110,11 @@ pub fn top_k(blocks: &[Vec<Candidate>], fixed: [f64; 2], limits: [f64; 2], k: us
     // Cheapest secondary cost of blocks i..n.
     let mut min_sec = vec![0.0; n + 1];
     for i in (0..n).rev() {
-        min_sec[i] = min_sec[i + 1] + blocks[i].iter().map(|c| c.cost[1]).fold(f64::INFINITY, f64::min);
+        min_sec[i] = min_sec[i + 1]
+            + blocks[i]
+                .iter()
+                .map(|c| c.cost[1])
+                .fold(f64::INFINITY, f64::min);
     }
     let order: Vec<Vec<usize>> = blocks
         .iter()
@@ -119,7 +127,13 @@ pub fn top_k(blocks: &[Vec<Candidate>], fixed: [f64; 2], limits: [f64; 2], k: us
     let mut heap: BinaryHeap<Entry> = BinaryHeap::new();
     let mut choice = Vec::with_capacity(n);
     let remaining = [limits[0] - fixed[0], limits[1] - fixed[1]];
-    let ctx = Ctx { blocks, fronts: &fronts, min_sec: &min_sec, order: &order, k };
+    let ctx = Ctx {
+        blocks,
+        fronts: &fronts,
+        min_sec: &min_sec,
+        order: &order,
+        k,
+    };
     dfs(&ctx, 0, 0.0, remaining, &mut choice, &mut heap);
     let mut found: Vec<Found> = heap
         .into_vec()
@@ -130,7 +144,11 @@ pub fn top_k(blocks: &[Vec<Candidate>], fixed: [f64; 2], limits: [f64; 2], k: us
             rating,
         })
         .collect();
-    found.sort_by(|a, b| a.rating.total_cmp(&b.rating).then_with(|| a.choice.cmp(&b.choice)));
+    found.sort_by(|a, b| {
+        a.rating
+            .total_cmp(&b.rating)
+            .then_with(|| a.choice.cmp(&b.choice))
+    });
     found
 }
 
@@ -142,7 +160,14 @@ struct Ctx<'a> {
     k: usize,
 }
 
-fn dfs(ctx: &Ctx, i: usize, so_far: f64, remaining: [f64; 2], choice: &mut Vec<usize>, heap: &mut BinaryHeap<Entry>) {
+fn dfs(
+    ctx: &Ctx,
+    i: usize,
+    so_far: f64,
+    remaining: [f64; 2],
+    choice: &mut Vec<usize>,
+    heap: &mut BinaryHeap<Entry>,
+) {
     let n = ctx.blocks.len();
     if i == n {
         let used = choice.iter().enumerate().fold([0.0, 0.0], |acc, (b, &c)| {
@@ -155,7 +180,13 @@ fn dfs(ctx: &Ctx, i: usize, so_far: f64, remaining: [f64; 2], choice: &mut Vec<u
         }
         return;
     }
-    let kth = |heap: &BinaryHeap<Entry>| if heap.len() < ctx.k { f64::INFINITY } else { heap.peek().unwrap().0 };
+    let kth = |heap: &BinaryHeap<Entry>| {
+        if heap.len() < ctx.k {
+            f64::INFINITY
+        } else {
+            heap.peek().unwrap().0
+        }
+    };
     let next = &ctx.fronts[i + 1];
     for &c in &ctx.order[i] {
         let cand = ctx.blocks[i][c];
@@ -170,27 +201,51 @@ fn dfs(ctx: &Ctx, i: usize, so_far: f64, remaining: [f64; 2], choice: &mut Vec<u
             continue;
         }
         choice.push(c);
-        dfs(ctx, i + 1, so_far + cand.rating, [remaining[0] - cand.cost[0], remaining[1] - cand.cost[1]], choice, heap);
+        dfs(
+            ctx,
+            i + 1,
+            so_far + cand.rating,
+            [remaining[0] - cand.cost[0], remaining[1] - cand.cost[1]],
+            choice,
+            heap,
+        );
         choice.pop();
     }
 }
 
 /// Every architecture, for testing: the exact top-k by enumeration.
-pub fn brute_force(blocks: &[Vec<Candidate>], fixed: [f64; 2], limits: [f64; 2], k: usize) -> Vec<Found> {
+pub fn brute_force(
+    blocks: &[Vec<Candidate>],
+    fixed: [f64; 2],
+    limits: [f64; 2],
+    k: usize,
+) -> Vec<Found> {
     let mut all = Vec::new();
     let mut idx = vec![0usize; blocks.len()];
     loop {
-        let rating: f64 = idx.iter().enumerate().map(|(b, &c)| blocks[b][c].rating).sum();
+        let rating: f64 = idx
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| blocks[b][c].rating)
+            .sum();
         let cost = idx.iter().enumerate().fold(fixed, |acc, (b, &c)| {
             [acc[0] + blocks[b][c].cost[0], acc[1] + blocks[b][c].cost[1]]
         });
         if cost[0] <= limits[0] && cost[1] <= limits[1] {
-            all.push(Found { choice: idx.clone(), rating, cost });
+            all.push(Found {
+                choice: idx.clone(),
+                rating,
+                cost,
+            });
         }
         let mut b = blocks.len();
         loop {
             if b == 0 {
-                all.sort_by(|a, b| a.rating.total_cmp(&b.rating).then_with(|| a.choice.cmp(&b.choice)));
+                all.sort_by(|a, b| {
+                    a.rating
+                        .total_cmp(&b.rating)
+                        .then_with(|| a.choice.cmp(&b.choice))
+                });
                 all.truncate(k);
                 return all;
             }

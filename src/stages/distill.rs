@@ -60,7 +60,10 @@ struct Job {
 
 /// A uniformly random path of a cell.
 pub fn sample_path(rng: &mut ChaCha8Rng, cell: usize, layers: usize, ops: usize) -> Path {
-    Path { cell, ops: (0..layers).map(|_| rng.random_range(0..ops)).collect() }
+    Path {
+        cell,
+        ops: (0..layers).map(|_| rng.random_range(0..ops)).collect(),
+    }
 }
 
 /// Distills the given blocks (all unfinished ones when `only` is `None`).
@@ -75,7 +78,11 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
         }
         let dir = block_dir(ctx, i);
         let state: BlockState = read_json(&dir.join("state.json"))?.unwrap_or_default();
-        let mut net = crate::nn::initialize(SuperBlock::new(&plan.space, i, &ad), &ctx.device, r.experiment.seed ^ 0xB10C ^ ((i as u64) << 16));
+        let mut net = crate::nn::initialize(
+            SuperBlock::new(&plan.space, i, &ad),
+            &ctx.device,
+            r.experiment.seed ^ 0xB10C ^ ((i as u64) << 16),
+        );
         let mut optim = AdamConfig::new()
             .with_weight_decay(Some(WeightDecayConfig::new(r.distill.weight_decay as f32)))
             .init();
@@ -84,14 +91,30 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
             let p = dir.join("optim.bpk");
             optim = optim.load(&p).map_err(|e| RunError::file(&p, e))?;
         }
-        let run = ctx.track.child(&format!("distill/block{i}"), &[("block".into(), i.to_string())])?;
-        ctx.track.tracker.log_params(&run, &[
-            ("block".into(), i.to_string()),
-            ("target".into(), plan.space.blocks[i].target.clone()),
-            ("lr".into(), plan.block_lr[i].to_string()),
-            ("paths".into(), format!("{}", plan.space.blocks[i].num_paths())),
-        ])?;
-        jobs.push(Job { index: i, net, optim, state, run, epoch_loss: 0.0 });
+        let run = ctx.track.child(
+            &format!("distill/block{i}"),
+            &[("block".into(), i.to_string())],
+        )?;
+        ctx.track.tracker.log_params(
+            &run,
+            &[
+                ("block".into(), i.to_string()),
+                ("target".into(), plan.space.blocks[i].target.clone()),
+                ("lr".into(), plan.block_lr[i].to_string()),
+                (
+                    "paths".into(),
+                    format!("{}", plan.space.blocks[i].num_paths()),
+                ),
+            ],
+        )?;
+        jobs.push(Job {
+            index: i,
+            net,
+            optim,
+            state,
+            run,
+            epoch_loss: 0.0,
+        });
     }
     if jobs.is_empty() {
         return Ok(());
@@ -100,15 +123,31 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
     let batch = r.distill.batch_size.unwrap_or(d.batch_size);
     let seed = r.experiment.seed;
     let stages: Vec<usize> = plan.taps.iter().map(|t| t.stage).collect();
-    let teacher_mode = if plan.teacher.eval_mode { Mode::Eval } else { Mode::TRAIN };
+    let teacher_mode = if plan.teacher.eval_mode {
+        Mode::Eval
+    } else {
+        Mode::TRAIN
+    };
     let pre = Preprocess::new(d, true);
     // Blocks in one process advance together: one teacher forward feeds them all.
     let start_epoch = jobs.iter().map(|j| j.state.epochs_done).min().unwrap_or(0);
     for epoch in start_epoch..r.distill.epochs {
-        let order = batches(&ctx.data.search, batch, Some(seed ^ 0xD15 ^ (epoch as u64) << 8));
-        let skip = jobs.iter().filter(|j| j.state.epochs_done == epoch).map(|j| j.state.steps_done).min().unwrap_or(0);
+        let order = batches(
+            &ctx.data.search,
+            batch,
+            Some(seed ^ 0xD15 ^ (epoch as u64) << 8),
+        );
+        let skip = jobs
+            .iter()
+            .filter(|j| j.state.epochs_done == epoch)
+            .map(|j| j.state.steps_done)
+            .min()
+            .unwrap_or(0);
         let steps = order.len();
-        let pb = progress(steps as u64, &format!("distill e{}/{}", epoch + 1, r.distill.epochs));
+        let pb = progress(
+            steps as u64,
+            &format!("distill e{}/{}", epoch + 1, r.distill.epochs),
+        );
         pb.set_position(skip as u64);
         let started = Instant::now();
         for job in jobs.iter_mut() {
@@ -118,7 +157,13 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
                 0.0
             };
         }
-        let loader = Loader::start(ctx.data.train.clone(), order[skip..].to_vec(), pre.clone(), seed.wrapping_add(epoch as u64 * 1_000_003 + skip as u64), d.workers);
+        let loader = Loader::start(
+            ctx.data.train.clone(),
+            order[skip..].to_vec(),
+            pre.clone(),
+            seed.wrapping_add(epoch as u64 * 1_000_003 + skip as u64),
+            d.workers,
+        );
         for (k, b) in loader.enumerate() {
             let step = skip + k;
             if ctx.stopping() {
@@ -136,9 +181,16 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
                     continue;
                 }
                 let i = job.index;
-                let input = if i == 0 { x.clone() } else { taps[i - 1].clone() }.autodiff();
+                let input = if i == 0 {
+                    x.clone()
+                } else {
+                    taps[i - 1].clone()
+                }
+                .autodiff();
                 let target = taps[i].clone().autodiff();
-                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((i as u64) << 40) ^ ((epoch as u64) << 20) ^ step as u64);
+                let mut rng = ChaCha8Rng::seed_from_u64(
+                    seed ^ ((i as u64) << 40) ^ ((epoch as u64) << 20) ^ step as u64,
+                );
                 let block = &plan.space.blocks[i];
                 let mut loss: Option<Tensor<1>> = None;
                 for (ci, cell) in block.cells.iter().enumerate() {
@@ -160,7 +212,13 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
                 losses.push((i, value));
             }
             pb.inc(1);
-            pb.set_message(losses.iter().map(|(i, l)| format!("b{i} {l:.4}")).collect::<Vec<_>>().join(" "));
+            pb.set_message(
+                losses
+                    .iter()
+                    .map(|(i, l)| format!("b{i} {l:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
         }
         pb.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
@@ -177,12 +235,25 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
             save_job(ctx, job, epoch + 1, 0)?;
             let lr = plan.block_lr[job.index] * r.distill.lr_decay.powi(epoch as i32);
             let images_per_s = (steps * batch) as f64 / secs.max(1e-9);
-            ctx.track.metrics(&job.run, epoch as i64, &[("distill_loss", mean), ("lr", lr), ("images_per_s", images_per_s)])?;
-            tracing::info!("distill block {}: epoch {} loss {mean:.5} ({images_per_s:.0} images/s)", job.index, epoch + 1);
+            ctx.track.metrics(
+                &job.run,
+                epoch as i64,
+                &[
+                    ("distill_loss", mean),
+                    ("lr", lr),
+                    ("images_per_s", images_per_s),
+                ],
+            )?;
+            tracing::info!(
+                "distill block {}: epoch {} loss {mean:.5} ({images_per_s:.0} images/s)",
+                job.index,
+                epoch + 1
+            );
         }
     }
     for job in &jobs {
-        ctx.track.end(&format!("distill/block{}", job.index), RunStatus::Finished)?;
+        ctx.track
+            .end(&format!("distill/block{}", job.index), RunStatus::Finished)?;
     }
     Ok(())
 }

@@ -59,13 +59,18 @@ pub enum RunError {
     #[error("{0}")]
     Device(String),
     /// Ctrl-C: the run saved its state and stopped.
-    #[error("stopped by the user; everything finished so far is saved. Resume with `dnarun resume {0}`")]
+    #[error(
+        "stopped by the user; everything finished so far is saved. Resume with `dnarun resume {0}`"
+    )]
     Stopped(PathBuf),
 }
 
 impl RunError {
     pub(crate) fn file(path: &Path, e: impl std::fmt::Display) -> RunError {
-        RunError::File { path: path.to_path_buf(), problem: e.to_string() }
+        RunError::File {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        }
     }
 }
 
@@ -77,7 +82,9 @@ pub fn read_ids(dir: &Path) -> BTreeMap<String, String> {
     if let Ok(rd) = std::fs::read_dir(dir.join("tracking")) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let (Some(stem), Ok(id)) = (name.strip_suffix(".id"), std::fs::read_to_string(e.path())) {
+            if let (Some(stem), Ok(id)) =
+                (name.strip_suffix(".id"), std::fs::read_to_string(e.path()))
+            {
                 out.insert(stem.replace("__", "/"), id.trim().to_string());
             }
         }
@@ -87,7 +94,11 @@ pub fn read_ids(dir: &Path) -> BTreeMap<String, String> {
 
 /// Records the id of a tracked run of a run directory.
 pub fn write_id(dir: &Path, name: &str, id: &str) -> Result<(), RunError> {
-    write_atomic(&dir.join("tracking").join(format!("{}.id", name.replace('/', "__"))), id.as_bytes())
+    write_atomic(
+        &dir.join("tracking")
+            .join(format!("{}.id", name.replace('/', "__"))),
+        id.as_bytes(),
+    )
 }
 
 /// The tracker of a run: the parent run and its named child runs, whose ids survive resumes.
@@ -103,7 +114,12 @@ pub struct Track {
 impl Track {
     /// Wraps a tracker for the run directory `dir`.
     pub fn new(tracker: Box<dyn Tracker>, parent: String, dir: PathBuf) -> Track {
-        Track { tracker, parent, dir, last_ts: 0 }
+        Track {
+            tracker,
+            parent,
+            dir,
+            last_ts: 0,
+        }
     }
 
     /// The child run `name`, started on first use.
@@ -125,13 +141,26 @@ impl Track {
     }
 
     /// Logs metrics at a step, with strictly increasing timestamps.
-    pub fn metrics(&mut self, run: &str, step: i64, values: &[(&str, f64)]) -> Result<(), RunError> {
+    pub fn metrics(
+        &mut self,
+        run: &str,
+        step: i64,
+        values: &[(&str, f64)],
+    ) -> Result<(), RunError> {
         let mut ts = now_ms();
         if ts <= self.last_ts {
             ts = self.last_ts + 1;
         }
         self.last_ts = ts;
-        let m: Vec<Metric> = values.iter().map(|(k, v)| Metric { key: k.to_string(), value: *v, step, timestamp: ts }).collect();
+        let m: Vec<Metric> = values
+            .iter()
+            .map(|(k, v)| Metric {
+                key: k.to_string(),
+                value: *v,
+                step,
+                timestamp: ts,
+            })
+            .collect();
         Ok(self.tracker.log_metrics(run, &m)?)
     }
 
@@ -139,7 +168,6 @@ impl Track {
     pub fn artifact(&mut self, run: &str, file: &Path, dir: &str) -> Result<(), RunError> {
         Ok(self.tracker.log_artifact(run, file, dir)?)
     }
-
 }
 
 /// What every stage gets.
@@ -179,9 +207,11 @@ impl Ctx<'_> {
 pub fn progress(len: u64, prefix: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>14} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     pb.set_prefix(prefix.to_string());
     pb
@@ -216,7 +246,9 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> 
 /// Reads JSON, `None` when the file does not exist.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, RunError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| RunError::file(path, format!("is not valid: {e}"))),
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| RunError::file(path, format!("is not valid: {e}"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(RunError::file(path, e)),
     }
@@ -229,16 +261,24 @@ pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<(), RunError> {
     }
     let tmp = tmp_path(path);
     // `valid` folds pending BatchNorm running-stat updates in; a plain record would miss the last.
-    module.valid().into_record().save(&tmp).map_err(|e| RunError::file(&tmp, e))?;
+    module
+        .valid()
+        .into_record()
+        .save(&tmp)
+        .map_err(|e| RunError::file(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| RunError::file(path, e))
 }
 
 /// Loads weights saved by [`save_module`] into a module of the same shape.
 pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, RunError> {
-    let record = ModuleRecord::load(path).map_err(|e| RunError::file(path, format!("is not a readable Burn record: {e}")))?;
-    module
-        .try_load_record(record)
-        .map_err(|e| RunError::file(path, format!("does not fit the model the recipe describes: {e}")))
+    let record = ModuleRecord::load(path)
+        .map_err(|e| RunError::file(path, format!("is not a readable Burn record: {e}")))?;
+    module.try_load_record(record).map_err(|e| {
+        RunError::file(
+            path,
+            format!("does not fit the model the recipe describes: {e}"),
+        )
+    })
 }
 
 /// Saves an optimizer's state atomically.

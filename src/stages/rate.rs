@@ -100,7 +100,17 @@ fn mae(y: &[Tensor<4>], y_hat: &[Tensor<4>]) -> f64 {
 /// Runs `f` over the calibration batches in train mode, averaging their statistics into the
 /// running ones, and returns the outputs.
 fn calibrate(cal: &[Tensor<4>], f: impl Fn(Tensor<4>, Mode) -> Tensor<4>) -> Vec<Tensor<4>> {
-    cal.iter().enumerate().map(|(t, x)| f(x.clone(), Mode::Train { momentum: 1.0 / (t as f64 + 1.0) })).collect()
+    cal.iter()
+        .enumerate()
+        .map(|(t, x)| {
+            f(
+                x.clone(),
+                Mode::Train {
+                    momentum: 1.0 / (t as f64 + 1.0),
+                },
+            )
+        })
+        .collect()
 }
 
 fn run_all(xs: &[Tensor<4>], f: impl Fn(Tensor<4>, Mode) -> Tensor<4>) -> Vec<Tensor<4>> {
@@ -109,7 +119,11 @@ fn run_all(xs: &[Tensor<4>], f: impl Fn(Tensor<4>, Mode) -> Tensor<4>) -> Vec<Te
 
 /// Rates every path with prefix sharing. Returns (path, rating) in depth-first order and the
 /// number of layer evaluations.
-pub fn rate_block(net: &SuperBlock, block: &BlockSpace, data: &RateData) -> (Vec<(Path, f64)>, usize) {
+pub fn rate_block(
+    net: &SuperBlock,
+    block: &BlockSpace,
+    data: &RateData,
+) -> (Vec<(Path, f64)>, usize) {
     let std = target_std(&data.targets);
     let cal = calibrate(&data.calibration, |x, m| net.enter(x, m));
     let inputs = run_all(&data.inputs, |x, m| net.enter(x, m));
@@ -117,7 +131,19 @@ pub fn rate_block(net: &SuperBlock, block: &BlockSpace, data: &RateData) -> (Vec
     let mut evals = 0;
     for (ci, cell) in block.cells.iter().enumerate() {
         let mut prefix = Vec::with_capacity(cell.layers);
-        dfs(net, block, ci, 0, &cal, &inputs, &data.targets, std, &mut prefix, &mut out, &mut evals);
+        dfs(
+            net,
+            block,
+            ci,
+            0,
+            &cal,
+            &inputs,
+            &data.targets,
+            std,
+            &mut prefix,
+            &mut out,
+            &mut evals,
+        );
     }
     (out, evals)
 }
@@ -145,9 +171,27 @@ fn dfs(
         if layer + 1 == layers {
             calibrate(&cal_out, |x, m| net.exit(cell, x, m));
             let y_hat = run_all(&eval_out, |x, m| net.exit(cell, x, m));
-            out.push((Path { cell, ops: prefix.clone() }, mae(targets, &y_hat) / std));
+            out.push((
+                Path {
+                    cell,
+                    ops: prefix.clone(),
+                },
+                mae(targets, &y_hat) / std,
+            ));
         } else {
-            dfs(net, block, cell, layer + 1, &cal_out, &eval_out, targets, std, prefix, out, evals);
+            dfs(
+                net,
+                block,
+                cell,
+                layer + 1,
+                &cal_out,
+                &eval_out,
+                targets,
+                std,
+                prefix,
+                out,
+                evals,
+            );
         }
         prefix.pop();
     }
@@ -183,7 +227,12 @@ pub fn load_all(ctx: &Ctx) -> Result<Vec<BlockRatings>, RunError> {
     (0..ctx.plan.space.blocks.len())
         .map(|i| {
             let p = ratings_path(ctx, i);
-            read_json(&p)?.ok_or_else(|| RunError::Usage(format!("block {i} has no ratings yet (`{}`); run the `rate` stage first", p.display())))
+            read_json(&p)?.ok_or_else(|| {
+                RunError::Usage(format!(
+                    "block {i} has no ratings yet (`{}`); run the `rate` stage first",
+                    p.display()
+                ))
+            })
         })
         .collect()
 }
@@ -213,7 +262,13 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
     }
     let mut x = Vec::new();
     let mut taps: Vec<Vec<Tensor<4>>> = Vec::new();
-    for b in Loader::start(ctx.data.train.clone(), batches(&ctx.data.rate, batch, None), pre, 0, 1) {
+    for b in Loader::start(
+        ctx.data.train.clone(),
+        batches(&ctx.data.rate, batch, None),
+        pre,
+        0,
+        1,
+    ) {
         let xb = b.images(&ctx.device);
         taps.push(teacher.forward_taps(xb.clone(), &stages, Mode::Eval));
         x.push(xb);
@@ -223,14 +278,18 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
             return Err(ctx.stopped());
         }
         let block = &plan.space.blocks[i];
-        let run = ctx.track.child(&format!("rate/block{i}"), &[("block".into(), i.to_string())])?;
+        let run = ctx.track.child(
+            &format!("rate/block{i}"),
+            &[("block".into(), i.to_string())],
+        )?;
         let net = super::distill::load_block(ctx, i)?;
-        let pick = |xs: &Vec<Tensor<4>>, ts: &Vec<Vec<Tensor<4>>>, tap: Option<usize>| -> Vec<Tensor<4>> {
-            match tap {
-                None => xs.clone(),
-                Some(t) => ts.iter().map(|v| v[t].clone()).collect(),
-            }
-        };
+        let pick =
+            |xs: &Vec<Tensor<4>>, ts: &Vec<Vec<Tensor<4>>>, tap: Option<usize>| -> Vec<Tensor<4>> {
+                match tap {
+                    None => xs.clone(),
+                    Some(t) => ts.iter().map(|v| v[t].clone()).collect(),
+                }
+            };
         let data = RateData {
             calibration: pick(&cal_x, &cal_taps, i.checked_sub(1)),
             inputs: pick(&x, &taps, i.checked_sub(1)),
@@ -257,21 +316,49 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
                 }
             })
             .collect();
-        let best = ratings.iter().map(|r| r.rating).fold(f64::INFINITY, f64::min);
-        let worst = ratings.iter().map(|r| r.rating).fold(f64::NEG_INFINITY, f64::max);
-        let out = BlockRatings { block: i, target: block.target.clone(), ratings, layer_evaluations: evals, seconds };
+        let best = ratings
+            .iter()
+            .map(|r| r.rating)
+            .fold(f64::INFINITY, f64::min);
+        let worst = ratings
+            .iter()
+            .map(|r| r.rating)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let out = BlockRatings {
+            block: i,
+            target: block.target.clone(),
+            ratings,
+            layer_evaluations: evals,
+            seconds,
+        };
         let csv_path = ctx.dir.join("rate").join(format!("block{i}.csv"));
         let mut csv = String::from("path,cell,rating,macs,flops_dna,params\n");
         for r in &out.ratings {
-            csv.push_str(&format!("{},{},{},{},{},{}\n", r.path, r.cell, r.rating, r.macs, r.flops, r.params));
+            csv.push_str(&format!(
+                "{},{},{},{},{},{}\n",
+                r.path, r.cell, r.rating, r.macs, r.flops, r.params
+            ));
         }
         write_atomic(&csv_path, csv.as_bytes())?;
         write_json(&ratings_path(ctx, i), &out)?;
-        ctx.track.metrics(&run, 0, &[("best_rating", best), ("worst_rating", worst), ("paths", out.ratings.len() as f64), ("layer_evaluations", evals as f64), ("seconds", seconds)])?;
+        ctx.track.metrics(
+            &run,
+            0,
+            &[
+                ("best_rating", best),
+                ("worst_rating", worst),
+                ("paths", out.ratings.len() as f64),
+                ("layer_evaluations", evals as f64),
+                ("seconds", seconds),
+            ],
+        )?;
         ctx.track.artifact(&run, &csv_path, "")?;
-        ctx.track.end(&format!("rate/block{i}"), RunStatus::Finished)?;
-        tracing::info!("rated block {i}: {} paths in {seconds:.1}s, best {best:.4}, worst {worst:.4}", out.ratings.len());
+        ctx.track
+            .end(&format!("rate/block{i}"), RunStatus::Finished)?;
+        tracing::info!(
+            "rated block {i}: {} paths in {seconds:.1}s, best {best:.4}, worst {worst:.4}",
+            out.ratings.len()
+        );
     }
     Ok(())
 }
-

@@ -37,7 +37,9 @@ pub struct BlockWork {
 impl Report {
     /// The table as Markdown.
     pub fn markdown(&self) -> String {
-        let mut s = String::from("| architecture | paths | MFLOPs (DNA) | M params | rating | accuracy |\n|---|---|---:|---:|---:|---:|\n");
+        let mut s = String::from(
+            "| architecture | paths | MFLOPs (DNA) | M params | rating | accuracy |\n|---|---|---:|---:|---:|---:|\n",
+        );
         for r in &self.architectures {
             s += &format!(
                 "| {} | `{}` | {:.2} | {:.3} | {:.4} | {:.2}% |\n",
@@ -57,14 +59,20 @@ impl Report {
         }
         s += "\n| block | device | distill s | rate s | paths |\n|---:|---|---:|---:|---:|\n";
         for b in &self.blocks {
-            s += &format!("| {} | {} | {:.1} | {:.1} | {} |\n", b.block, b.device, b.distill_seconds, b.rate_seconds, b.paths);
+            s += &format!(
+                "| {} | {} | {:.1} | {:.1} | {} |\n",
+                b.block, b.device, b.distill_seconds, b.rate_seconds, b.paths
+            );
         }
         s
     }
 
     /// The table for the terminal.
     pub fn table(&self) -> String {
-        let mut s = format!("{:<9} {:>10} {:>9} {:>8} {:>9}  paths\n", "arch", "MFLOPs", "Mparams", "rating", "accuracy");
+        let mut s = format!(
+            "{:<9} {:>10} {:>9} {:>8} {:>9}  paths\n",
+            "arch", "MFLOPs", "Mparams", "rating", "accuracy"
+        );
         for r in &self.architectures {
             s += &format!(
                 "{:<9} {:>10.2} {:>9.3} {:>8.4} {:>8.2}%  {}\n",
@@ -87,7 +95,11 @@ impl Report {
 }
 
 /// Writes the report files and logs the summary.
-pub fn run(ctx: &mut Ctx, teacher_accuracy: Option<f64>, architectures: Vec<Retrained>) -> Result<Report, RunError> {
+pub fn run(
+    ctx: &mut Ctx,
+    teacher_accuracy: Option<f64>,
+    architectures: Vec<Retrained>,
+) -> Result<Report, RunError> {
     let tau = (architectures.len() >= 3).then(|| {
         let neg_rating: Vec<f64> = architectures.iter().map(|r| -r.chosen.rating).collect();
         let acc: Vec<f64> = architectures.iter().map(|r| r.accuracy).collect();
@@ -95,29 +107,58 @@ pub fn run(ctx: &mut Ctx, teacher_accuracy: Option<f64>, architectures: Vec<Retr
     });
     let mut blocks = Vec::new();
     for i in 0..ctx.plan.space.blocks.len() {
-        let d: Option<serde_json::Value> = super::read_json(&super::distill::block_dir(ctx, i).join("state.json"))?;
+        let d: Option<serde_json::Value> =
+            super::read_json(&super::distill::block_dir(ctx, i).join("state.json"))?;
         let r: Option<serde_json::Value> = super::read_json(&super::rate::ratings_path(ctx, i))?;
         blocks.push(BlockWork {
             block: i,
             device: ctx.plan.devices[0].to_string(),
-            distill_seconds: d.as_ref().and_then(|d| d["seconds"].as_f64()).unwrap_or(0.0),
-            rate_seconds: r.as_ref().and_then(|r| r["seconds"].as_f64()).unwrap_or(0.0),
-            paths: r.as_ref().and_then(|r| r["ratings"].as_array().map(Vec::len)).unwrap_or(0),
+            distill_seconds: d
+                .as_ref()
+                .and_then(|d| d["seconds"].as_f64())
+                .unwrap_or(0.0),
+            rate_seconds: r
+                .as_ref()
+                .and_then(|r| r["seconds"].as_f64())
+                .unwrap_or(0.0),
+            paths: r
+                .as_ref()
+                .and_then(|r| r["ratings"].as_array().map(Vec::len))
+                .unwrap_or(0),
         });
     }
-    let report = Report { teacher_accuracy, architectures, kendall_tau: tau, blocks };
+    let report = Report {
+        teacher_accuracy,
+        architectures,
+        kendall_tau: tau,
+        blocks,
+    };
     let md = ctx.dir.join("report.md");
     write_atomic(&md, report.markdown().as_bytes())?;
     let mut csv = String::from("name,paths,macs,flops_dna,params,rating,accuracy,control\n");
     for r in &report.architectures {
-        csv += &format!("{},{},{},{},{},{},{},{}\n", r.chosen.name, r.chosen.paths.join(" "), r.chosen.macs, r.chosen.flops_dna, r.chosen.params, r.chosen.rating, r.accuracy, r.control);
+        csv += &format!(
+            "{},{},{},{},{},{},{},{}\n",
+            r.chosen.name,
+            r.chosen.paths.join(" "),
+            r.chosen.macs,
+            r.chosen.flops_dna,
+            r.chosen.params,
+            r.chosen.rating,
+            r.accuracy,
+            r.control
+        );
     }
     let csv_path = ctx.dir.join("report.csv");
     write_atomic(&csv_path, csv.as_bytes())?;
     let json = ctx.dir.join("report.json");
     write_json(&json, &report)?;
     let parent = ctx.track.parent.clone();
-    let mut m: Vec<(String, f64)> = report.architectures.iter().map(|r| (format!("accuracy_{}", r.chosen.name), r.accuracy)).collect();
+    let mut m: Vec<(String, f64)> = report
+        .architectures
+        .iter()
+        .map(|r| (format!("accuracy_{}", r.chosen.name), r.accuracy))
+        .collect();
     if let Some(best) = report.architectures.first() {
         m.push(("best_accuracy".into(), best.accuracy));
     }
@@ -129,7 +170,12 @@ pub fn run(ctx: &mut Ctx, teacher_accuracy: Option<f64>, architectures: Vec<Retr
     }
     let refs: Vec<(&str, f64)> = m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     ctx.track.metrics(&parent, 0, &refs)?;
-    for f in [&md, &csv_path, &json, &ctx.dir.join("search").join("pareto.svg")] {
+    for f in [
+        &md,
+        &csv_path,
+        &json,
+        &ctx.dir.join("search").join("pareto.svg"),
+    ] {
         if f.exists() {
             ctx.track.artifact(&parent, f, "")?;
         }

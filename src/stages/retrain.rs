@@ -42,8 +42,10 @@ pub struct ArchFile {
 impl ArchFile {
     /// Reads an architecture file.
     pub fn read(path: &Path) -> Result<ArchFile, RunError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RunError::file(path, format!("cannot be read: {e}")))?;
-        toml::from_str(&text).map_err(|e| RunError::file(path, format!("is not a valid architecture file: {e}")))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| RunError::file(path, format!("cannot be read: {e}")))?;
+        toml::from_str(&text)
+            .map_err(|e| RunError::file(path, format!("is not a valid architecture file: {e}")))
     }
 
     /// The architecture in a plan's space.
@@ -78,7 +80,12 @@ pub struct Retrained {
 }
 
 /// Retrains one architecture into `dir`.
-pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, dir: &Path, recipe_rel: &str) -> Result<f64, RunError> {
+pub fn retrain_one(
+    ctx: &mut Ctx,
+    chosen: &Chosen,
+    dir: &Path,
+    recipe_rel: &str,
+) -> Result<f64, RunError> {
     let arch = ArchFile {
         recipe: recipe_rel.into(),
         name: chosen.name.clone(),
@@ -91,37 +98,73 @@ pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, dir: &Path, recipe_rel: &str)
     };
     let architecture = arch.architecture(ctx.plan)?;
     let header = "# An architecture found by dnarun. Retrain it from scratch with `dnarun retrain arch.toml`.\n";
-    write_atomic(&dir.join("arch.toml"), format!("{header}{}", toml::to_string(&arch).expect("toml")).as_bytes())?;
-    let run = ctx.track.child(&format!("retrain/{}", chosen.name), &[("architecture".into(), chosen.paths.join(" | "))])?;
-    ctx.track.tracker.log_params(&run, &[
-        ("architecture".into(), chosen.paths.join(" | ")),
-        ("rating".into(), chosen.rating.to_string()),
-        ("params".into(), chosen.params.to_string()),
-        ("flops_dna".into(), chosen.flops_dna.to_string()),
-    ])?;
+    write_atomic(
+        &dir.join("arch.toml"),
+        format!("{header}{}", toml::to_string(&arch).expect("toml")).as_bytes(),
+    )?;
+    let run = ctx.track.child(
+        &format!("retrain/{}", chosen.name),
+        &[("architecture".into(), chosen.paths.join(" | "))],
+    )?;
+    ctx.track.tracker.log_params(
+        &run,
+        &[
+            ("architecture".into(), chosen.paths.join(" | ")),
+            ("rating".into(), chosen.rating.to_string()),
+            ("params".into(), chosen.params.to_string()),
+            ("flops_dna".into(), chosen.flops_dna.to_string()),
+        ],
+    )?;
     let settings = ctx.plan.recipe.retrain.settings();
     let space = ctx.plan.space.clone();
-    let seed = ctx.plan.recipe.experiment.seed ^ 0x5E7A ^ chosen.name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-    let (model, acc) = train_classifier(ctx, dir, &run, &settings, seed, |dev| Student::new(&space, &architecture, dev))?;
+    let seed = ctx.plan.recipe.experiment.seed
+        ^ 0x5E7A
+        ^ chosen
+            .name
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    let (model, acc) = train_classifier(ctx, dir, &run, &settings, seed, |dev| {
+        Student::new(&space, &architecture, dev)
+    })?;
     crate::nn::torch::export_safetensors(&model, &dir.join("model.safetensors"))?;
-    let done = ArchFile { accuracy: Some(acc), ..arch };
-    write_atomic(&dir.join("arch.toml"), format!("{header}{}", toml::to_string(&done).expect("toml")).as_bytes())?;
+    let done = ArchFile {
+        accuracy: Some(acc),
+        ..arch
+    };
+    write_atomic(
+        &dir.join("arch.toml"),
+        format!("{header}{}", toml::to_string(&done).expect("toml")).as_bytes(),
+    )?;
     ctx.track.artifact(&run, &dir.join("arch.toml"), "")?;
-    ctx.track.end(&format!("retrain/{}", chosen.name), RunStatus::Finished)?;
+    ctx.track
+        .end(&format!("retrain/{}", chosen.name), RunStatus::Finished)?;
     Ok(acc)
 }
 
 /// Retrains every chosen architecture and control.
 pub fn run(ctx: &mut Ctx, result: &SearchResult) -> Result<Vec<Retrained>, RunError> {
     let mut out = Vec::new();
-    for (chosen, control) in result.top.iter().map(|c| (c, false)).chain(result.controls.iter().map(|c| (c, true))) {
+    for (chosen, control) in result
+        .top
+        .iter()
+        .map(|c| (c, false))
+        .chain(result.controls.iter().map(|c| (c, true)))
+    {
         if ctx.stopping() {
             return Err(ctx.stopped());
         }
         let dir = ctx.dir.join("retrain").join(&chosen.name);
         let acc = retrain_one(ctx, chosen, &dir, "../../dnarun.lock")?;
-        tracing::info!("retrained {}: test accuracy {:.2}%", chosen.name, acc * 100.0);
-        out.push(Retrained { chosen: chosen.clone(), accuracy: acc, control });
+        tracing::info!(
+            "retrained {}: test accuracy {:.2}%",
+            chosen.name,
+            acc * 100.0
+        );
+        out.push(Retrained {
+            chosen: chosen.clone(),
+            accuracy: acc,
+            control,
+        });
     }
     Ok(out)
 }
@@ -146,5 +189,9 @@ pub fn kendall_tau(a: &[f64], b: &[f64]) -> f64 {
         }
     }
     let denom = ((conc + disc + ta) * (conc + disc + tb)).sqrt();
-    if denom == 0.0 { 0.0 } else { (conc - disc) / denom }
+    if denom == 0.0 {
+        0.0
+    } else {
+        (conc - disc) / denom
+    }
 }

@@ -60,7 +60,13 @@ pub fn describe(plan: &Plan, name: &str, arch: &Architecture, rating: f64) -> Ch
     let c = plan.space.cost(arch);
     Chosen {
         name: name.into(),
-        paths: plan.space.blocks.iter().zip(&arch.paths).map(|(b, p)| b.path_name(p)).collect(),
+        paths: plan
+            .space
+            .blocks
+            .iter()
+            .zip(&arch.paths)
+            .map(|(b, p)| b.path_name(p))
+            .collect(),
         rating,
         macs: c.macs,
         flops_dna: c.flops(FlopsConvention::Dna),
@@ -78,14 +84,26 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
             r.ratings
                 .iter()
                 .map(|x| {
-                    let c = b.path_cost(&Path { cell: x.cell, ops: x.ops.clone() });
-                    Candidate { rating: x.rating, cost: [plan.measures[0].of(&c) as f64, plan.measures[1].of(&c) as f64] }
+                    let c = b.path_cost(&Path {
+                        cell: x.cell,
+                        ops: x.ops.clone(),
+                    });
+                    Candidate {
+                        rating: x.rating,
+                        cost: [
+                            plan.measures[0].of(&c) as f64,
+                            plan.measures[1].of(&c) as f64,
+                        ],
+                    }
                 })
                 .collect()
         })
         .collect();
     let fixed = plan.space.fixed_cost();
-    let fixed = [plan.measures[0].of(&fixed) as f64, plan.measures[1].of(&fixed) as f64];
+    let fixed = [
+        plan.measures[0].of(&fixed) as f64,
+        plan.measures[1].of(&fixed) as f64,
+    ];
     let k = plan.recipe.search.top_k;
     let found = top_k(&blocks, fixed, plan.limits, k);
     if found.is_empty() {
@@ -94,19 +112,51 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
         ));
     }
     let arch_of = |choice: &[usize]| Architecture {
-        paths: choice.iter().zip(ratings).map(|(&c, r)| Path { cell: r.ratings[c].cell, ops: r.ratings[c].ops.clone() }).collect(),
+        paths: choice
+            .iter()
+            .zip(ratings)
+            .map(|(&c, r)| Path {
+                cell: r.ratings[c].cell,
+                ops: r.ratings[c].ops.clone(),
+            })
+            .collect(),
     };
-    let top = found.iter().enumerate().map(|(i, f)| describe(plan, &format!("top{}", i + 1), &arch_of(&f.choice), f.rating)).collect();
+    let top = found
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            describe(
+                plan,
+                &format!("top{}", i + 1),
+                &arch_of(&f.choice),
+                f.rating,
+            )
+        })
+        .collect();
     let mut controls = Vec::new();
     let mut rng = ChaCha8Rng::seed_from_u64(plan.recipe.experiment.seed ^ 0x5EED);
     let mut tries = 0;
     while controls.len() < plan.recipe.retrain.random_controls && tries < 1_000_000 {
         tries += 1;
-        let choice: Vec<usize> = blocks.iter().map(|b| rng.random_range(0..b.len())).collect();
-        let cost = choice.iter().enumerate().fold(fixed, |a, (i, &c)| [a[0] + blocks[i][c].cost[0], a[1] + blocks[i][c].cost[1]]);
+        let choice: Vec<usize> = blocks
+            .iter()
+            .map(|b| rng.random_range(0..b.len()))
+            .collect();
+        let cost = choice.iter().enumerate().fold(fixed, |a, (i, &c)| {
+            [a[0] + blocks[i][c].cost[0], a[1] + blocks[i][c].cost[1]]
+        });
         if cost[0] <= plan.limits[0] && cost[1] <= plan.limits[1] {
-            let rating = choice.iter().enumerate().map(|(i, &c)| blocks[i][c].rating).sum();
-            controls.push(describe(plan, &format!("random{}", controls.len() + 1), &arch_of(&choice), rating));
+            let rating = choice
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| blocks[i][c].rating)
+                .sum();
+            controls.push(describe(
+                plan,
+                &format!("random{}", controls.len() + 1),
+                &arch_of(&choice),
+                rating,
+            ));
         }
     }
     let front: Front = suffix_fronts(&blocks).swap_remove(0);
@@ -123,27 +173,78 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
 pub fn pareto_svg(result: &SearchResult, limit: f64) -> String {
     let (w, h, m) = (640.0, 420.0, 60.0);
     let mut pts: Vec<(f64, f64)> = result.front.clone();
-    let chosen: Vec<(f64, f64, &str)> = result.top.iter().chain(&result.controls).map(|c| {
-        let x = match result.measure.as_str() { "params" => c.params as f64, "macs" => c.macs as f64, _ => c.flops_dna as f64 };
-        (x, c.rating, c.name.as_str())
-    }).collect();
+    let chosen: Vec<(f64, f64, &str)> = result
+        .top
+        .iter()
+        .chain(&result.controls)
+        .map(|c| {
+            let x = match result.measure.as_str() {
+                "params" => c.params as f64,
+                "macs" => c.macs as f64,
+                _ => c.flops_dna as f64,
+            };
+            (x, c.rating, c.name.as_str())
+        })
+        .collect();
     pts.extend(chosen.iter().map(|c| (c.0, c.1)));
-    let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| (a.0.min(p.0), a.1.max(p.0)));
-    let (y0, y1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+    let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+        (a.0.min(p.0), a.1.max(p.0))
+    });
+    let (y0, y1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+        (a.0.min(p.1), a.1.max(p.1))
+    });
     let sx = |x: f64| m + (x - x0) / (x1 - x0).max(1e-9) * (w - 2.0 * m);
     let sy = |y: f64| h - m - (y - y0) / (y1 - y0).max(1e-9) * (h - 2.0 * m);
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
-    s += &format!("<line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n", h - m, w - m, h - m, h - m);
-    s += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{} ({:.3e} .. {:.3e})</text>\n", w / 2.0, h - 20.0, result.measure, x0, x1);
-    s += &format!("<text x=\"15\" y=\"{}\" transform=\"rotate(-90 15 {})\" text-anchor=\"middle\">summed rating ({y0:.3} .. {y1:.3})</text>\n", h / 2.0, h / 2.0);
-    let line: Vec<String> = result.front.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
-    s += &format!("<polyline points=\"{}\" fill=\"none\" stroke=\"steelblue\" stroke-width=\"1.5\"/>\n", line.join(" "));
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    s += &format!(
+        "<line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n",
+        h - m,
+        w - m,
+        h - m,
+        h - m
+    );
+    s += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{} ({:.3e} .. {:.3e})</text>\n",
+        w / 2.0,
+        h - 20.0,
+        result.measure,
+        x0,
+        x1
+    );
+    s += &format!(
+        "<text x=\"15\" y=\"{}\" transform=\"rotate(-90 15 {})\" text-anchor=\"middle\">summed rating ({y0:.3} .. {y1:.3})</text>\n",
+        h / 2.0,
+        h / 2.0
+    );
+    let line: Vec<String> = result
+        .front
+        .iter()
+        .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+        .collect();
+    s += &format!(
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"steelblue\" stroke-width=\"1.5\"/>\n",
+        line.join(" ")
+    );
     if limit.is_finite() && limit >= x0 && limit <= x1 {
-        s += &format!("<line x1=\"{0:.1}\" y1=\"{m}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"grey\" stroke-dasharray=\"4\"/>\n", sx(limit), h - m);
+        s += &format!(
+            "<line x1=\"{0:.1}\" y1=\"{m}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"grey\" stroke-dasharray=\"4\"/>\n",
+            sx(limit),
+            h - m
+        );
     }
     for (x, y, name) in chosen {
-        let color = if name.starts_with("top") { "crimson" } else { "darkorange" };
-        s += &format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\"><title>{name}</title></circle>\n", sx(x), sy(y));
+        let color = if name.starts_with("top") {
+            "crimson"
+        } else {
+            "darkorange"
+        };
+        s += &format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\"><title>{name}</title></circle>\n",
+            sx(x),
+            sy(y)
+        );
     }
     s + "</svg>\n"
 }
@@ -160,10 +261,23 @@ pub fn run(ctx: &mut Ctx) -> Result<SearchResult, RunError> {
     write_atomic(&svg, pareto_svg(&result, ctx.plan.limits[0]).as_bytes())?;
     write_json(&path, &result)?;
     let run = ctx.track.child("search", &[])?;
-    ctx.track.metrics(&run, 0, &[("best_rating", result.top[0].rating), ("front_points", result.front.len() as f64), ("seconds", result.seconds)])?;
+    ctx.track.metrics(
+        &run,
+        0,
+        &[
+            ("best_rating", result.top[0].rating),
+            ("front_points", result.front.len() as f64),
+            ("seconds", result.seconds),
+        ],
+    )?;
     ctx.track.artifact(&run, &path, "")?;
     ctx.track.artifact(&run, &svg, "")?;
     ctx.track.end("search", RunStatus::Finished)?;
-    tracing::info!("search: best rating {:.4} ({} front points, {:.3}s)", result.top[0].rating, result.front.len(), result.seconds);
+    tracing::info!(
+        "search: best rating {:.4} ({} front points, {:.3}s)",
+        result.top[0].rating,
+        result.front.len(),
+        result.seconds
+    );
     Ok(result)
 }

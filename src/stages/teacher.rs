@@ -30,11 +30,26 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
     let teacher = match ctx.plan.teacher.weights.clone() {
         Some((path, format)) => {
             let t = match format {
-                WeightFormat::TorchLegacy => torch::load_teacher(&path, &ctx.plan.teacher, d.channels, d.classes, &ctx.device)?,
-                WeightFormat::Safetensors => torch::load_teacher_safetensors(&path, &ctx.plan.teacher, d.channels, d.classes, &ctx.device)?,
+                WeightFormat::TorchLegacy => torch::load_teacher(
+                    &path,
+                    &ctx.plan.teacher,
+                    d.channels,
+                    d.classes,
+                    &ctx.device,
+                )?,
+                WeightFormat::Safetensors => torch::load_teacher_safetensors(
+                    &path,
+                    &ctx.plan.teacher,
+                    d.channels,
+                    d.classes,
+                    &ctx.device,
+                )?,
                 WeightFormat::Burn => {
                     if !path.exists() {
-                        return Err(super::RunError::file(&path, "does not exist; check `teacher.weights.path` (relative to the recipe)"));
+                        return Err(super::RunError::file(
+                            &path,
+                            "does not exist; check `teacher.weights.path` (relative to the recipe)",
+                        ));
                     }
                     load_module(build(ctx, &ctx.device), &path)?
                 }
@@ -44,20 +59,34 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
             let acc = match read_json::<Loaded>(&state_path)? {
                 Some(l) => l.accuracy,
                 None => {
-                    let acc = evaluate(&t, &ctx.data.test, &ctx.data.test_idx, &Preprocess::new(d, false), batch, &ctx.device);
+                    let acc = evaluate(
+                        &t,
+                        &ctx.data.test,
+                        &ctx.data.test_idx,
+                        &Preprocess::new(d, false),
+                        batch,
+                        &ctx.device,
+                    );
                     write_json(&state_path, &Loaded { accuracy: acc })?;
                     ctx.track.metrics(&run, 0, &[("test_accuracy", acc)])?;
                     acc
                 }
             };
-            tracing::info!("teacher loaded from `{}`: test accuracy {:.2}%", path.display(), acc * 100.0);
+            tracing::info!(
+                "teacher loaded from `{}`: test accuracy {:.2}%",
+                path.display(),
+                acc * 100.0
+            );
             t
         }
         None => {
             let settings = ctx.plan.teacher.train.clone();
             let ctx_seed = |ctx: &Ctx, salt: u64| ctx.plan.recipe.experiment.seed ^ salt;
             let (spec, channels, classes) = (ctx.plan.teacher.clone(), d.channels, d.classes);
-            let (t, acc) = train_classifier(ctx, &dir, &run, &settings, ctx_seed(ctx, 0x7EAC), |dev| Teacher::new(&spec, channels, classes, dev))?;
+            let (t, acc) =
+                train_classifier(ctx, &dir, &run, &settings, ctx_seed(ctx, 0x7EAC), |dev| {
+                    Teacher::new(&spec, channels, classes, dev)
+                })?;
             tracing::info!("teacher trained: test accuracy {:.2}%", acc * 100.0);
             t
         }
@@ -67,7 +96,8 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
     if !export.exists() {
         torch::export_teacher_safetensors(&teacher, &export)?;
     }
-    ctx.track.end("teacher", crate::track::RunStatus::Finished)?;
+    ctx.track
+        .end("teacher", crate::track::RunStatus::Finished)?;
     Ok(teacher)
 }
 
@@ -83,7 +113,10 @@ fn check_taps(ctx: &Ctx, teacher: &Teacher) -> Result<(), RunError> {
         if [c, h, w] != tap.shape {
             return Err(RunError::Usage(format!(
                 "`teacher.taps[{i}].shape` is {:?}, but the teacher's stage {} outputs {:?}; write `shape = {:?}`",
-                tap.shape, tap.stage, [c, h, w], [c, h, w]
+                tap.shape,
+                tap.stage,
+                [c, h, w],
+                [c, h, w]
             )));
         }
     }

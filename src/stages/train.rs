@@ -46,11 +46,25 @@ pub struct TrainState {
 }
 
 /// Top-1 accuracy of a model (in eval mode) on some images.
-pub fn evaluate<M: Classifier>(model: &M, images: &Arc<Images>, idx: &[usize], pre: &Preprocess, batch: usize, device: &Device) -> f64 {
+pub fn evaluate<M: Classifier>(
+    model: &M,
+    images: &Arc<Images>,
+    idx: &[usize],
+    pre: &Preprocess,
+    batch: usize,
+    device: &Device,
+) -> f64 {
     let mut correct = 0usize;
     for b in Loader::start(images.clone(), batches(idx, batch, None), pre.clone(), 0, 1) {
-        let pred = model.logits(b.images(device), Mode::Eval).argmax(1).reshape([b.labels.len()]);
-        let pred: Vec<i64> = pred.into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
+        let pred = model
+            .logits(b.images(device), Mode::Eval)
+            .argmax(1)
+            .reshape([b.labels.len()]);
+        let pred: Vec<i64> = pred
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap_or_default();
         correct += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();
     }
     correct as f64 / idx.len().max(1) as f64
@@ -79,7 +93,9 @@ pub fn train_classifier<M: Classifier>(
         .init();
     if state.epochs_done > 0 {
         model = load_module(model, &model_path)?;
-        optim = optim.load(&optim_path).map_err(|e| RunError::file(&optim_path, e))?;
+        optim = optim
+            .load(&optim_path)
+            .map_err(|e| RunError::file(&optim_path, e))?;
     }
     let batch = settings.batch_size.unwrap_or(d.batch_size);
     let test_pre = Preprocess::new(d, false);
@@ -91,10 +107,27 @@ pub fn train_classifier<M: Classifier>(
     let seed = plan.recipe.experiment.seed;
     for epoch in state.epochs_done..settings.epochs {
         let lr = settings.lr * settings.lr_decay.powi(epoch as i32);
-        let order = batches(&ctx.data.train_idx, batch, Some(seed ^ (epoch as u64 + 1) * 7919));
-        let pb = progress(order.len() as u64, &format!("{} e{}", dir.file_name().unwrap_or_default().to_string_lossy(), epoch + 1));
+        let order = batches(
+            &ctx.data.train_idx,
+            batch,
+            Some(seed ^ (epoch as u64 + 1) * 7919),
+        );
+        let pb = progress(
+            order.len() as u64,
+            &format!(
+                "{} e{}",
+                dir.file_name().unwrap_or_default().to_string_lossy(),
+                epoch + 1
+            ),
+        );
         let (mut sum, mut n) = (0.0, 0usize);
-        for b in Loader::start(ctx.data.train.clone(), order, train_pre.clone(), seed.wrapping_mul(31).wrapping_add(epoch as u64 * 100_003), d.workers) {
+        for b in Loader::start(
+            ctx.data.train.clone(),
+            order,
+            train_pre.clone(),
+            seed.wrapping_mul(31).wrapping_add(epoch as u64 * 100_003),
+            d.workers,
+        ) {
             if ctx.stopping() {
                 pb.abandon();
                 return Err(ctx.stopped());
@@ -116,14 +149,22 @@ pub fn train_classifier<M: Classifier>(
         save_module(&model, &model_path)?;
         save_optim(&optim, &optim_path)?;
         write_json(&state_path, &state)?;
-        ctx.track.metrics(run, epoch as i64, &[("train_loss", mean), ("lr", lr)])?;
+        ctx.track
+            .metrics(run, epoch as i64, &[("train_loss", mean), ("lr", lr)])?;
         tracing::info!("{}: epoch {} loss {mean:.4}", dir.display(), epoch + 1);
     }
     let eval = model.valid();
-    let acc = evaluate(&eval, &ctx.data.test, &ctx.data.test_idx, &test_pre, batch, &ctx.device);
+    let acc = evaluate(
+        &eval,
+        &ctx.data.test,
+        &ctx.data.test_idx,
+        &test_pre,
+        batch,
+        &ctx.device,
+    );
     state.accuracy = Some(acc);
     write_json(&state_path, &state)?;
-    ctx.track.metrics(run, settings.epochs as i64, &[("test_accuracy", acc)])?;
+    ctx.track
+        .metrics(run, settings.epochs as i64, &[("test_accuracy", acc)])?;
     Ok((eval, acc))
 }
-

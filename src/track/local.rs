@@ -17,7 +17,10 @@ pub struct LocalStore {
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> TrackError {
-    TrackError::Store { path: path.to_path_buf(), problem: e.to_string() }
+    TrackError::Store {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    }
 }
 
 /// A temp name beside `path`, unique to this process and call: processes running blocks at
@@ -67,12 +70,17 @@ impl LocalStore {
         let mut found = None;
         for entry in fs::read_dir(&root).map_err(|e| err(&root, e))?.flatten() {
             let meta = entry.path().join("meta.yaml");
-            let Ok(text) = fs::read_to_string(&meta) else { continue };
+            let Ok(text) = fs::read_to_string(&meta) else {
+                continue;
+            };
             let id = entry.file_name().to_string_lossy().into_owned();
             if let Ok(n) = id.parse::<u64>() {
                 max_id = max_id.max(n);
             }
-            if text.lines().any(|l| l.trim() == format!("name: {}", yaml_str(name)) || l.trim() == format!("name: {name}")) {
+            if text.lines().any(|l| {
+                l.trim() == format!("name: {}", yaml_str(name))
+                    || l.trim() == format!("name: {name}")
+            }) {
                 found = Some(id);
             }
         }
@@ -90,18 +98,36 @@ impl LocalStore {
                         yaml_str(name)
                     ),
                 )?;
-                write_atomic(&dir.join("tags").join("mlflow.experimentKind"), "custom_model_development")?;
+                write_atomic(
+                    &dir.join("tags").join("mlflow.experimentKind"),
+                    "custom_model_development",
+                )?;
                 id
             }
         };
-        Ok(LocalStore { root, experiment_id, runs: HashMap::new() })
+        Ok(LocalStore {
+            root,
+            experiment_id,
+            runs: HashMap::new(),
+        })
     }
 
     fn run_dir(&mut self, run: &str) -> PathBuf {
-        self.runs.entry(run.to_string()).or_insert_with(|| self.root.join(&self.experiment_id).join(run)).clone()
+        self.runs
+            .entry(run.to_string())
+            .or_insert_with(|| self.root.join(&self.experiment_id).join(run))
+            .clone()
     }
 
-    fn write_meta(&self, dir: &Path, run: &str, name: &str, start: i64, end: Option<i64>, status: RunStatus) -> Result<(), TrackError> {
+    fn write_meta(
+        &self,
+        dir: &Path,
+        run: &str,
+        name: &str,
+        start: i64,
+        end: Option<i64>,
+        status: RunStatus,
+    ) -> Result<(), TrackError> {
         let status = match status {
             RunStatus::Running => 1,
             RunStatus::Finished => 3,
@@ -123,7 +149,10 @@ impl LocalStore {
 
     fn read_meta(dir: &Path) -> Option<(String, i64)> {
         let text = fs::read_to_string(dir.join("meta.yaml")).ok()?;
-        let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()));
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+        };
         let name = get("run_name:")?.trim_matches('\'').replace("''", "'");
         let start = get("start_time:")?.parse().ok()?;
         Some((name, start))
@@ -147,7 +176,12 @@ fn format_value(v: f64) -> String {
 }
 
 impl Tracker for LocalStore {
-    fn start_run(&mut self, name: &str, parent: Option<&str>, tags: &[(String, String)]) -> Result<String, TrackError> {
+    fn start_run(
+        &mut self,
+        name: &str,
+        parent: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<String, TrackError> {
         let run = new_run_id();
         let dir = self.run_dir(&run);
         for sub in ["metrics", "params", "artifacts", "tags"] {
@@ -186,8 +220,13 @@ impl Tracker for LocalStore {
             if let Some(d) = p.parent() {
                 fs::create_dir_all(d).map_err(|e| err(d, e))?;
             }
-            let mut f = fs::OpenOptions::new().create(true).append(true).open(&p).map_err(|e| err(&p, e))?;
-            writeln!(f, "{} {} {}", m.timestamp, format_value(m.value), m.step).map_err(|e| err(&p, e))?;
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .map_err(|e| err(&p, e))?;
+            writeln!(f, "{} {} {}", m.timestamp, format_value(m.value), m.step)
+                .map_err(|e| err(&p, e))?;
         }
         Ok(())
     }

@@ -18,9 +18,23 @@ use super::{Metric, RunStatus, TrackError, Tracker, now_ms};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 enum Op {
-    LogBatch { run_id: String, metrics: Vec<(String, f64, i64, i64)>, params: Vec<(String, String)>, tags: Vec<(String, String)> },
-    Artifact { experiment_id: String, run_id: String, file: PathBuf, dir: String },
-    End { run_id: String, status: String, end_time: i64 },
+    LogBatch {
+        run_id: String,
+        metrics: Vec<(String, f64, i64, i64)>,
+        params: Vec<(String, String)>,
+        tags: Vec<(String, String)>,
+    },
+    Artifact {
+        experiment_id: String,
+        run_id: String,
+        file: PathBuf,
+        dir: String,
+    },
+    End {
+        run_id: String,
+        status: String,
+        end_time: i64,
+    },
 }
 
 enum Msg {
@@ -60,15 +74,24 @@ fn post(agent: &ureq::Agent, uri: &str, endpoint: &str, body: &Value) -> Result<
             let text = r.body_mut().read_to_string().unwrap_or_default();
             match status {
                 200..=299 => Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
-                429 | 500..=599 => Err(CallError::Transient(format!("answered {status} to `{endpoint}`: {text}"))),
-                _ => Err(CallError::Fatal(format!("refused `{endpoint}` ({status}): {text}"))),
+                429 | 500..=599 => Err(CallError::Transient(format!(
+                    "answered {status} to `{endpoint}`: {text}"
+                ))),
+                _ => Err(CallError::Fatal(format!(
+                    "refused `{endpoint}` ({status}): {text}"
+                ))),
             }
         }
         Err(e) => Err(CallError::Transient(format!("cannot be reached: {e}"))),
     }
 }
 
-fn get(agent: &ureq::Agent, uri: &str, endpoint: &str, query: &[(&str, &str)]) -> Result<(u16, Value), CallError> {
+fn get(
+    agent: &ureq::Agent,
+    uri: &str,
+    endpoint: &str,
+    query: &[(&str, &str)],
+) -> Result<(u16, Value), CallError> {
     let url = format!("{uri}/api/2.0/mlflow/{endpoint}");
     let mut req = agent.get(&url);
     for (k, v) in query {
@@ -99,7 +122,12 @@ fn metric_value(v: f64) -> Value {
 
 fn send(agent: &ureq::Agent, uri: &str, op: &Op) -> Result<(), CallError> {
     match op {
-        Op::LogBatch { run_id, metrics, params, tags } => {
+        Op::LogBatch {
+            run_id,
+            metrics,
+            params,
+            tags,
+        } => {
             // log-batch takes at most 1000 metrics, 100 params and 100 tags per call.
             let mut m = metrics.chunks(1000).peekable();
             let mut p = params.chunks(100).peekable();
@@ -108,34 +136,77 @@ fn send(agent: &ureq::Agent, uri: &str, op: &Op) -> Result<(), CallError> {
                 let ms: Vec<Value> = m.next().unwrap_or(&[]).iter()
                     .map(|(k, v, s, ts)| json!({"key": k, "value": metric_value(*v), "step": s, "timestamp": ts}))
                     .collect();
-                let ps: Vec<Value> = p.next().unwrap_or(&[]).iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
-                let ts: Vec<Value> = t.next().unwrap_or(&[]).iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
-                post(agent, uri, "runs/log-batch", &json!({"run_id": run_id, "metrics": ms, "params": ps, "tags": ts}))?;
+                let ps: Vec<Value> = p
+                    .next()
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|(k, v)| json!({"key": k, "value": v}))
+                    .collect();
+                let ts: Vec<Value> = t
+                    .next()
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|(k, v)| json!({"key": k, "value": v}))
+                    .collect();
+                post(
+                    agent,
+                    uri,
+                    "runs/log-batch",
+                    &json!({"run_id": run_id, "metrics": ms, "params": ps, "tags": ts}),
+                )?;
             }
             Ok(())
         }
-        Op::Artifact { experiment_id, run_id, file, dir } => {
-            let bytes = std::fs::read(file).map_err(|e| CallError::Fatal(format!("cannot read artifact `{}`: {e}", file.display())))?;
+        Op::Artifact {
+            experiment_id,
+            run_id,
+            file,
+            dir,
+        } => {
+            let bytes = std::fs::read(file).map_err(|e| {
+                CallError::Fatal(format!("cannot read artifact `{}`: {e}", file.display()))
+            })?;
             let name = file.file_name().unwrap_or_default().to_string_lossy();
-            let path = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
-            let url = format!("{uri}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/{path}");
+            let path = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
+            let url = format!(
+                "{uri}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/{path}"
+            );
             match agent.put(&url).send(&bytes[..]) {
                 Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
-                    Err(CallError::Transient(format!("answered {} to an artifact upload", r.status())))
-                }
-                Ok(r) => Err(CallError::Fatal(format!("refused an artifact upload ({})", r.status()))),
+                Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => Err(
+                    CallError::Transient(format!("answered {} to an artifact upload", r.status())),
+                ),
+                Ok(r) => Err(CallError::Fatal(format!(
+                    "refused an artifact upload ({})",
+                    r.status()
+                ))),
                 Err(e) => Err(CallError::Transient(format!("cannot be reached: {e}"))),
             }
         }
-        Op::End { run_id, status, end_time } => {
-            post(agent, uri, "runs/update", &json!({"run_id": run_id, "status": status, "end_time": end_time})).map(|_| ())
-        }
+        Op::End {
+            run_id,
+            status,
+            end_time,
+        } => post(
+            agent,
+            uri,
+            "runs/update",
+            &json!({"run_id": run_id, "status": status, "end_time": end_time}),
+        )
+        .map(|_| ()),
     }
 }
 
 fn write_spool(path: &Path, pending: &VecDeque<Op>) {
-    let text: String = pending.iter().filter_map(|op| serde_json::to_string(op).ok()).map(|l| l + "\n").collect();
+    let text: String = pending
+        .iter()
+        .filter_map(|op| serde_json::to_string(op).ok())
+        .map(|l| l + "\n")
+        .collect();
     if pending.is_empty() {
         let _ = std::fs::remove_file(path);
         return;
@@ -148,7 +219,11 @@ fn write_spool(path: &Path, pending: &VecDeque<Op>) {
 
 fn read_spool(path: &Path) -> VecDeque<Op> {
     std::fs::read_to_string(path)
-        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -170,7 +245,10 @@ fn worker(uri: String, spool: PathBuf, rx: Receiver<Msg>) {
                     pending.pop_front();
                 }
                 Err(CallError::Transient(m)) => {
-                    tracing::debug!("MLflow server unavailable ({m}); keeping {} calls in the spool", pending.len());
+                    tracing::debug!(
+                        "MLflow server unavailable ({m}); keeping {} calls in the spool",
+                        pending.len()
+                    );
                     *next_try = Instant::now() + *backoff;
                     *backoff = (*backoff * 2).min(Duration::from_secs(10));
                     break;
@@ -182,7 +260,11 @@ fn worker(uri: String, spool: PathBuf, rx: Receiver<Msg>) {
         }
     };
     // Keeps sending until everything is out or `limit` has passed; answers how much is left.
-    let flush = |pending: &mut VecDeque<Op>, backoff: &mut Duration, next_try: &mut Instant, limit: Duration, reply: &Sender<usize>| {
+    let flush = |pending: &mut VecDeque<Op>,
+                 backoff: &mut Duration,
+                 next_try: &mut Instant,
+                 limit: Duration,
+                 reply: &Sender<usize>| {
         let deadline = Instant::now() + limit;
         loop {
             drain(pending, backoff, next_try);
@@ -214,7 +296,9 @@ fn worker(uri: String, spool: PathBuf, rx: Receiver<Msg>) {
                     write_spool(&spool, &pending);
                 }
             }
-            Ok(Msg::Flush(limit, reply)) => flush(&mut pending, &mut backoff, &mut next_try, limit, &reply),
+            Ok(Msg::Flush(limit, reply)) => {
+                flush(&mut pending, &mut backoff, &mut next_try, limit, &reply)
+            }
             Err(RecvTimeoutError::Timeout) => {
                 if !pending.is_empty() && Instant::now() >= next_try {
                     drain(&mut pending, &mut backoff, &mut next_try);
@@ -235,30 +319,64 @@ impl MlflowServer {
     pub fn connect(uri: &str, experiment: &str, spool: &Path) -> Result<MlflowServer, TrackError> {
         let uri = uri.trim_end_matches('/').to_string();
         let agent = agent();
-        let fail = |problem: String| TrackError::Server { uri: uri.clone(), problem };
+        let fail = |problem: String| TrackError::Server {
+            uri: uri.clone(),
+            problem,
+        };
         match agent.get(format!("{uri}/health")).call() {
             Ok(r) if r.status().is_success() => {}
-            Ok(r) => return Err(fail(format!("answered {} to `/health`; is it an MLflow server?", r.status()))),
-            Err(e) => return Err(fail(format!(
-                "cannot be reached ({e}); start it, fix `tracking.uri`, or set `tracking.fallback_to_local = true` to write to the local store instead"
-            ))),
+            Ok(r) => {
+                return Err(fail(format!(
+                    "answered {} to `/health`; is it an MLflow server?",
+                    r.status()
+                )));
+            }
+            Err(e) => {
+                return Err(fail(format!(
+                    "cannot be reached ({e}); start it, fix `tracking.uri`, or set `tracking.fallback_to_local = true` to write to the local store instead"
+                )));
+            }
         }
-        let experiment_id = match get(&agent, &uri, "experiments/get-by-name", &[("experiment_name", experiment)]) {
-            Ok((200, v)) => v["experiment"]["experiment_id"].as_str().unwrap_or_default().to_string(),
-            Ok(_) => match post(&agent, &uri, "experiments/create", &json!({"name": experiment})) {
+        let experiment_id = match get(
+            &agent,
+            &uri,
+            "experiments/get-by-name",
+            &[("experiment_name", experiment)],
+        ) {
+            Ok((200, v)) => v["experiment"]["experiment_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            Ok(_) => match post(
+                &agent,
+                &uri,
+                "experiments/create",
+                &json!({"name": experiment}),
+            ) {
                 Ok(v) => v["experiment_id"].as_str().unwrap_or_default().to_string(),
                 Err(CallError::Transient(m) | CallError::Fatal(m)) => return Err(fail(m)),
             },
             Err(CallError::Transient(m) | CallError::Fatal(m)) => return Err(fail(m)),
         };
         // MLflow 3 opens experiments in a GenAI view unless told this one holds training runs.
-        let _ = post(&agent, &uri, "experiments/set-experiment-tag", &json!({
-            "experiment_id": experiment_id, "key": "mlflow.experimentKind", "value": "custom_model_development"
-        }));
+        let _ = post(
+            &agent,
+            &uri,
+            "experiments/set-experiment-tag",
+            &json!({
+                "experiment_id": experiment_id, "key": "mlflow.experimentKind", "value": "custom_model_development"
+            }),
+        );
         let (tx, rx) = sync_channel(1024);
         let (u, s) = (uri.clone(), spool.to_path_buf());
         let worker = std::thread::spawn(move || worker(u, s, rx));
-        Ok(MlflowServer { uri, agent, experiment_id, queue: tx, worker: Some(worker) })
+        Ok(MlflowServer {
+            uri,
+            agent,
+            experiment_id,
+            queue: tx,
+            worker: Some(worker),
+        })
     }
 
     /// The experiment id.
@@ -274,7 +392,11 @@ impl MlflowServer {
 impl Drop for MlflowServer {
     fn drop(&mut self) {
         let (tx, rx) = channel();
-        if self.queue.send(Msg::Flush(Duration::from_secs(5), tx)).is_ok() {
+        if self
+            .queue
+            .send(Msg::Flush(Duration::from_secs(5), tx))
+            .is_ok()
+        {
             let _ = rx.recv();
         }
         // Closing the queue ends the worker, which writes what is left to the spool.
@@ -287,8 +409,16 @@ impl Drop for MlflowServer {
 }
 
 impl Tracker for MlflowServer {
-    fn start_run(&mut self, name: &str, parent: Option<&str>, tags: &[(String, String)]) -> Result<String, TrackError> {
-        let mut all: Vec<Value> = vec![json!({"key": "mlflow.runName", "value": name}), json!({"key": "mlflow.source.name", "value": "dnarun"})];
+    fn start_run(
+        &mut self,
+        name: &str,
+        parent: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<String, TrackError> {
+        let mut all: Vec<Value> = vec![
+            json!({"key": "mlflow.runName", "value": name}),
+            json!({"key": "mlflow.source.name", "value": "dnarun"}),
+        ];
         if let Some(p) = parent {
             all.push(json!({"key": "mlflow.parentRunId", "value": p}));
         }
@@ -298,56 +428,98 @@ impl Tracker for MlflowServer {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             match post(&self.agent, &self.uri, "runs/create", &body) {
-                Ok(v) => return Ok(v["run"]["info"]["run_id"].as_str().unwrap_or_default().to_string()),
+                Ok(v) => {
+                    return Ok(v["run"]["info"]["run_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string());
+                }
                 Err(CallError::Transient(m)) if Instant::now() < deadline => {
                     tracing::warn!("MLflow server {m}; retrying `runs/create` in {wait:?}");
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
                 Err(CallError::Transient(m) | CallError::Fatal(m)) => {
-                    return Err(TrackError::Server { uri: self.uri.clone(), problem: m });
+                    return Err(TrackError::Server {
+                        uri: self.uri.clone(),
+                        problem: m,
+                    });
                 }
             }
         }
     }
 
     fn log_params(&mut self, run: &str, params: &[(String, String)]) -> Result<(), TrackError> {
-        self.enqueue(Op::LogBatch { run_id: run.into(), metrics: vec![], params: params.to_vec(), tags: vec![] });
+        self.enqueue(Op::LogBatch {
+            run_id: run.into(),
+            metrics: vec![],
+            params: params.to_vec(),
+            tags: vec![],
+        });
         Ok(())
     }
 
     fn log_metrics(&mut self, run: &str, metrics: &[Metric]) -> Result<(), TrackError> {
-        let metrics = metrics.iter().map(|m| (m.key.clone(), m.value, m.step, m.timestamp)).collect();
-        self.enqueue(Op::LogBatch { run_id: run.into(), metrics, params: vec![], tags: vec![] });
+        let metrics = metrics
+            .iter()
+            .map(|m| (m.key.clone(), m.value, m.step, m.timestamp))
+            .collect();
+        self.enqueue(Op::LogBatch {
+            run_id: run.into(),
+            metrics,
+            params: vec![],
+            tags: vec![],
+        });
         Ok(())
     }
 
     fn set_tags(&mut self, run: &str, tags: &[(String, String)]) -> Result<(), TrackError> {
-        self.enqueue(Op::LogBatch { run_id: run.into(), metrics: vec![], params: vec![], tags: tags.to_vec() });
+        self.enqueue(Op::LogBatch {
+            run_id: run.into(),
+            metrics: vec![],
+            params: vec![],
+            tags: tags.to_vec(),
+        });
         Ok(())
     }
 
     fn log_artifact(&mut self, run: &str, file: &Path, dir: &str) -> Result<(), TrackError> {
         let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
-        self.enqueue(Op::Artifact { experiment_id: self.experiment_id.clone(), run_id: run.into(), file, dir: dir.into() });
+        self.enqueue(Op::Artifact {
+            experiment_id: self.experiment_id.clone(),
+            run_id: run.into(),
+            file,
+            dir: dir.into(),
+        });
         Ok(())
     }
 
     fn end_run(&mut self, run: &str, status: RunStatus) -> Result<(), TrackError> {
-        self.enqueue(Op::End { run_id: run.into(), status: status.name().into(), end_time: now_ms() });
+        self.enqueue(Op::End {
+            run_id: run.into(),
+            status: status.name().into(),
+            end_time: now_ms(),
+        });
         Ok(())
     }
 
     fn flush(&mut self) -> usize {
         let (tx, rx) = channel();
-        if self.queue.send(Msg::Flush(Duration::from_secs(60), tx)).is_err() {
+        if self
+            .queue
+            .send(Msg::Flush(Duration::from_secs(60), tx))
+            .is_err()
+        {
             return usize::MAX;
         }
         rx.recv().unwrap_or(usize::MAX)
     }
 
     fn describe(&self) -> String {
-        format!("MLflow server {} (experiment {})", self.uri, self.experiment_id)
+        format!(
+            "MLflow server {} (experiment {})",
+            self.uri, self.experiment_id
+        )
     }
 }
 
@@ -364,7 +536,14 @@ pub fn replay(uri: &str, spool: &Path) -> Result<(usize, usize), TrackError> {
             }
             Err(CallError::Transient(m)) => {
                 write_spool(spool, &pending);
-                return Err(TrackError::Server { uri: uri.into(), problem: format!("{m}; {} of {total} calls are still in `{}`", pending.len(), spool.display()) });
+                return Err(TrackError::Server {
+                    uri: uri.into(),
+                    problem: format!(
+                        "{m}; {} of {total} calls are still in `{}`",
+                        pending.len(),
+                        spool.display()
+                    ),
+                });
             }
         }
     }

@@ -74,7 +74,12 @@ pub struct Metric {
 /// What the stages log through.
 pub trait Tracker: Send {
     /// Starts a run (a child of `parent` when given); returns its id.
-    fn start_run(&mut self, name: &str, parent: Option<&str>, tags: &[(String, String)]) -> Result<String, TrackError>;
+    fn start_run(
+        &mut self,
+        name: &str,
+        parent: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<String, TrackError>;
     /// Logs params (a param cannot change once logged).
     fn log_params(&mut self, run: &str, params: &[(String, String)]) -> Result<(), TrackError>;
     /// Logs metric values.
@@ -95,14 +100,19 @@ pub trait Tracker: Send {
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A new run id: 32 hex digits.
 pub fn new_run_id() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..32).map(|_| format!("{:x}", rng.random_range(0..16u8))).collect()
+    (0..32)
+        .map(|_| format!("{:x}", rng.random_range(0..16u8)))
+        .collect()
 }
 
 /// The recipe flattened to dotted params: `distill.lr`, `blocks.2.cells.0.layers`. Arrays of
@@ -113,7 +123,11 @@ pub fn flatten_params(value: &serde_json::Value) -> Vec<(String, String)> {
         match v {
             Value::Object(m) => {
                 for (k, v) in m {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&p, v, out);
                 }
             }
