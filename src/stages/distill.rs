@@ -30,6 +30,26 @@ pub struct BlockState {
     pub losses: Vec<f64>,
     /// Seconds spent.
     pub seconds: f64,
+    /// Tag of the supernet and optimizer files this state belongs to (`supernet-<tag>.bpk`);
+    /// the state is written last, so a kill between the writes never mixes checkpoints.
+    #[serde(default)]
+    pub checkpoint: String,
+}
+
+fn net_file(dir: &std::path::Path, tag: &str) -> std::path::PathBuf {
+    dir.join(if tag.is_empty() {
+        "supernet.bpk".to_string()
+    } else {
+        format!("supernet-{tag}.bpk")
+    })
+}
+
+fn optim_file(dir: &std::path::Path, tag: &str) -> std::path::PathBuf {
+    dir.join(if tag.is_empty() {
+        "optim.bpk".to_string()
+    } else {
+        format!("optim-{tag}.bpk")
+    })
 }
 
 /// Where block `i`'s files are.
@@ -46,7 +66,9 @@ pub fn is_done(ctx: &Ctx, i: usize) -> Result<bool, RunError> {
 /// Loads block `i`'s distilled supernet (eval form, on the run's device).
 pub fn load_block(ctx: &Ctx, i: usize) -> Result<SuperBlock, RunError> {
     let b = SuperBlock::new(&ctx.plan.space, i, &ctx.device);
-    load_module(b, &block_dir(ctx, i).join("supernet.bpk"))
+    let dir = block_dir(ctx, i);
+    let state: BlockState = read_json(&dir.join("state.json"))?.unwrap_or_default();
+    load_module(b, &net_file(&dir, &state.checkpoint))
 }
 
 struct Job {
@@ -87,8 +109,8 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
             .with_weight_decay(Some(WeightDecayConfig::new(r.distill.weight_decay as f32)))
             .init();
         if state.epochs_done > 0 || state.steps_done > 0 {
-            net = load_module(net, &dir.join("supernet.bpk"))?;
-            let p = dir.join("optim.bpk");
+            net = load_module(net, &net_file(&dir, &state.checkpoint))?;
+            let p = optim_file(&dir, &state.checkpoint);
             optim = optim.load(&p).map_err(|e| RunError::file(&p, e))?;
         }
         let run = ctx.track.child(
@@ -260,13 +282,21 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
 
 fn save_job(ctx: &Ctx, job: &mut Job, epoch: usize, step: usize) -> Result<(), RunError> {
     let dir = block_dir(ctx, job.index);
-    save_module(&job.net, &dir.join("supernet.bpk"))?;
-    save_optim(&job.optim, &dir.join("optim.bpk"))?;
+    let old = job.state.checkpoint.clone();
+    let tag = format!("e{epoch}s{step}");
+    save_module(&job.net, &net_file(&dir, &tag))?;
+    save_optim(&job.optim, &optim_file(&dir, &tag))?;
+    job.state.checkpoint = tag.clone();
     if step > 0 {
         job.state.epochs_done = epoch;
         job.state.steps_done = step;
         job.state.losses.truncate(epoch);
         job.state.losses.push(job.epoch_loss / step as f64);
     }
-    write_json(&dir.join("state.json"), &job.state)
+    write_json(&dir.join("state.json"), &job.state)?;
+    if old != tag {
+        let _ = std::fs::remove_file(net_file(&dir, &old));
+        let _ = std::fs::remove_file(optim_file(&dir, &old));
+    }
+    Ok(())
 }
