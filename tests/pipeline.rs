@@ -138,6 +138,16 @@ fn whole_pipeline_writes_every_artifact() {
         .filter(|p| p.to_string_lossy().ends_with(".tmp~"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Only the final checkpoints remain: the teacher's epoch-1 files were replaced.
+    let teacher: Vec<String> = std::fs::read_dir(r.join("teacher"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".bpk"))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(teacher, ["model.bpk", "optim.bpk"]);
     // The local MLflow store: one parent and a child per stage and block.
     let exp = std::fs::read_dir(dir.join("mlruns"))
         .unwrap()

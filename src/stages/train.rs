@@ -43,6 +43,19 @@ pub struct TrainState {
     pub losses: Vec<f64>,
     /// Test accuracy once training is complete.
     pub accuracy: Option<f64>,
+    /// Tag of the model and optimizer files this state belongs to (`model-<tag>.bpk`; empty for
+    /// the final `model.bpk`). The state is written last, so a kill between the writes never
+    /// pairs a model with another epoch's optimizer or state.
+    #[serde(default)]
+    pub checkpoint: String,
+}
+
+fn tagged(dir: &Path, stem: &str, tag: &str) -> std::path::PathBuf {
+    dir.join(if tag.is_empty() {
+        format!("{stem}.bpk")
+    } else {
+        format!("{stem}-{tag}.bpk")
+    })
 }
 
 /// Top-1 accuracy of a model (in eval mode) on some images.
@@ -83,8 +96,6 @@ pub fn train_classifier<M: Classifier>(
     let plan = ctx.plan;
     let d = &plan.recipe.data;
     let state_path = dir.join("state.json");
-    let model_path = dir.join("model.bpk");
-    let optim_path = dir.join("optim.bpk");
     let mut state: TrainState = read_json(&state_path)?.unwrap_or_default();
     let ad = ctx.train_device();
     let mut model = crate::nn::initialize(init(&ad), &ctx.device, seed);
@@ -92,7 +103,8 @@ pub fn train_classifier<M: Classifier>(
         .with_weight_decay(Some(WeightDecayConfig::new(settings.weight_decay as f32)))
         .init();
     if state.epochs_done > 0 {
-        model = load_module(model, &model_path)?;
+        model = load_module(model, &tagged(dir, "model", &state.checkpoint))?;
+        let optim_path = tagged(dir, "optim", &state.checkpoint);
         optim = optim
             .load(&optim_path)
             .map_err(|e| RunError::file(&optim_path, e))?;
@@ -144,11 +156,24 @@ pub fn train_classifier<M: Classifier>(
         }
         pb.finish_and_clear();
         let mean = sum / n.max(1) as f64;
+        // The last epoch's files are the final `model.bpk`/`optim.bpk`; earlier ones are tagged.
+        let old = std::mem::take(&mut state.checkpoint);
+        let tag = if epoch + 1 == settings.epochs {
+            String::new()
+        } else {
+            format!("e{}", epoch + 1)
+        };
+        save_module(&model, &tagged(dir, "model", &tag))?;
+        save_optim(&optim, &tagged(dir, "optim", &tag))?;
         state.epochs_done = epoch + 1;
+        state.losses.truncate(epoch);
         state.losses.push(mean);
-        save_module(&model, &model_path)?;
-        save_optim(&optim, &optim_path)?;
+        state.checkpoint = tag.clone();
         write_json(&state_path, &state)?;
+        if old != tag {
+            let _ = std::fs::remove_file(tagged(dir, "model", &old));
+            let _ = std::fs::remove_file(tagged(dir, "optim", &old));
+        }
         ctx.track
             .metrics(run, epoch as i64, &[("train_loss", mean), ("lr", lr)])?;
         tracing::info!("{}: epoch {} loss {mean:.4}", dir.display(), epoch + 1);
