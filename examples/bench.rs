@@ -7,6 +7,10 @@
 //!
 //! Run: `cargo run --release --example bench`
 
+// The same allocator as the `dnarun` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::Instant;
 

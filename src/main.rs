@@ -1,6 +1,12 @@
 //! The `dnarun` command line: parse arguments, call the library, map errors to exit codes
 //! (0 success, 2 bad input of any kind, 130 stopped by Ctrl-C).
 
+// mimalloc keeps freed memory for reuse: the training loop allocates and frees tensors of many
+// megabytes every step, which the system allocator returns to the kernel and faults back in
+// (about half of a CPU train step before; docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;

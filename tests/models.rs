@@ -421,3 +421,46 @@ fn a_teacher_round_trips_through_safetensors() {
     let b = back.logits(x, Mode::Eval);
     assert_eq!(a.into_data(), b.into_data(), "the same logits, bit for bit");
 }
+
+fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+    let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// dnarun's depthwise kernels against Burn's grouped `conv2d` on random inputs: the output and
+/// both gradients agree within float tolerance, for odd and even sizes, 3/5/7 kernels, stride 1
+/// and 2 (asymmetric "same" padding), and one channel.
+#[test]
+fn depthwise_kernels_match_burn_conv2d_and_its_gradients() {
+    use dnarun::nn::depthwise::{depthwise_conv2d, reference_conv2d};
+    let device = Device::flex().autodiff();
+    for (n, c, h, w, k, s) in [
+        (2, 8, 14, 14, 3, 1),
+        (3, 5, 9, 7, 5, 2),
+        (2, 4, 8, 8, 3, 2),
+        (1, 6, 7, 11, 7, 1),
+        (2, 1, 6, 6, 3, 1),
+        (2, 3, 4, 4, 5, 2),
+    ] {
+        let x = random([n, c, h, w], &device).require_grad();
+        let wt = random([c, 1, k, k], &device).require_grad();
+        let ours = depthwise_conv2d(x.clone(), wt.clone(), s);
+        let xr = x.clone().detach().require_grad();
+        let wr = wt.clone().detach().require_grad();
+        let reference = reference_conv2d(xr.clone(), wr.clone(), s);
+        assert_eq!(ours.dims(), reference.dims(), "{n} {c} {h} {w} k{k} s{s}");
+        assert_eq!(ours.dims()[2], h.div_ceil(s));
+        // A random upstream gradient, the same for both.
+        let up = random(ours.dims(), &Device::flex());
+        let up_ad = Tensor::<4>::from_data(up.into_data(), &device);
+        let case = format!("n{n} c{c} {h}x{w} k{k} s{s}");
+        assert!(max_abs_diff(ours.clone(), reference.clone()) < 1e-4, "output {case}");
+        let g1 = (ours * up_ad.clone()).sum().backward();
+        let g2 = (reference * up_ad).sum().backward();
+        let dx = max_abs_diff(x.grad(&g1).unwrap(), xr.grad(&g2).unwrap());
+        let dw = max_abs_diff(wt.grad(&g1).unwrap(), wr.grad(&g2).unwrap());
+        assert!(dx < 1e-4, "input gradient {case}: {dx}");
+        assert!(dw < 1e-3, "weight gradient {case}: {dw}");
+    }
+}

@@ -144,7 +144,14 @@ impl ConvBn {
 
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>, mode: Mode) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x), mode)
+        let c = &self.conv;
+        let [_, cin, _, _] = x.dims();
+        let y = if c.groups > 1 && c.groups == cin && c.weight.dims()[0] == cin {
+            super::depthwise::depthwise_conv2d(x, c.weight.val(), c.stride[0])
+        } else {
+            c.forward(x)
+        };
+        self.bn.forward(y, mode)
     }
 
     /// Every BatchNorm inside.

@@ -1,0 +1,228 @@
+//! Training-step benchmark on the CPU (issue 8), every line against a baseline measured in the
+//! same run:
+//! - the machine's practical peak: a 1024^3 f32 matmul on the same backend;
+//! - (1) one MBConv block, 16 -> 96 -> 16 channels, depthwise 3x3, BN, ReLU6, batch 32 at
+//!   32x32, MSE, Adam: forward / backward / optimizer split and GFLOP/s;
+//! - (2) a 4-layer supernet cell (quickstart block 1, 4 ops per layer) at batch 32, a random path
+//!   each step, as distillation trains it;
+//! each with dnarun's depthwise kernels and with Burn's grouped `conv2d` (the baseline).
+//!
+//! Run: `cargo run --release --example step` (add `--json` for one JSON line at the end).
+//! `scripts/bench-torch` runs this and the identical steps in PyTorch and prints the ratios.
+
+// The same allocator as the `dnarun` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Distribution, Tensor};
+use dnarun::nn::depthwise::use_burn_conv;
+use dnarun::nn::{MbConv, Mode, SuperBlock};
+use dnarun::plan::Plan;
+use dnarun::recipe::{self, Activation, Overrides};
+use dnarun::space::{LayerShape, OpSpec, Path as SPath, mbconv_cost};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const STEPS: usize = 12;
+const WARMUP: usize = 3;
+
+fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+/// Median forward, backward and optimizer milliseconds of `STEPS` train steps after `WARMUP`.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    fwd: f64,
+    bwd: f64,
+    opt: f64,
+}
+
+impl Split {
+    fn total(&self) -> f64 {
+        self.fwd + self.bwd + self.opt
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn train_steps<M: Module>(
+    mut net: M,
+    forward: impl Fn(&M, usize, Tensor<4>) -> Tensor<4>,
+    x: &Tensor<4>,
+    y: &Tensor<4>,
+) -> Split {
+    let mut optim = AdamConfig::new().init();
+    let (mut f, mut b, mut o) = (vec![], vec![], vec![]);
+    for step in 0..WARMUP + STEPS {
+        let t = Instant::now();
+        let d = forward(&net, step, x.clone()) - y.clone();
+        let loss = (d.clone() * d).mean();
+        let t1 = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        let t2 = Instant::now();
+        net = optim.step(1e-3, net, grads);
+        let t3 = Instant::now();
+        if step >= WARMUP {
+            f.push((t1 - t).as_secs_f64() * 1e3);
+            b.push((t2 - t1).as_secs_f64() * 1e3);
+            o.push((t3 - t2).as_secs_f64() * 1e3);
+        }
+    }
+    Split {
+        fwd: median(f),
+        bwd: median(b),
+        opt: median(o),
+    }
+}
+
+/// Matmul GFLOP/s: the practical peak of this backend on this machine.
+fn peak(device: &Device) -> f64 {
+    let n = 1024;
+    let a: Tensor<2> = Tensor::random([n, n], Distribution::Normal(0.0, 1.0), device);
+    let b: Tensor<2> = Tensor::random([n, n], Distribution::Normal(0.0, 1.0), device);
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let _ = a.clone().matmul(b.clone()).into_data();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n * n * n) as f64 / best / 1e9
+}
+
+fn line(name: &str, s: &Split, gflop: f64, peak: f64) {
+    println!(
+        "  {name:<22} step {:7.1} ms  (forward {:6.1}, backward {:6.1}, optimizer {:5.1})  {:5.1} GFLOP/s = {:4.1}% of peak",
+        s.total(),
+        s.fwd,
+        s.bwd,
+        s.opt,
+        gflop / (s.total() / 1e3),
+        100.0 * gflop / (s.total() / 1e3) / peak
+    );
+}
+
+fn main() {
+    let json = std::env::args().any(|a| a == "--json");
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    let peak = peak(&device);
+    println!("practical peak (1024^3 f32 matmul): {peak:.1} GFLOP/s");
+
+    // (1) One MBConv block.
+    let op = OpSpec {
+        name: "k3e6".into(),
+        kernel: 3,
+        expansion: 6,
+        se: 0.0,
+        act: Activation::Relu6,
+    };
+    let shape = LayerShape {
+        cin: 16,
+        cout: 16,
+        stride: 1,
+        size: 32,
+    };
+    let batch = 32;
+    // Training FLOPs: forward, input gradient and weight gradient, 2 per multiply-add each.
+    let mbconv_gflop = 3.0 * 2.0 * (mbconv_cost(&op, &shape).macs * batch as u64) as f64 / 1e9;
+    let x = random([batch, 16, 32, 32], &ad);
+    let y = random([batch, 16, 32, 32], &ad);
+    let mut mb = [None, None];
+    for (i, burn_conv) in [true, false].into_iter().enumerate() {
+        use_burn_conv(burn_conv);
+        let net = dnarun::nn::initialize(MbConv::new(&op, &shape, 1e-3, &ad), &device, 1);
+        mb[i] = Some(train_steps(
+            net,
+            |n: &MbConv, _, x| n.forward(x, Mode::TRAIN),
+            &x,
+            &y,
+        ));
+    }
+    let (mb_burn, mb_ours) = (mb[0].unwrap(), mb[1].unwrap());
+    println!(
+        "(1) MBConv 16->96->16, k3, ReLU6, batch 32 at 32x32, MSE + Adam ({mbconv_gflop:.2} GFLOP per step):"
+    );
+    line("Burn grouped conv2d", &mb_burn, mbconv_gflop, peak);
+    line("dnarun depthwise", &mb_ours, mbconv_gflop, peak);
+    println!(
+        "  dnarun depthwise: {:.2}x faster step, {:.2}x faster backward",
+        mb_burn.total() / mb_ours.total(),
+        mb_burn.bwd / mb_ours.bwd
+    );
+
+    // (2) A 4-layer supernet cell with a random path each step.
+    let l = recipe::load(
+        Path::new("recipes/quickstart.toml"),
+        &Overrides {
+            sets: vec!["blocks.1.cells=[{ layers = 4, hidden = 16 }]".into()],
+            env: false,
+        },
+    )
+    .unwrap_or_else(|d| panic!("{}", d.render()));
+    let plan = Plan::resolve(&l).unwrap_or_else(|d| panic!("{}", d.render()));
+    let block = &plan.space.blocks[1];
+    let paths: Vec<SPath> = {
+        let all = block.paths();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        (0..WARMUP + STEPS)
+            .map(|_| all[rng.random_range(0..all.len())].clone())
+            .collect()
+    };
+    let cell_gflop = 3.0
+        * 2.0
+        * paths[WARMUP..]
+            .iter()
+            .map(|p| (block.path_cost(p).macs * batch as u64) as f64)
+            .sum::<f64>()
+        / STEPS as f64
+        / 1e9;
+    let (cin, cout) = (plan.taps[0].shape, plan.taps[1].shape);
+    let x = random([batch, cin[0], cin[1], cin[2]], &ad);
+    let y = random([batch, cout[0], cout[1], cout[2]], &ad);
+    let mut cell = [None, None];
+    for (i, burn_conv) in [true, false].into_iter().enumerate() {
+        use_burn_conv(burn_conv);
+        let net = dnarun::nn::initialize(SuperBlock::new(&plan.space, 1, &ad), &device, 1);
+        cell[i] = Some(train_steps(
+            net,
+            |n: &SuperBlock, step, x| n.forward(&paths[step], x, Mode::TRAIN),
+            &x,
+            &y,
+        ));
+    }
+    use_burn_conv(false);
+    let (cell_burn, cell_ours) = (cell[0].unwrap(), cell[1].unwrap());
+    println!(
+        "(2) 4-layer supernet cell {}->{} ch at {} px, random paths, batch 32 ({cell_gflop:.2} GFLOP per step on average):",
+        cin[0], cout[0], cin[1]
+    );
+    line("Burn grouped conv2d", &cell_burn, cell_gflop, peak);
+    line("dnarun depthwise", &cell_ours, cell_gflop, peak);
+    println!(
+        "  dnarun depthwise: {:.2}x faster step",
+        cell_burn.total() / cell_ours.total()
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "peak_gflops": peak,
+                "mbconv": {"fwd": mb_ours.fwd, "bwd": mb_ours.bwd, "opt": mb_ours.opt,
+                           "burn_conv_step": mb_burn.total(), "gflop": mbconv_gflop},
+                "cell": {"fwd": cell_ours.fwd, "bwd": cell_ours.bwd, "opt": cell_ours.opt,
+                         "burn_conv_step": cell_burn.total(), "gflop": cell_gflop,
+                         "in": cin, "out": cout,
+                         "paths": paths[WARMUP..].iter().map(|p| block.path_name(p)).collect::<Vec<_>>()},
+            })
+        );
+    }
+}
