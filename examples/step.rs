@@ -5,7 +5,7 @@
 //!   32x32, MSE, Adam: forward / backward / optimizer split and GFLOP/s;
 //! - (2) a 4-layer supernet cell (quickstart block 1, 4 ops per layer) at batch 32, a random path
 //!   each step, as distillation trains it;
-//! each with dnarun's depthwise kernels and with Burn's grouped `conv2d` (the baseline).
+//! each with dnarun's CPU kernels (`dnarun::nn::cpu`) and with Burn's own ops (the baseline).
 //!
 //! Run: `cargo run --release --example step` (add `--json` for one JSON line at the end).
 //! `scripts/bench-torch` runs this and the identical steps in PyTorch and prints the ratios.
@@ -20,7 +20,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
-use dnarun::nn::depthwise::use_burn_conv;
+use dnarun::nn::cpu::use_burn_ops;
 use dnarun::nn::{MbConv, Mode, SuperBlock};
 use dnarun::plan::Plan;
 use dnarun::recipe::{self, Activation, Overrides};
@@ -138,7 +138,7 @@ fn main() {
     let y = random([batch, 16, 32, 32], &ad);
     let mut mb = [None, None];
     for (i, burn_conv) in [true, false].into_iter().enumerate() {
-        use_burn_conv(burn_conv);
+        use_burn_ops(burn_conv);
         let net = dnarun::nn::initialize(MbConv::new(&op, &shape, 1e-3, &ad), &device, 1);
         mb[i] = Some(train_steps(
             net,
@@ -151,10 +151,10 @@ fn main() {
     println!(
         "(1) MBConv 16->96->16, k3, ReLU6, batch 32 at 32x32, MSE + Adam ({mbconv_gflop:.2} GFLOP per step):"
     );
-    line("Burn grouped conv2d", &mb_burn, mbconv_gflop, peak);
-    line("dnarun depthwise", &mb_ours, mbconv_gflop, peak);
+    line("Burn ops", &mb_burn, mbconv_gflop, peak);
+    line("dnarun kernels", &mb_ours, mbconv_gflop, peak);
     println!(
-        "  dnarun depthwise: {:.2}x faster step, {:.2}x faster backward",
+        "  dnarun kernels: {:.2}x faster step, {:.2}x faster backward",
         mb_burn.total() / mb_ours.total(),
         mb_burn.bwd / mb_ours.bwd
     );
@@ -190,7 +190,7 @@ fn main() {
     let y = random([batch, cout[0], cout[1], cout[2]], &ad);
     let mut cell = [None, None];
     for (i, burn_conv) in [true, false].into_iter().enumerate() {
-        use_burn_conv(burn_conv);
+        use_burn_ops(burn_conv);
         let net = dnarun::nn::initialize(SuperBlock::new(&plan.space, 1, &ad), &device, 1);
         cell[i] = Some(train_steps(
             net,
@@ -199,16 +199,16 @@ fn main() {
             &y,
         ));
     }
-    use_burn_conv(false);
+    use_burn_ops(false);
     let (cell_burn, cell_ours) = (cell[0].unwrap(), cell[1].unwrap());
     println!(
         "(2) 4-layer supernet cell {}->{} ch at {} px, random paths, batch 32 ({cell_gflop:.2} GFLOP per step on average):",
         cin[0], cout[0], cin[1]
     );
-    line("Burn grouped conv2d", &cell_burn, cell_gflop, peak);
-    line("dnarun depthwise", &cell_ours, cell_gflop, peak);
+    line("Burn ops", &cell_burn, cell_gflop, peak);
+    line("dnarun kernels", &cell_ours, cell_gflop, peak);
     println!(
-        "  dnarun depthwise: {:.2}x faster step",
+        "  dnarun kernels: {:.2}x faster step",
         cell_burn.total() / cell_ours.total()
     );
     if json {
@@ -217,9 +217,9 @@ fn main() {
             serde_json::json!({
                 "peak_gflops": peak,
                 "mbconv": {"fwd": mb_ours.fwd, "bwd": mb_ours.bwd, "opt": mb_ours.opt,
-                           "burn_conv_step": mb_burn.total(), "gflop": mbconv_gflop},
+                           "burn_ops_step": mb_burn.total(), "gflop": mbconv_gflop},
                 "cell": {"fwd": cell_ours.fwd, "bwd": cell_ours.bwd, "opt": cell_ours.opt,
-                         "burn_conv_step": cell_burn.total(), "gflop": cell_gflop,
+                         "burn_ops_step": cell_burn.total(), "gflop": cell_gflop,
                          "in": cin, "out": cout,
                          "paths": paths[WARMUP..].iter().map(|p| block.path_name(p)).collect::<Vec<_>>()},
             })

@@ -89,7 +89,7 @@ def main():
     m = ours["mbconv"]
     print(f"  dnarun / PyTorch: {total(m) / total(mb):.2f}x the step time "
           f"(forward {m['fwd'] / mb['fwd']:.2f}x, backward {m['bwd'] / mb['bwd']:.2f}x); "
-          f"Burn's grouped conv2d: {m['burn_conv_step'] / total(mb):.2f}x")
+          f"Burn's own ops: {m['burn_ops_step'] / total(mb):.2f}x")
 
     # The supernet cell: quickstart block 1 with 4 layers; ops k{3,5}e{3,6}, swish.
     c = ours["cell"]
@@ -115,7 +115,7 @@ def main():
     show("PyTorch", cs, c["gflop"])
     print(f"  dnarun / PyTorch: {total(c) / total(cs):.2f}x the step time "
           f"(forward {c['fwd'] / cs['fwd']:.2f}x, backward {c['bwd'] / cs['bwd']:.2f}x); "
-          f"Burn's grouped conv2d: {c['burn_conv_step'] / total(cs):.2f}x")
+          f"Burn's own ops: {c['burn_ops_step'] / total(cs):.2f}x")
 
 
 if __name__ == "__main__":

@@ -423,9 +423,15 @@ fn a_teacher_round_trips_through_safetensors() {
 }
 
 fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
-    let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+    let (a, b) = (
+        a.into_data().try_to_vec::<f32>().unwrap(),
+        b.into_data().try_to_vec::<f32>().unwrap(),
+    );
     assert_eq!(a.len(), b.len());
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// dnarun's depthwise kernels against Burn's grouped `conv2d` on random inputs: the output and
@@ -433,7 +439,7 @@ fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
 /// and 2 (asymmetric "same" padding), and one channel.
 #[test]
 fn depthwise_kernels_match_burn_conv2d_and_its_gradients() {
-    use dnarun::nn::depthwise::{depthwise_conv2d, reference_conv2d};
+    use dnarun::nn::cpu::{depthwise_conv2d, reference_depthwise_conv2d as reference_conv2d};
     let device = Device::flex().autodiff();
     for (n, c, h, w, k, s) in [
         (2, 8, 14, 14, 3, 1),
@@ -455,7 +461,10 @@ fn depthwise_kernels_match_burn_conv2d_and_its_gradients() {
         let up = random(ours.dims(), &Device::flex());
         let up_ad = Tensor::<4>::from_data(up.into_data(), &device);
         let case = format!("n{n} c{c} {h}x{w} k{k} s{s}");
-        assert!(max_abs_diff(ours.clone(), reference.clone()) < 1e-4, "output {case}");
+        assert!(
+            max_abs_diff(ours.clone(), reference.clone()) < 1e-4,
+            "output {case}"
+        );
         let g1 = (ours * up_ad.clone()).sum().backward();
         let g2 = (reference * up_ad).sum().backward();
         let dx = max_abs_diff(x.grad(&g1).unwrap(), xr.grad(&g2).unwrap());
@@ -463,4 +472,95 @@ fn depthwise_kernels_match_burn_conv2d_and_its_gradients() {
         assert!(dx < 1e-4, "input gradient {case}: {dx}");
         assert!(dw < 1e-3, "weight gradient {case}: {dw}");
     }
+}
+
+/// dnarun's activation kernels against Burn's `relu`, `relu6` and `silu`: outputs and input
+/// gradients, including values at and around the kinks.
+#[test]
+fn activation_kernels_match_burn_and_their_gradients() {
+    use burn::tensor::activation::{relu, relu6, silu};
+    use dnarun::recipe::Activation;
+    let device = Device::flex().autodiff();
+    let base = random([2, 3, 5, 7], &device).mul_scalar(4.0);
+    for act in [Activation::Relu, Activation::Relu6, Activation::Swish] {
+        let x = base.clone().detach().require_grad();
+        let xr = base.clone().detach().require_grad();
+        let ours = dnarun::nn::cpu::activate(x.clone(), act);
+        let reference = match act {
+            Activation::Relu => relu(xr.clone()),
+            Activation::Relu6 => relu6(xr.clone()),
+            Activation::Swish => silu(xr.clone()),
+        };
+        let up = Tensor::<4>::from_data(random([2, 3, 5, 7], &Device::flex()).into_data(), &device);
+        assert!(
+            max_abs_diff(ours.clone(), reference.clone()) < 1e-5,
+            "{act:?}"
+        );
+        let g1 = (ours * up.clone()).sum().backward();
+        let g2 = (reference * up).sum().backward();
+        let d = max_abs_diff(x.grad(&g1).unwrap(), xr.grad(&g2).unwrap());
+        assert!(d < 1e-5, "{act:?} gradient: {d}");
+    }
+}
+
+/// dnarun's batch-statistics BatchNorm against Burn's `batch_norm_train`: output, mean, variance
+/// and the gradients of input, scale and shift, for 4-D and 2-D inputs.
+#[test]
+fn batchnorm_kernels_match_burn_and_their_gradients() {
+    use burn::tensor::module::batch_norm_train;
+    let device = Device::flex().autodiff();
+    let close = |a: Tensor<1>, b: Tensor<1>, what: &str, tol: f32| {
+        let d = max_abs_diff(a.reshape([1, 1, 1, -1]), b.reshape([1, 1, 1, -1]));
+        assert!(d < tol, "{what}: {d}");
+    };
+    for dims in [[4, 6, 5, 3], [3, 2, 1, 1], [2, 5, 9, 9]] {
+        let base = random(dims, &device).mul_scalar(3.0).add_scalar(1.5);
+        let c = dims[1];
+        let gamma0 = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.3), &device);
+        let beta0 = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.3), &device);
+        let (x, g, b) = (
+            base.clone().detach().require_grad(),
+            gamma0.clone().detach().require_grad(),
+            beta0.clone().detach().require_grad(),
+        );
+        let (xr, gr, br) = (
+            base.detach().require_grad(),
+            gamma0.detach().require_grad(),
+            beta0.detach().require_grad(),
+        );
+        let (ours, mean, var) =
+            dnarun::nn::cpu::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-3);
+        let reference = batch_norm_train(xr.clone(), gr.clone(), br.clone(), 1e-3);
+        close(mean, reference.mean.clone(), "mean", 1e-5);
+        close(var, reference.variance.clone(), "variance", 1e-4);
+        assert!(
+            max_abs_diff(ours.clone(), reference.output.clone()) < 1e-4,
+            "{dims:?} output"
+        );
+        let up = Tensor::<4>::from_data(random(dims, &Device::flex()).into_data(), &device);
+        let g1 = (ours * up.clone()).sum().backward();
+        let g2 = (reference.output * up).sum().backward();
+        let dx = max_abs_diff(x.grad(&g1).unwrap(), xr.grad(&g2).unwrap());
+        assert!(dx < 1e-4, "{dims:?} input gradient: {dx}");
+        close(
+            g.grad(&g1).unwrap(),
+            gr.grad(&g2).unwrap(),
+            "scale gradient",
+            1e-3,
+        );
+        close(
+            b.grad(&g1).unwrap(),
+            br.grad(&g2).unwrap(),
+            "shift gradient",
+            1e-3,
+        );
+    }
+    // 2-D input ([N, C]), as a classifier head would have.
+    let x2 = Tensor::<2>::random([8, 3], Distribution::Normal(0.0, 1.0), &device);
+    let ones = Tensor::<1>::ones([3], &device);
+    let zeros = Tensor::<1>::zeros([3], &device);
+    let (y, _, _) =
+        dnarun::nn::cpu::batch_norm_train(x2.clone(), ones.clone(), zeros.clone(), 1e-5);
+    let r = batch_norm_train(x2, ones, zeros, 1e-5).output;
+    assert!(max_abs_diff(y.reshape([1, 1, 8, 3]), r.reshape([1, 1, 8, 3])) < 1e-4);
 }

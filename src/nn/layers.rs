@@ -5,8 +5,8 @@
 use burn::module::{Module, Param, RunningState};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::activation::{relu, relu6, sigmoid, silu};
-use burn::tensor::module::{adaptive_avg_pool2d, batch_norm, batch_norm_train};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::module::{adaptive_avg_pool2d, batch_norm};
 use burn::tensor::{Device, Tensor};
 
 use crate::recipe::Activation;
@@ -72,23 +72,24 @@ impl Bn {
                 )
             }
             Mode::Train { momentum } => {
-                let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.eps);
+                let (output, batch_mean, batch_var) =
+                    super::cpu::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.eps);
                 if momentum > 0.0 {
-                    let device = out.mean.device();
+                    let device = batch_mean.device();
                     let mean = self.running_mean.value_sync().to_device(&device);
                     let var = self.running_var.value_sync().to_device(&device);
                     self.running_mean.update(
                         mean.mul_scalar(1.0 - momentum)
-                            .add(out.mean.detach().mul_scalar(momentum))
+                            .add(batch_mean.detach().mul_scalar(momentum))
                             .detach(),
                     );
                     self.running_var.update(
                         var.mul_scalar(1.0 - momentum)
-                            .add(out.variance.detach().mul_scalar(momentum))
+                            .add(batch_var.detach().mul_scalar(momentum))
                             .detach(),
                     );
                 }
-                out.output
+                output
             }
         }
     }
@@ -104,11 +105,7 @@ impl Bn {
 
 /// Applies an activation.
 pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
-    match act {
-        Activation::Relu => relu(x),
-        Activation::Relu6 => relu6(x),
-        Activation::Swish => silu(x),
-    }
+    super::cpu::activate(x, act)
 }
 
 /// A convolution without bias ("SAME" padding) followed by BatchNorm.
@@ -145,9 +142,20 @@ impl ConvBn {
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>, mode: Mode) -> Tensor<4> {
         let c = &self.conv;
-        let [_, cin, _, _] = x.dims();
-        let y = if c.groups > 1 && c.groups == cin && c.weight.dims()[0] == cin {
-            super::depthwise::depthwise_conv2d(x, c.weight.val(), c.stride[0])
+        let [n, cin, h, w] = x.dims();
+        let [cout, _, k, _] = c.weight.dims();
+        let y = if c.groups > 1 && c.groups == cin && cout == cin {
+            super::cpu::depthwise_conv2d(x, c.weight.val(), c.stride[0])
+        } else if k == 1
+            && c.groups == 1
+            && c.stride == [1, 1]
+            && super::cpu::kernels_for(&x.device())
+        {
+            // A pointwise convolution is a matrix product per image; Burn's conv2d backward
+            // goes through a transposed convolution instead.
+            let wt = c.weight.val().reshape([1, cout, cin]);
+            wt.matmul(x.reshape([n, cin, h * w]))
+                .reshape([n, cout, h, w])
         } else {
             c.forward(x)
         };

@@ -1,7 +1,7 @@
 //! Burn modules: layers, the teacher with its taps, the block supernet, the standalone student,
 //! and weight import.
 
-pub mod depthwise;
+pub mod cpu;
 pub mod layers;
 pub mod models;
 pub mod torch;

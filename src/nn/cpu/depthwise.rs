@@ -1,26 +1,21 @@
-//! Depthwise convolution with its own backward pass on the CPU (`flex`) backend.
+//! Depthwise convolution: forward, input gradient and weight gradient as direct loops over
+//! `(image, channel)` planes.
 //!
-//! Burn 0.22 computes a grouped convolution's weight gradient with one convolution per group
-//! plus a slice-assign of the whole gradient per group, and its input gradient through a grouped
-//! transposed convolution; for the depthwise layers of an MBConv (one group per channel) that
-//! made the backward pass most of a distillation step. Here the forward, the input gradient and
-//! the weight gradient are three direct loops over `(image, channel)` planes, spread over the
-//! rayon pool that `flex` already uses. The op is a Burn backend extension (`Flex` and
-//! `Autodiff<Flex>`, with a handwritten backward); other devices keep Burn's `conv2d`.
-//! `tests/models.rs` checks outputs and both gradients against Burn's `conv2d` on random inputs.
+//! Burn 0.22 computes a grouped convolution's weight gradient with one convolution per group plus
+//! a slice-assign of the whole gradient per group, and its input gradient through a grouped
+//! transposed convolution; for the depthwise layers of an MBConv (one group per channel) that made
+//! the backward pass the largest part of a distillation step.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::module::conv2d;
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::flex_tensor;
 
 /// The shape of one depthwise convolution: `n` images of `c` channels of `h` x `w`, a `k` x `k`
 /// kernel, stride `s`, `pt`/`pl` zero rows/columns before the image, `oh` x `ow` outputs (the
@@ -74,7 +69,8 @@ impl Geometry {
         }
     }
 
-    fn options(&self) -> ConvOptions<2> {
+    /// The same convolution as Burn's `ConvOptions` (groups = channels).
+    pub fn options(&self) -> ConvOptions<2> {
         let end = |len: usize, out: usize, begin: usize| {
             ((out.max(1) - 1) * self.s + self.k).saturating_sub(len + begin)
         };
@@ -167,7 +163,10 @@ fn weight_grad_plane(g: &Geometry, x: &[f32], grad: &[f32], acc: &mut [f32]) {
         acc[t] += if g.s == 1 {
             dot(go, &xs[..go.len()])
         } else {
-            go.iter().zip(xs.iter().step_by(g.s)).map(|(a, b)| a * b).sum()
+            go.iter()
+                .zip(xs.iter().step_by(g.s))
+                .map(|(a, b)| a * b)
+                .sum()
         };
     });
 }
@@ -207,12 +206,10 @@ pub fn forward_cpu(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 pub fn input_grad_cpu(g: &Geometry, w: &[f32], grad: &[f32]) -> Vec<f32> {
     let (ip, op, kk) = (g.h * g.w, g.oh * g.ow, g.k * g.k);
     let mut dx = vec![0.0f32; g.n * g.c * ip];
-    dx.par_chunks_mut(ip.max(1))
-        .enumerate()
-        .for_each(|(p, d)| {
-            let c = p % g.c;
-            input_grad_plane(g, &grad[p * op..(p + 1) * op], &w[c * kk..(c + 1) * kk], d);
-        });
+    dx.par_chunks_mut(ip.max(1)).enumerate().for_each(|(p, d)| {
+        let c = p % g.c;
+        input_grad_plane(g, &grad[p * op..(p + 1) * op], &w[c * kk..(c + 1) * kk], d);
+    });
     dx
 }
 
@@ -226,7 +223,12 @@ pub fn weight_grad_cpu(g: &Geometry, x: &[f32], grad: &[f32]) -> Vec<f32> {
         .for_each(|(c, acc)| {
             for n in 0..g.n {
                 let p = n * g.c + c;
-                weight_grad_plane(g, &x[p * ip..(p + 1) * ip], &grad[p * op..(p + 1) * op], acc);
+                weight_grad_plane(
+                    g,
+                    &x[p * ip..(p + 1) * ip],
+                    &grad[p * op..(p + 1) * op],
+                    acc,
+                );
             }
         });
     dw
@@ -267,11 +269,11 @@ fn geometry(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>, geo: [usize; 5]) 
     }
 }
 
-fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FloatTensor<Flex> {
-    Flex::float_from_data(TensorData::new(values, shape), &Default::default())
-}
-
-fn flex_forward(x: FloatTensor<Flex>, weight: FloatTensor<Flex>, geo: [usize; 5]) -> FloatTensor<Flex> {
+fn flex_forward(
+    x: FloatTensor<Flex>,
+    weight: FloatTensor<Flex>,
+    geo: [usize; 5],
+) -> FloatTensor<Flex> {
     let g = geometry(&x, &weight, geo);
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
     let out = forward_cpu(&g, x.storage::<f32>(), weight.storage::<f32>());
@@ -337,45 +339,11 @@ impl<C: CheckpointStrategy> DepthwiseBackend for Autodiff<Flex, C> {
                 let out = flex_forward(xp.clone(), wp.clone(), geo);
                 prep.finish((xp, wp, geo), out)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(flex_forward(x.into_primitive(), weight.into_primitive(), geo))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(flex_forward(
+                x.into_primitive(),
+                weight.into_primitive(),
+                geo,
+            )),
         }
     }
-}
-
-static BURN_CONV: AtomicBool = AtomicBool::new(false);
-
-/// Routes every depthwise convolution through Burn's grouped `conv2d` (`true`) or dnarun's
-/// kernels (`false`, the default): the baseline of `examples/step.rs`.
-pub fn use_burn_conv(on: bool) {
-    BURN_CONV.store(on, Ordering::Relaxed);
-}
-
-/// Depthwise convolution (`groups` = channels, no bias) with "same" padding: dnarun's own kernels
-/// on the CPU backend, Burn's `conv2d` elsewhere.
-pub fn depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
-    let k = weight.dims()[2];
-    let g = Geometry::same(x.dims(), k, stride);
-    if x.device() == Device::flex() && !BURN_CONV.load(Ordering::Relaxed) {
-        let out = <Dispatch as DepthwiseBackend>::depthwise_conv2d(
-            x.into_dispatch(),
-            weight.into_dispatch(),
-            g.s,
-            g.pt,
-            g.pl,
-            g.oh,
-            g.ow,
-        );
-        Tensor::from_dispatch(out)
-    } else {
-        conv2d(x, weight, None, g.options())
-    }
-}
-
-/// Burn's own grouped `conv2d` for the same convolution (the reference the tests and the
-/// benchmark compare with).
-pub fn reference_conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
-    let g = Geometry::same(x.dims(), weight.dims()[2], stride);
-    conv2d(x, weight, None, g.options())
 }
