@@ -78,6 +78,18 @@ struct Job {
     state: BlockState,
     run: String,
     epoch_loss: f64,
+    /// Losses of this epoch's steps not yet added to `epoch_loss`, summed on the device: reading a
+    /// loss back every step would make a GPU wait for each step to finish.
+    pending: Option<Tensor<1>>,
+}
+
+impl Job {
+    /// Adds the device-side losses to `epoch_loss` (one read-back).
+    fn flush(&mut self) {
+        if let Some(sum) = self.pending.take() {
+            self.epoch_loss += sum.into_scalar::<f32>() as f64;
+        }
+    }
 }
 
 /// A uniformly random path of a cell.
@@ -136,6 +148,7 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
             state,
             run,
             epoch_loss: 0.0,
+            pending: None,
         });
     }
     if jobs.is_empty() {
@@ -190,6 +203,7 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
             let step = skip + k;
             if ctx.stopping() {
                 for job in jobs.iter_mut() {
+                    job.flush();
                     save_job(ctx, job, epoch, step)?;
                 }
                 pb.abandon();
@@ -197,7 +211,6 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
             }
             let x = b.images(&ctx.device);
             let taps = teacher.forward_taps(x.clone(), &stages, teacher_mode);
-            let mut losses = Vec::with_capacity(jobs.len());
             for job in jobs.iter_mut() {
                 if job.state.epochs_done > epoch {
                     continue;
@@ -226,21 +239,28 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
                     });
                 }
                 let loss = loss.expect("a block has cells") / block.cells.len() as f64;
-                let value = loss.clone().into_scalar::<f32>() as f64;
+                let detached = loss.clone().inner();
+                job.pending = Some(match job.pending.take() {
+                    Some(sum) => sum + detached,
+                    None => detached,
+                });
                 let grads = GradientsParams::from_grads(loss.backward(), &job.net);
                 let lr = plan.block_lr[i] * r.distill.lr_decay.powi(epoch as i32);
                 job.net = job.optim.step(lr, job.net.clone(), grads);
-                job.epoch_loss += value;
-                losses.push((i, value));
             }
             pb.inc(1);
-            pb.set_message(
-                losses
-                    .iter()
-                    .map(|(i, l)| format!("b{i} {l:.4}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
+            // The running mean loss of each block, read back every 16 steps.
+            if (k + 1) % 16 == 0 || k + 1 == steps - skip {
+                let msg: Vec<String> = jobs
+                    .iter_mut()
+                    .filter(|j| j.state.epochs_done <= epoch)
+                    .map(|j| {
+                        j.flush();
+                        format!("b{} {:.4}", j.index, j.epoch_loss / (step + 1) as f64)
+                    })
+                    .collect();
+                pb.set_message(msg.join(" "));
+            }
         }
         pb.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
@@ -248,6 +268,7 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), 
             if job.state.epochs_done > epoch {
                 continue;
             }
+            job.flush();
             let mean = job.epoch_loss / steps.max(1) as f64;
             job.state.losses.truncate(epoch);
             job.state.losses.push(mean);
