@@ -2,7 +2,8 @@
 //! (a) prefix-sharing rating vs naive per-path rating of a 4-layer, 6-op cell;
 //! (b) exact top-10 search on the paper's 1.96e17 multi-cell space (synthetic ratings) vs the
 //!     optimum alone;
-//! (c) a supernet block's distillation train step (forward + backward + Adam) vs its forward;
+//! (c) a supernet block's distillation train step (forward + backward + Adam) and its eval
+//!     forward, with dnarun's CPU kernels vs Burn's own ops;
 //! (d) batch decoding throughput vs the train step that consumes it.
 //!
 //! Run: `cargo run --release --example bench`
@@ -11,35 +12,21 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::path::Path;
 use std::time::Instant;
 
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::Device;
 use dnarun::nn::{Mode, SuperBlock};
-use dnarun::plan::Plan;
-use dnarun::recipe::{self, Overrides};
 use dnarun::space::Path as SPath;
 use dnarun::space::search::{Candidate, suffix_fronts, top_k};
 use dnarun::stages::rate::{RateData, rate_block, rate_block_naive};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn plan(path: &str, sets: &[&str]) -> Plan {
-    let l = recipe::load(
-        Path::new(path),
-        &Overrides {
-            sets: sets.iter().map(|s| s.to_string()).collect(),
-            env: false,
-        },
-    )
-    .unwrap_or_else(|d| panic!("{}", d.render()));
-    Plan::resolve(&l).unwrap_or_else(|d| panic!("{}", d.render()))
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
-    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
-}
+use common::{plan, random};
 
 fn main() {
     let device = Device::flex();
@@ -141,26 +128,38 @@ fn main() {
         ops: vec![2, 1],
     };
     let steps = 10;
-    let t = Instant::now();
-    for _ in 0..steps {
-        let _ = net.forward(&path, x.clone(), Mode::Eval).into_data();
-    }
-    let fwd = t.elapsed().as_secs_f64() / steps as f64;
-    let t = Instant::now();
-    for _ in 0..steps {
-        let out = net.forward(&path, x.clone().autodiff(), Mode::TRAIN);
-        let d = out - y.clone().autodiff();
-        let loss = (d.clone() * d).mean();
-        let g = GradientsParams::from_grads(loss.backward(), &net);
-        net = optim.step(1e-3, net, g);
-    }
-    let step = t.elapsed().as_secs_f64() / steps as f64;
+    // (step ms, eval forward ms) with dnarun's CPU kernels (`false`) or Burn's own ops (`true`).
+    let mut measure = |burn_ops: bool| {
+        dnarun::nn::cpu::use_burn_ops(burn_ops);
+        let eval_net = burn::module::Module::valid(&net);
+        let _ = eval_net.forward(&path, x.clone(), Mode::Eval).into_data();
+        let t = Instant::now();
+        for _ in 0..steps {
+            let _ = eval_net.forward(&path, x.clone(), Mode::Eval).into_data();
+        }
+        let fwd = t.elapsed().as_secs_f64() / steps as f64;
+        let t = Instant::now();
+        for _ in 0..steps {
+            let out = net.clone().forward(&path, x.clone().autodiff(), Mode::TRAIN);
+            let d = out - y.clone().autodiff();
+            let loss = (d.clone() * d).mean();
+            let g = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(1e-3, net.clone(), g);
+        }
+        dnarun::nn::cpu::use_burn_ops(false);
+        (t.elapsed().as_secs_f64() / steps as f64, fwd)
+    };
+    let (burn_step, burn_fwd) = measure(true);
+    let (step, fwd) = measure(false);
     println!(
-        "(c) distill train step, quickstart block 1, path {}, batch 64: {:.1} ms ({:.1}x its eval forward of {:.1} ms)",
+        "(c) distill train step, quickstart block 1, path {}, batch 64: {:.1} ms, eval forward {:.1} ms; with Burn's own ops {:.1} ms and {:.1} ms: {:.2}x and {:.2}x faster",
         p.space.blocks[1].path_name(&path),
         step * 1e3,
-        step / fwd,
-        fwd * 1e3
+        fwd * 1e3,
+        burn_step * 1e3,
+        burn_fwd * 1e3,
+        burn_step / step,
+        burn_fwd / fwd
     );
 
     // (d) Batch decoding throughput.

@@ -14,7 +14,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -22,8 +21,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
 use dnarun::nn::cpu::use_burn_ops;
 use dnarun::nn::{MbConv, Mode, SuperBlock};
-use dnarun::plan::Plan;
-use dnarun::recipe::{self, Activation, Overrides};
+use dnarun::recipe::Activation;
 use dnarun::space::{LayerShape, OpSpec, Path as SPath, mbconv_cost};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -31,9 +29,10 @@ use rand_chacha::ChaCha8Rng;
 const STEPS: usize = 12;
 const WARMUP: usize = 3;
 
-fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
-    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::random;
 
 /// Median forward, backward and optimizer milliseconds of `STEPS` train steps after `WARMUP`.
 #[derive(Debug, Clone, Copy)]
@@ -160,15 +159,10 @@ fn main() {
     );
 
     // (2) A 4-layer supernet cell with a random path each step.
-    let l = recipe::load(
-        Path::new("recipes/quickstart.toml"),
-        &Overrides {
-            sets: vec!["blocks.1.cells=[{ layers = 4, hidden = 16 }]".into()],
-            env: false,
-        },
-    )
-    .unwrap_or_else(|d| panic!("{}", d.render()));
-    let plan = Plan::resolve(&l).unwrap_or_else(|d| panic!("{}", d.render()));
+    let plan = common::plan(
+        "recipes/quickstart.toml",
+        &["blocks.1.cells=[{ layers = 4, hidden = 16 }]"],
+    );
     let block = &plan.space.blocks[1];
     let paths: Vec<SPath> = {
         let all = block.paths();

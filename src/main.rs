@@ -397,7 +397,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                 flops_dna: c.flops(dnarun::recipe::FlopsConvention::Dna),
                 params: c.params,
             };
-            let acc = run::retrain_arch(&plan, &chosen, &arch, stop)?;
+            let acc = run::retrain_arch(&plan, &chosen, stop)?;
             println!("{}: test accuracy {:.2}%", file.name, acc * 100.0);
             Ok(ExitCode::SUCCESS)
         }

@@ -450,14 +450,12 @@ fn teacher_accuracy(dir: &Path) -> Option<f64> {
 pub fn retrain_arch(
     plan: &Plan,
     chosen: &stages::search::Chosen,
-    arch_path: &Path,
     stop: Arc<AtomicBool>,
 ) -> Result<f64, RunError> {
     let device = open_device(&plan.devices[0])?;
     let data = data::load(plan)?;
     let dir = new_run_dir(plan)?;
-    let tracker = open_tracker(plan, &dir)?;
-    let mut tracker = tracker;
+    let mut tracker = open_tracker(plan, &dir)?;
     let name = format!(
         "{}-retrain-{}",
         dir.file_name().unwrap_or_default().to_string_lossy(),
@@ -483,7 +481,6 @@ pub fn retrain_arch(
             .recipe_path
             .canonicalize()
             .unwrap_or(plan.recipe_path.clone());
-        let _ = arch_path;
         stages::retrain::retrain_one(
             &mut ctx,
             chosen,

@@ -8,27 +8,14 @@ use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use dnarun::nn::{Mode, Student, SuperBlock, Teacher, torch};
 use dnarun::plan::Plan;
-use dnarun::recipe::{self, Overrides};
 use dnarun::space::{Architecture, Path as SPath};
 use dnarun::stages::rate::{RateData, fair_loss, rate_block, rate_block_naive};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn plan(path: &str, sets: &[&str]) -> Plan {
-    let l = recipe::load(
-        Path::new(path),
-        &Overrides {
-            sets: sets.iter().map(|s| s.to_string()).collect(),
-            env: false,
-        },
-    )
-    .unwrap_or_else(|d| panic!("{}", d.render()));
-    Plan::resolve(&l).unwrap_or_else(|d| panic!("{}", d.render()))
-}
+mod common;
 
-fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
-    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
-}
+use common::{plan, random};
 
 fn random_arch(plan: &Plan, rng: &mut ChaCha8Rng) -> Architecture {
     Architecture {
@@ -552,6 +539,55 @@ fn batchnorm_kernels_match_burn_and_their_gradients() {
             b.grad(&g1).unwrap(),
             br.grad(&g2).unwrap(),
             "shift gradient",
+            1e-3,
+        );
+    }
+    // Fixed statistics (eval mode): output and gradients of input, scale and shift.
+    {
+        use burn::tensor::module::batch_norm;
+        let dims = [3, 4, 6, 5];
+        let base = random(dims, &device);
+        let stat = |m: f64, s: f64| Tensor::<1>::random([4], Distribution::Normal(m, s), &device);
+        let (g0, b0, mean, var) = (
+            stat(1.0, 0.3),
+            stat(0.0, 0.3),
+            stat(0.0, 1.0),
+            stat(2.0, 0.2),
+        );
+        let (x, g, b) = (
+            base.clone().require_grad(),
+            g0.clone().require_grad(),
+            b0.clone().require_grad(),
+        );
+        let (xr, gr, br) = (base.require_grad(), g0.require_grad(), b0.require_grad());
+        let ours = dnarun::nn::cpu::batch_norm_eval(
+            x.clone(),
+            g.clone(),
+            b.clone(),
+            mean.clone(),
+            var.clone(),
+            1e-3,
+        );
+        let reference = batch_norm(xr.clone(), gr.clone(), br.clone(), mean, var, 1e-3);
+        assert!(
+            max_abs_diff(ours.clone(), reference.clone()) < 1e-4,
+            "eval output"
+        );
+        let up = Tensor::<4>::from_data(random(dims, &Device::flex()).into_data(), &device);
+        let g1 = (ours * up.clone()).sum().backward();
+        let g2 = (reference * up).sum().backward();
+        let dx = max_abs_diff(x.grad(&g1).unwrap(), xr.grad(&g2).unwrap());
+        assert!(dx < 1e-4, "eval input gradient: {dx}");
+        close(
+            g.grad(&g1).unwrap(),
+            gr.grad(&g2).unwrap(),
+            "eval scale gradient",
+            1e-3,
+        );
+        close(
+            b.grad(&g1).unwrap(),
+            br.grad(&g2).unwrap(),
+            "eval shift gradient",
             1e-3,
         );
     }

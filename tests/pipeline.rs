@@ -8,28 +8,15 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dnarun");
 
+mod common;
+
 fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::current_dir()
-        .unwrap()
-        .join("target/pipeline-tests")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::out_dir("pipeline-tests", name)
 }
 
 fn args(dir: &Path, extra: &[&str]) -> Vec<String> {
-    let mut v = vec![
-        "tests/fixtures/tiny.toml".to_string(),
-        "--set".into(),
-        format!("experiment.output_dir=\"{}\"", dir.display()),
-        "--set".into(),
-        format!("tracking.uri=\"file:{}/mlruns\"", dir.display()),
-    ];
-    for e in extra {
-        v.push("--set".into());
-        v.push(e.to_string());
-    }
+    let mut v = vec!["tests/fixtures/tiny.toml".to_string()];
+    v.extend(common::sets(dir, extra));
     v
 }
 

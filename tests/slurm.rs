@@ -15,28 +15,12 @@ fn slurm_available() {
     );
 }
 
-fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::current_dir()
-        .unwrap()
-        .join("target/slurm-tests")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
 
-fn sets(dir: &Path, extra: &[&str]) -> Vec<String> {
-    let mut v = vec![
-        "--set".to_string(),
-        format!("experiment.output_dir=\"{}\"", dir.display()),
-        "--set".into(),
-        format!("tracking.uri=\"file:{}/mlruns\"", dir.display()),
-    ];
-    for e in extra {
-        v.push("--set".into());
-        v.push(e.to_string());
-    }
-    v
+use common::sets;
+
+fn out_dir(name: &str) -> PathBuf {
+    common::out_dir("slurm-tests", name)
 }
 
 fn ok(out: Output) -> String {

@@ -6,7 +6,7 @@ use burn::module::{Module, Param, RunningState};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::module::{adaptive_avg_pool2d, batch_norm};
+use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
 use crate::recipe::Activation;
@@ -62,7 +62,7 @@ impl Bn {
         match mode {
             Mode::Eval => {
                 let device = x.device();
-                batch_norm(
+                super::cpu::batch_norm_eval(
                     x,
                     self.gamma.val(),
                     self.beta.val(),

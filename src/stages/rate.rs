@@ -59,22 +59,10 @@ pub struct RateData {
     pub targets: Vec<Tensor<4>>,
 }
 
-/// Accumulates the fair loss over batches.
-#[derive(Debug, Clone, Copy, Default)]
-struct Fair {
-    abs: f64,
-    n: f64,
-}
-
-/// `mean|Y - Yhat| / std(Y)` for whole tensors (population std).
+/// `mean|Y - Yhat| / std(Y)` over batches (population std). Rating divides by the targets' std
+/// once per block rather than per path ([`mae`] / [`target_std`]); this is that definition.
 pub fn fair_loss(y: &[Tensor<4>], y_hat: &[Tensor<4>]) -> f64 {
-    let std = target_std(y);
-    let mut f = Fair::default();
-    for (a, b) in y.iter().zip(y_hat) {
-        f.abs += (a.clone() - b.clone()).abs().sum().into_scalar::<f32>() as f64;
-        f.n += a.shape().num_elements() as f64;
-    }
-    f.abs / f.n / std
+    mae(y, y_hat) / target_std(y)
 }
 
 fn target_std(y: &[Tensor<4>]) -> f64 {

@@ -184,6 +184,66 @@ pub fn backward_cpu(
     (dx, dgamma, dbeta)
 }
 
+/// `y = x * scale[c] + shift[c]` (BatchNorm with fixed statistics folded into a scale and shift).
+pub fn affine_cpu(d: Dims, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(d.r.max(1))
+        .enumerate()
+        .for_each(|(p, o)| {
+            let c = p % d.c;
+            let (a, b) = (scale[c], shift[c]);
+            for (o, &v) in o.iter_mut().zip(&x[p * d.r..(p + 1) * d.r]) {
+                *o = v * a + b;
+            }
+        });
+    out
+}
+
+/// Gradients of [`affine_cpu`] with respect to `x`, `scale` and `shift`.
+pub fn affine_backward_cpu(
+    d: Dims,
+    x: &[f32],
+    scale: &[f32],
+    grad: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let sums: Vec<(f32, f32)> = (0..d.c)
+        .into_par_iter()
+        .map(|c| {
+            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+            for n in 0..d.n {
+                let (xp, gp) = (d.plane(x, n, c), d.plane(grad, n, c));
+                sg += sum(gp);
+                let mut lanes = [0.0f32; 8];
+                let (cx, cg) = (xp.chunks_exact(8), gp.chunks_exact(8));
+                let tail: f32 = cx
+                    .remainder()
+                    .iter()
+                    .zip(cg.remainder())
+                    .map(|(v, g)| v * g)
+                    .sum();
+                for (vx, vg) in cx.zip(cg) {
+                    for l in 0..8 {
+                        lanes[l] += vx[l] * vg[l];
+                    }
+                }
+                sgx += (lanes.iter().sum::<f32>() + tail) as f64;
+            }
+            (sgx as f32, sg as f32)
+        })
+        .collect();
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(d.r.max(1))
+        .enumerate()
+        .for_each(|(p, o)| {
+            let a = scale[p % d.c];
+            for (o, &g) in o.iter_mut().zip(&grad[p * d.r..(p + 1) * d.r]) {
+                *o = g * a;
+            }
+        });
+    let (dscale, dshift) = sums.into_iter().unzip();
+    (dx, dscale, dshift)
+}
+
 /// BatchNorm with batch statistics as a backend extension.
 #[backend_extension(Flex, Autodiff)]
 pub trait BatchNormBackend: Backend {
@@ -199,6 +259,30 @@ pub trait BatchNormBackend: Backend {
         stats: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self>;
+
+    /// `x * scale + shift` per channel of `x` `[N, C, R, 1]` (BatchNorm with fixed statistics).
+    fn bn_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+fn flex_affine(
+    x: FloatTensor<Flex>,
+    scale: FloatTensor<Flex>,
+    shift: FloatTensor<Flex>,
+) -> FloatTensor<Flex> {
+    let d = Dims::of(&x);
+    let shape = x.layout().shape().clone();
+    let [x, scale, shift] = [x, scale, shift].map(|t| t.to_contiguous());
+    let out = affine_cpu(
+        d,
+        x.storage::<f32>(),
+        scale.storage::<f32>(),
+        shift.storage::<f32>(),
+    );
+    flex_tensor(out, [shape.num_elements()]).reshape(shape)
 }
 
 fn flex_stats(x: FloatTensor<Flex>) -> FloatTensor<Flex> {
@@ -241,6 +325,48 @@ impl BatchNormBackend for Flex {
         eps: f64,
     ) -> FloatTensor<Self> {
         flex_train(x, gamma, beta, stats, eps)
+    }
+
+    fn bn_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        flex_affine(x, scale, shift)
+    }
+}
+
+#[derive(Debug)]
+struct AffineBackward;
+
+impl Backward<Flex, 3> for AffineBackward {
+    type State = (FloatTensor<Flex>, FloatTensor<Flex>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_scale, node_shift] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let (x, scale) = ops.state;
+        let d = Dims::of(&x);
+        let shape = x.layout().shape().clone();
+        let [x, scale] = [x, scale].map(|t| t.to_contiguous());
+        let (dx, dscale, dshift) = affine_backward_cpu(
+            d,
+            x.storage::<f32>(),
+            scale.storage::<f32>(),
+            grad.storage::<f32>(),
+        );
+        if let Some(node) = node_x {
+            grads.register::<Flex>(
+                node.id,
+                flex_tensor(dx, [shape.num_elements()]).reshape(shape),
+            );
+        }
+        if let Some(node) = node_scale {
+            grads.register::<Flex>(node.id, flex_tensor(dscale, [d.c]));
+        }
+        if let Some(node) = node_shift {
+            grads.register::<Flex>(node.id, flex_tensor(dshift, [d.c]));
+        }
     }
 }
 
@@ -319,6 +445,29 @@ impl<C: CheckpointStrategy> BatchNormBackend for Autodiff<Flex, C> {
                 beta.into_primitive(),
                 sp,
                 eps,
+            )),
+        }
+    }
+
+    fn bn_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match AffineBackward
+            .prepare::<C>([x.node(), scale.node(), shift.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (xp, sp) = (x.primitive().clone(), scale.primitive().clone());
+                let out = flex_affine(xp.clone(), sp.clone(), shift.into_primitive());
+                prep.finish((xp, sp), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(flex_affine(
+                x.into_primitive(),
+                scale.into_primitive(),
+                shift.into_primitive(),
             )),
         }
     }

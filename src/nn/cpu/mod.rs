@@ -123,6 +123,31 @@ pub fn batch_norm_train<const D: usize>(
     (y.reshape(dims), mean, var)
 }
 
+/// BatchNorm with fixed statistics (`mean`, `var`): `(x - mean) / sqrt(var + eps) * gamma + beta`.
+pub fn batch_norm_eval<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+    eps: f64,
+) -> Tensor<D> {
+    if !kernels_for(&x.device()) || D < 2 {
+        return burn::tensor::module::batch_norm(x, gamma, beta, mean, var, eps);
+    }
+    let scale = gamma / var.add_scalar(eps).sqrt();
+    let shift = beta - mean * scale.clone();
+    let dims = x.dims();
+    let rest: usize = dims[2..].iter().product();
+    let x4: Tensor<4> = x.reshape([dims[0], dims[1], rest, 1]);
+    let y: Tensor<4> = Tensor::from_dispatch(<Dispatch as BatchNormBackend>::bn_affine(
+        x4.into_dispatch(),
+        scale.into_dispatch(),
+        shift.into_dispatch(),
+    ));
+    y.reshape(dims)
+}
+
 /// Burn's own grouped `conv2d` for the convolution [`depthwise_conv2d`] computes (the tests'
 /// reference).
 pub fn reference_depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
