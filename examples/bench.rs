@@ -140,7 +140,9 @@ fn main() {
         let fwd = t.elapsed().as_secs_f64() / steps as f64;
         let t = Instant::now();
         for _ in 0..steps {
-            let out = net.clone().forward(&path, x.clone().autodiff(), Mode::TRAIN);
+            let out = net
+                .clone()
+                .forward(&path, x.clone().autodiff(), Mode::TRAIN);
             let d = out - y.clone().autodiff();
             let loss = (d.clone() * d).mean();
             let g = GradientsParams::from_grads(loss.backward(), &net);

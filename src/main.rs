@@ -50,9 +50,14 @@ enum Command {
         /// Run only this stage (its inputs must exist in the run directory).
         #[arg(long, value_enum)]
         stage: Option<Stage>,
-        /// Run only this block (distill and rate); with `--stage`.
+        /// Run only this block (distill and rate); with `--stage`. It runs on its device in
+        /// `runtime.devices` (blocks go round-robin over the devices, as `dnarun plan` shows).
         #[arg(long)]
         block: Option<usize>,
+        /// Internal: run as the worker for `runtime.devices[K]` (a run with several devices
+        /// starts one per device for distillation and rating).
+        #[arg(long, hide = true, value_name = "K", conflicts_with = "block")]
+        worker: Option<usize>,
         /// Continue the newest run of this recipe instead of starting a new one.
         #[arg(long)]
         resume: bool,
@@ -236,10 +241,19 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             recipe,
             stage,
             block,
+            worker,
             resume,
             run_dir,
         } => {
             let plan = load_plan(&recipe.recipe, &recipe.sets)?;
+            if let Some(k) = worker
+                && k >= plan.devices.len()
+            {
+                return Err(RunError::Usage(format!(
+                    "`--worker {k}`: the recipe lists {} device(s) in `runtime.devices`",
+                    plan.devices.len()
+                )));
+            }
             if let Some(b) = block
                 && b >= plan.space.blocks.len()
             {
@@ -264,6 +278,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                 &Options {
                     stage,
                     block,
+                    worker,
                     resume,
                     stop,
                 },

@@ -659,12 +659,6 @@ impl Plan {
                 ),
             }
         }
-        if r.runtime.devices.len() > 1 {
-            err("/runtime/devices", format!(
-                "`runtime.devices` lists {} devices, but this dnarun runs a process on one device",
-                r.runtime.devices.len()
-            ), Some("keep one device here and run blocks side by side as separate processes (`dnarun run --stage distill --block I`) or as a Slurm array (`dnarun submit --slurm`)".into()));
-        }
         if r.runtime.devices.is_empty() {
             err(
                 "/runtime/devices",

@@ -41,6 +41,9 @@ pub struct Options {
     pub stage: Option<Stage>,
     /// Only this block (distill, rate).
     pub block: Option<usize>,
+    /// This process is the worker for `runtime.devices[K]`: it distills or rates the blocks
+    /// assigned to that device, on it (started by a run with several devices).
+    pub worker: Option<usize>,
     /// Continue this run directory instead of making a new one.
     pub resume: Option<PathBuf>,
     /// Set by Ctrl-C.
@@ -248,7 +251,23 @@ pub struct Prepared {
 /// Makes a new run directory (or reopens `resume`), writes or checks the lock file, loads the
 /// data and opens tracking.
 pub fn prepare(plan: &Plan, resume: Option<&Path>) -> Result<Prepared, RunError> {
-    let device_spec = &plan.devices[0];
+    prepare_on(plan, resume, 0)
+}
+
+/// The device of block `i`: blocks go round-robin over `runtime.devices`.
+pub fn block_device(plan: &Plan, i: usize) -> usize {
+    i % plan.devices.len()
+}
+
+/// [`prepare`] for a process that computes on `runtime.devices[device]`. Every listed device is
+/// opened first, so a missing one is reported before any work.
+pub fn prepare_on(plan: &Plan, resume: Option<&Path>, device: usize) -> Result<Prepared, RunError> {
+    let device_spec = &plan.devices[device];
+    for (i, d) in plan.devices.iter().enumerate() {
+        if i != device && !plan.devices[..i].contains(d) {
+            open_device(d)?;
+        }
+    }
     let device = open_device(device_spec)?;
     let data = data::load(plan)?;
     let dir = match resume {
@@ -266,7 +285,12 @@ pub fn prepare(plan: &Plan, resume: Option<&Path>) -> Result<Prepared, RunError>
             DeviceSpec::Cuda(_) => "cuda".into(),
             DeviceSpec::Wgpu(_) => "wgpu".into(),
         },
-        device: device_spec.to_string(),
+        device: plan
+            .devices
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         seed: plan.recipe.experiment.seed,
         data_fingerprint: data.fingerprint.clone(),
         recipe_sha256: recipe_hash(&plan.recipe_value),
@@ -366,7 +390,7 @@ pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
         data,
         device,
         mut track,
-    } = prepare(plan, opts.resume.as_deref())?;
+    } = prepare_on(plan, opts.resume.as_deref(), process_device(plan, opts))?;
     let parent = track.parent.clone();
     let result = run_stages(plan, opts, &data, device, &dir, &mut track);
     let status = match &result {
@@ -392,6 +416,118 @@ pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
     result.map(|()| dir)
 }
 
+/// The device this process computes on: a worker's own, a single block's, else the first.
+fn process_device(plan: &Plan, opts: &Options) -> usize {
+    match (opts.worker, opts.block) {
+        (Some(k), _) => k.min(plan.devices.len() - 1),
+        (None, Some(b)) => block_device(plan, b),
+        _ => 0,
+    }
+}
+
+/// Runs `stage` (distill or rate) with one worker process per device, each on the blocks
+/// assigned to its device, and waits for all of them. Their logs go to `RUN_DIR/workers/`.
+fn spread(ctx: &Ctx, stage: Stage) -> Result<(), RunError> {
+    let plan = ctx.plan;
+    let dir = &ctx.dir;
+    let name = match stage {
+        Stage::Distill => "distill",
+        _ => "rate",
+    };
+    let done = |i: usize| -> Result<bool, RunError> {
+        Ok(match stage {
+            Stage::Distill => stages::distill::is_done(ctx, i)?,
+            _ => stages::rate::ratings_path(ctx, i).exists(),
+        })
+    };
+    let exe = std::env::current_exe().map_err(|e| {
+        RunError::Usage(format!(
+            "cannot find the dnarun executable to start workers: {e}"
+        ))
+    })?;
+    let logs = dir.join("workers");
+    std::fs::create_dir_all(&logs).map_err(|e| RunError::file(&logs, e))?;
+    let mut children = Vec::new();
+    for k in 0..plan.devices.len() {
+        let mut blocks = Vec::new();
+        for i in (0..plan.space.blocks.len()).filter(|&i| block_device(plan, i) == k) {
+            if !done(i)? {
+                blocks.push(i);
+            }
+        }
+        if blocks.is_empty() {
+            continue;
+        }
+        let log = logs.join(format!("{name}-{k}.log"));
+        let file = std::fs::File::create(&log).map_err(|e| RunError::file(&log, e))?;
+        let err = file.try_clone().map_err(|e| RunError::file(&log, e))?;
+        let child = std::process::Command::new(&exe)
+            .arg("run")
+            .arg(dir.join("dnarun.lock"))
+            .arg("--run-dir")
+            .arg(dir)
+            .args(["--stage", name, "--worker", &k.to_string()])
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| RunError::Usage(format!("cannot start a {name} worker: {e}")))?;
+        tracing::info!(
+            "{name}: blocks {blocks:?} on {} (worker {k}, log `{}`)",
+            plan.devices[k],
+            log.display()
+        );
+        children.push((k, child, log));
+    }
+    // Wait for every worker; on Ctrl-C pass the stop on (a terminal's Ctrl-C reaches them
+    // anyway; a `kill -INT` of this process alone does not).
+    let mut statuses = vec![None; children.len()];
+    let mut forwarded = false;
+    while statuses.iter().any(Option::is_none) {
+        for (j, (_, child, log)) in children.iter_mut().enumerate() {
+            if statuses[j].is_none() {
+                statuses[j] = child.try_wait().map_err(|e| RunError::file(log, e))?;
+            }
+        }
+        if ctx.stopping() && !forwarded {
+            forwarded = true;
+            for (j, (_, child, _)) in children.iter().enumerate() {
+                if statuses[j].is_none() {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-INT", &child.id().to_string()])
+                        .status();
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut stopped = false;
+    let mut failed: Vec<String> = Vec::new();
+    for ((k, _, log), status) in children.into_iter().zip(statuses) {
+        let status = status.expect("every worker finished");
+        match status.code() {
+            Some(0) => {}
+            Some(130) => stopped = true,
+            _ => {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                failed.push(format!(
+                    "the {name} worker for `{}` (device {k}) failed ({status}); its log `{}` ends with: {}",
+                    plan.devices[k],
+                    log.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                ));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        return Err(RunError::Usage(failed.join("; ")));
+    }
+    if stopped || ctx.stopping() {
+        return Err(ctx.stopped());
+    }
+    Ok(())
+}
+
 fn run_stages(
     plan: &Plan,
     opts: &Options,
@@ -415,13 +551,29 @@ fn run_stages(
     } else {
         None
     };
-    if want(Stage::Distill) {
-        stages::distill::run(&mut ctx, teacher.as_ref().expect("teacher"), opts.block)?;
+    let nblocks = plan.space.blocks.len();
+    let only: Option<Vec<usize>> = match (opts.block, opts.worker) {
+        (Some(b), _) => Some(vec![b]),
+        (None, Some(k)) => Some(
+            (0..nblocks)
+                .filter(|&i| block_device(plan, i) == k)
+                .collect(),
+        ),
+        (None, None) => None,
+    };
+    let spread_out = plan.devices.len() > 1 && only.is_none();
+    for stage in [Stage::Distill, Stage::Rate] {
+        if !want(stage) {
+            continue;
+        }
+        let teacher = teacher.as_ref().expect("teacher");
+        match (spread_out, stage) {
+            (true, _) => spread(&ctx, stage)?,
+            (false, Stage::Distill) => stages::distill::run(&mut ctx, teacher, only.as_deref())?,
+            (false, _) => stages::rate::run(&mut ctx, teacher, only.as_deref())?,
+        }
     }
-    if want(Stage::Rate) {
-        stages::rate::run(&mut ctx, teacher.as_ref().expect("teacher"), opts.block)?;
-    }
-    if opts.block.is_some() {
+    if only.is_some() {
         return Ok(());
     }
     let result = if want(Stage::Search) || want(Stage::Retrain) || want(Stage::Report) {

@@ -355,19 +355,54 @@ fn stages_and_blocks_run_alone() {
 
 #[test]
 fn a_missing_device_is_reported_before_any_work() {
-    let dir = out_dir("device");
-    let out = Command::new(BIN)
-        .args(args(&dir, &["runtime.devices=[\"cuda:0\"]"]))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    // Alone, and as the second of two devices (whose blocks would only start after the teacher).
+    for (name, devices) in [
+        ("device", "[\"cuda:0\"]"),
+        ("device2", "[\"cpu\", \"cuda:0\"]"),
+    ] {
+        let dir = out_dir(name);
+        let out = Command::new(BIN)
+            .args(args(&dir, &[&format!("runtime.devices={devices}")]))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("`runtime.devices` asks for `cuda:0`"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            std::fs::read_dir(&dir).unwrap().next().is_none(),
+            "nothing was written"
+        );
+    }
+}
+
+/// Two devices (`["cpu", "cpu"]`, blocks round-robin): distillation and rating run as one worker
+/// process per device on that device's blocks; the ratings equal a one-device run's.
+#[test]
+fn blocks_spread_over_devices_give_the_same_ratings() {
+    let extra = ["search.top_k=1", "retrain.epochs=1"];
+    let one = out_dir("devices-one");
+    run(&args(&one, &extra));
+    let two = out_dir("devices-two");
+    let out = run(&args(
+        &two,
+        &[extra[0], extra[1], "runtime.devices=[\"cpu\", \"cpu\"]"],
+    ));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("`runtime.devices` asks for `cuda:0`"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
     assert!(
-        std::fs::read_dir(&dir).unwrap().next().is_none(),
-        "nothing was written"
+        err.contains("distill: blocks [0] on cpu (worker 0")
+            && err.contains("distill: blocks [1] on cpu (worker 1")
+            && err.contains("rate: blocks [1] on cpu (worker 1"),
+        "{err}"
     );
+    let (r1, r2) = (one.join("tiny-001"), two.join("tiny-001"));
+    assert_eq!(ratings(&r1), ratings(&r2));
+    let log = std::fs::read_to_string(r2.join("workers/distill-1.log")).unwrap();
+    assert!(
+        log.contains("distill block 1:") && !log.contains("distill block 0:"),
+        "{log}"
+    );
+    assert!(r2.join("workers/rate-0.log").exists() && r2.join("report.md").exists());
 }
 
 #[test]

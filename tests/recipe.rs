@@ -155,10 +155,6 @@ bad!(
     format!("{TINY}\n[runtime]\ndevices = [\"tpu:0\"]\n")
 );
 bad!(
-    several_devices,
-    format!("{TINY}\n[runtime]\ndevices = [\"cpu\", \"cuda:0\"]\n")
-);
-bad!(
     input_mismatch,
     edit("target = \"t2\"", "target = \"t2\"\ninput = \"image\"")
 );

@@ -675,8 +675,11 @@ impl Default for Tracking {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
-    /// The device to run on, as a one-element list: `["cpu"]`, `["cuda:N"]` or `["wgpu:N"]`.
-    /// (Blocks run side by side as separate processes: `--block I`, or `dnarun submit --slurm`.)
+    /// The devices to run on: `["cpu"]`, `["cuda:N"]`, `["wgpu:N"]`, or several, e.g.
+    /// `["cuda:0", "cuda:1"]`. With several, blocks go round-robin over the devices (block I on
+    /// device I mod N, as `dnarun plan` shows) and distillation and rating run as one worker
+    /// process per device, each computing the teacher's features itself; the teacher, search
+    /// and retraining run on the first. Every listed device is checked before any work starts.
     #[serde(default = "default_devices")]
     pub devices: Vec<String>,
 }

@@ -101,13 +101,13 @@ pub fn sample_path(rng: &mut ChaCha8Rng, cell: usize, layers: usize, ops: usize)
 }
 
 /// Distills the given blocks (all unfinished ones when `only` is `None`).
-pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), RunError> {
+pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(), RunError> {
     let plan = ctx.plan;
     let r = &plan.recipe;
     let ad = ctx.train_device();
     let mut jobs = Vec::new();
     for i in 0..plan.space.blocks.len() {
-        if only.is_some_and(|o| o != i) || is_done(ctx, i)? {
+        if only.is_some_and(|o| !o.contains(&i)) || is_done(ctx, i)? {
             continue;
         }
         let dir = block_dir(ctx, i);

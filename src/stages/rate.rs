@@ -226,11 +226,11 @@ pub fn load_all(ctx: &Ctx) -> Result<Vec<BlockRatings>, RunError> {
 }
 
 /// Rates the given blocks (all unrated ones when `only` is `None`).
-pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<usize>) -> Result<(), RunError> {
+pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(), RunError> {
     let plan = ctx.plan;
     let r = &plan.recipe;
     let todo: Vec<usize> = (0..plan.space.blocks.len())
-        .filter(|i| only.is_none_or(|o| o == *i) && !ratings_path(ctx, *i).exists())
+        .filter(|i| only.is_none_or(|o| o.contains(i)) && !ratings_path(ctx, *i).exists())
         .collect();
     if todo.is_empty() {
         return Ok(());

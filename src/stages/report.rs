@@ -112,7 +112,7 @@ pub fn run(
         let r: Option<serde_json::Value> = super::read_json(&super::rate::ratings_path(ctx, i))?;
         blocks.push(BlockWork {
             block: i,
-            device: ctx.plan.devices[0].to_string(),
+            device: ctx.plan.devices[crate::run::block_device(ctx.plan, i)].to_string(),
             distill_seconds: d
                 .as_ref()
                 .and_then(|d| d["seconds"].as_f64())
