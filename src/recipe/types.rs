@@ -46,7 +46,7 @@ pub struct Recipe {
     /// Where metrics, params and artifacts go.
     #[serde(default)]
     pub tracking: Tracking,
-    /// Device, threads and precision.
+    /// Where to compute.
     #[serde(default)]
     pub runtime: Runtime,
 }
@@ -671,7 +671,7 @@ impl Default for Tracking {
     }
 }
 
-/// Device, threads and precision.
+/// Where to compute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
