@@ -246,6 +246,9 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             run_dir,
         } => {
             let plan = load_plan(&recipe.recipe, &recipe.sets)?;
+            if worker.is_some() {
+                stop_with_parent(stop.clone());
+            }
             if let Some(k) = worker
                 && k >= plan.devices.len()
             {
@@ -505,4 +508,19 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A worker stops (as on Ctrl-C: saving first) when the run that started it dies, so a killed
+/// run leaves no worker behind to race the resumed one. (It watches its parent process id rather
+/// than asking for a signal: Linux sends `PR_SET_PDEATHSIG` once per exiting parent thread.)
+fn stop_with_parent(stop: Arc<AtomicBool>) {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || {
+        while std::os::unix::process::parent_id() == parent {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if !stop.swap(true, Ordering::SeqCst) {
+            eprintln!("\nthe run that started this worker ended; stopping after saving");
+        }
+    });
 }

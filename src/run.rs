@@ -459,7 +459,11 @@ fn spread(ctx: &Ctx, stage: Stage) -> Result<(), RunError> {
             continue;
         }
         let log = logs.join(format!("{name}-{k}.log"));
-        let file = std::fs::File::create(&log).map_err(|e| RunError::file(&log, e))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| RunError::file(&log, e))?;
         let err = file.try_clone().map_err(|e| RunError::file(&log, e))?;
         let child = std::process::Command::new(&exe)
             .arg("run")

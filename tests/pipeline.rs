@@ -289,6 +289,58 @@ fn a_killed_run_resumes_to_the_same_ratings() {
         ratings(&reference.join("tiny-001")),
         ratings(&dir.join("tiny-001"))
     );
+
+    // With two devices: SIGKILL the run mid-distillation; its workers notice, save and stop on
+    // their own (nothing left to race the resumed run), and the resumed run rates the same.
+    let dir = out_dir("resume-killed-2dev");
+    let two = [
+        extra[0],
+        extra[1],
+        extra[2],
+        "runtime.devices=[\"cpu\", \"cpu\"]",
+    ];
+    let mut child = Command::new(BIN)
+        .args(args(&dir, &two))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = dir.join("tiny-001/distill/block1/state.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(&state)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["epochs_done"].as_u64())
+        .is_none_or(|d| d < 3)
+    {
+        assert!(Instant::now() < deadline, "distillation did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logs = [0, 1].map(|k| dir.join(format!("tiny-001/workers/distill-{k}.log")));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !logs.iter().all(|l| {
+        std::fs::read_to_string(l).is_ok_and(|t| t.contains("everything finished so far is saved"))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the workers did not stop with their run"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let resumed = Command::new(BIN)
+        .args(["resume", &dir.join("tiny-001").display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(
+        ratings(&reference.join("tiny-001")),
+        ratings(&dir.join("tiny-001"))
+    );
 }
 
 #[test]
