@@ -5,6 +5,7 @@
 //!   32x32, MSE, Adam: forward / backward / optimizer split and GFLOP/s;
 //! - (2) a 4-layer supernet cell (quickstart block 1, 4 ops per layer) at batch 32, a random path
 //!   each step, as distillation trains it;
+//!
 //! each with dnarun's CPU kernels (`dnarun::nn::cpu`) and with Burn's own ops (the baseline).
 //!
 //! Run: `cargo run --release --example step` (add `--json` for one JSON line at the end).

@@ -146,13 +146,13 @@ pub fn submit(
     let prepared = crate::run::prepare(plan, resubmit)?;
     let dir = prepared.dir.canonicalize().unwrap_or(prepared.dir.clone());
     let jobs_path = dir.join("slurm").join("jobs.json");
-    if let Some(old) = read_json::<Jobs>(&jobs_path)? {
-        if !opts.dry_run {
-            let ids: Vec<&String> = old.jobs.values().collect();
-            let _ = Command::new("scancel")
-                .args(ids.iter().map(|s| s.as_str()))
-                .status();
-        }
+    if let Some(old) = read_json::<Jobs>(&jobs_path)?
+        && !opts.dry_run
+    {
+        let ids: Vec<&String> = old.jobs.values().collect();
+        let _ = Command::new("scancel")
+            .args(ids.iter().map(|s| s.as_str()))
+            .status();
     }
     drop(prepared);
     let exe = std::env::current_exe()

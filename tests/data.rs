@@ -134,7 +134,7 @@ fn generated_cifar_binary_batch() {
         bytes.extend(cifar_record(l, fill));
     }
     std::fs::write(&f, &bytes).unwrap();
-    let images = read_cifar(&[f.clone()], false, 3, 32, 10).unwrap();
+    let images = read_cifar(std::slice::from_ref(&f), false, 3, 32, 10).unwrap();
     assert_eq!(images.labels, vec![3, 7, 0]);
     assert_eq!(images.image(1)[0], 200);
     // CIFAR-100: coarse + fine label bytes, the fine one is used.

@@ -508,9 +508,8 @@ impl Mapper<'_> {
     }
 
     fn mbconv(&mut self, m: &mut MbConv, p: &str) {
-        match &mut m.expand {
-            Some(e) => self.conv_bn(e, &format!("{p}._expand_conv"), &format!("{p}._bn0")),
-            None => {}
+        if let Some(e) = &mut m.expand {
+            self.conv_bn(e, &format!("{p}._expand_conv"), &format!("{p}._bn0"))
         }
         self.conv_bn(
             &mut m.depthwise,

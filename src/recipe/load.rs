@@ -218,6 +218,7 @@ fn env_pointer(var: &str) -> Option<String> {
 }
 
 /// Reads a recipe file and, first, the files it extends. Each layer is pushed base first.
+#[allow(clippy::too_many_arguments)]
 fn read_chain(
     path: &Path,
     from: Option<Origin>,

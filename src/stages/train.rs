@@ -122,7 +122,7 @@ pub fn train_classifier<M: Classifier>(
         let order = batches(
             &ctx.data.train_idx,
             batch,
-            Some(seed ^ (epoch as u64 + 1) * 7919),
+            Some(seed ^ ((epoch as u64 + 1) * 7919)),
         );
         let pb = progress(
             order.len() as u64,
