@@ -42,8 +42,9 @@ macro_rules! bad {
     };
     ($name:ident, $text:expr, $sets:expr) => {
         #[test]
+        #[allow(clippy::unnecessary_to_owned)]
         fn $name() {
-            insta::assert_snapshot!(problems(stringify!($name), TINY, $sets));
+            insta::assert_snapshot!(problems(stringify!($name), &$text, $sets));
         }
     };
 }
