@@ -242,27 +242,16 @@ fn the_lock_file_reruns_the_same_ratings() {
     assert_eq!(lock1, lock2, "the lock of a lock-file run is the same lock");
 }
 
-#[test]
-fn a_killed_run_resumes_to_the_same_ratings() {
-    let reference = out_dir("resume-reference");
-    let extra = ["distill.epochs=40", "search.top_k=1", "retrain.epochs=1"];
-    run(&args(&reference, &extra));
-    let dir = out_dir("resume-killed");
-    let mut child = Command::new(BIN)
-        .args(args(&dir, &extra))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+/// Waits until block 1 of the run in `dir` has distilled `epochs` epochs, while `child` runs.
+fn wait_for_block1_epochs(dir: &Path, epochs: u64, child: &mut std::process::Child) {
     let state = dir.join("tiny-001/distill/block1/state.json");
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let done = std::fs::read_to_string(&state)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["epochs_done"].as_u64());
-        if done.is_some_and(|d| d >= 3) {
-            break;
-        }
+    while std::fs::read_to_string(&state)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["epochs_done"].as_u64())
+        .is_none_or(|d| d < epochs)
+    {
         assert!(Instant::now() < deadline, "distillation did not start");
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -270,12 +259,10 @@ fn a_killed_run_resumes_to_the_same_ratings() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert!(
-        !dir.join("tiny-001/rate/block0.json").exists(),
-        "killed during distillation"
-    );
+}
+
+/// `dnarun resume`s the run in `dir` and checks its ratings equal the run in `reference`'s.
+fn resume_rates_as(dir: &Path, reference: &Path) {
     let resumed = Command::new(BIN)
         .args(["resume", &dir.join("tiny-001").display().to_string()])
         .output()
@@ -289,6 +276,27 @@ fn a_killed_run_resumes_to_the_same_ratings() {
         ratings(&reference.join("tiny-001")),
         ratings(&dir.join("tiny-001"))
     );
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_ratings() {
+    let reference = out_dir("resume-reference");
+    let extra = ["distill.epochs=40", "search.top_k=1", "retrain.epochs=1"];
+    run(&args(&reference, &extra));
+    let dir = out_dir("resume-killed");
+    let mut child = Command::new(BIN)
+        .args(args(&dir, &extra))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_block1_epochs(&dir, 3, &mut child);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !dir.join("tiny-001/rate/block0.json").exists(),
+        "killed during distillation"
+    );
+    resume_rates_as(&dir, &reference);
 
     // With two devices: SIGKILL the run mid-distillation; its workers notice, save and stop on
     // their own (nothing left to race the resumed run), and the resumed run rates the same.
@@ -304,17 +312,7 @@ fn a_killed_run_resumes_to_the_same_ratings() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let state = dir.join("tiny-001/distill/block1/state.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_to_string(&state)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["epochs_done"].as_u64())
-        .is_none_or(|d| d < 3)
-    {
-        assert!(Instant::now() < deadline, "distillation did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_block1_epochs(&dir, 3, &mut child);
     child.kill().unwrap();
     child.wait().unwrap();
     let logs = [0, 1].map(|k| dir.join(format!("tiny-001/workers/distill-{k}.log")));
@@ -328,19 +326,7 @@ fn a_killed_run_resumes_to_the_same_ratings() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let resumed = Command::new(BIN)
-        .args(["resume", &dir.join("tiny-001").display().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    assert_eq!(
-        ratings(&reference.join("tiny-001")),
-        ratings(&dir.join("tiny-001"))
-    );
+    resume_rates_as(&dir, &reference);
 }
 
 #[test]

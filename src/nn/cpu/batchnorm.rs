@@ -106,33 +106,21 @@ pub fn forward_cpu(
             (a, beta[c] - stats[c] * a)
         })
         .unzip();
-    let mut out = vec![0.0f32; x.len()];
-    out.par_chunks_mut(d.r.max(1))
-        .enumerate()
-        .for_each(|(p, o)| {
-            let c = p % d.c;
-            let (a, b) = (scale[c], shift[c]);
-            for (o, &v) in o.iter_mut().zip(&x[p * d.r..(p + 1) * d.r]) {
-                *o = v * a + b;
-            }
-        });
-    out
+    affine_cpu(d, x, &scale, &shift)
 }
 
-/// Gradients with respect to `x`, `gamma` and `beta` of the batch-statistics normalisation.
-pub fn backward_cpu(
+/// Per channel: the sum of `grad` and the sum of `grad * (x - centre(c))`, each image's plane
+/// in eight lanes, the images in `f64` in a fixed order.
+fn channel_sums(
     d: Dims,
     x: &[f32],
-    gamma: &[f32],
-    stats: &[f32],
-    eps: f64,
     grad: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    // Per channel: sum of the gradient and of gradient x centred input.
-    let sums: Vec<(f64, f64)> = (0..d.c)
+    centre: impl Fn(usize) -> f32 + Sync,
+) -> Vec<(f64, f64)> {
+    (0..d.c)
         .into_par_iter()
         .map(|c| {
-            let m = stats[c];
+            let m = centre(c);
             (0..d.n).fold((0.0, 0.0), |(sg, sgx), n| {
                 let (xp, gp) = (d.plane(x, n, c), d.plane(grad, n, c));
                 let mut lanes = [0.0f32; 8];
@@ -154,7 +142,20 @@ pub fn backward_cpu(
                 )
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Gradients with respect to `x`, `gamma` and `beta` of the batch-statistics normalisation.
+pub fn backward_cpu(
+    d: Dims,
+    x: &[f32],
+    gamma: &[f32],
+    stats: &[f32],
+    eps: f64,
+    grad: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    // Per channel: sum of the gradient and of gradient x centred input.
+    let sums = channel_sums(d, x, grad, |c| stats[c]);
     let inv: Vec<f64> = (0..d.c)
         .map(|c| 1.0 / (stats[d.c + c] as f64 + eps).sqrt())
         .collect();
@@ -206,31 +207,7 @@ pub fn affine_backward_cpu(
     scale: &[f32],
     grad: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let sums: Vec<(f32, f32)> = (0..d.c)
-        .into_par_iter()
-        .map(|c| {
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-            for n in 0..d.n {
-                let (xp, gp) = (d.plane(x, n, c), d.plane(grad, n, c));
-                sg += sum(gp);
-                let mut lanes = [0.0f32; 8];
-                let (cx, cg) = (xp.chunks_exact(8), gp.chunks_exact(8));
-                let tail: f32 = cx
-                    .remainder()
-                    .iter()
-                    .zip(cg.remainder())
-                    .map(|(v, g)| v * g)
-                    .sum();
-                for (vx, vg) in cx.zip(cg) {
-                    for l in 0..8 {
-                        lanes[l] += vx[l] * vg[l];
-                    }
-                }
-                sgx += (lanes.iter().sum::<f32>() + tail) as f64;
-            }
-            (sgx as f32, sg as f32)
-        })
-        .collect();
+    let sums = channel_sums(d, x, grad, |_| 0.0);
     let mut dx = vec![0.0f32; x.len()];
     dx.par_chunks_mut(d.r.max(1))
         .enumerate()
@@ -240,7 +217,8 @@ pub fn affine_backward_cpu(
                 *o = g * a;
             }
         });
-    let (dscale, dshift) = sums.into_iter().unzip();
+    let dscale = sums.iter().map(|s| s.1 as f32).collect();
+    let dshift = sums.iter().map(|s| s.0 as f32).collect();
     (dx, dscale, dshift)
 }
 
