@@ -766,7 +766,12 @@ impl Plan {
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            let device = &self.devices[i % self.devices.len()];
+            let k = i % self.devices.len();
+            let device = if self.devices.len() > 1 {
+                format!("{} (worker {k})", self.devices[k])
+            } else {
+                self.devices[k].to_string()
+            };
             let _ = writeln!(
                 s,
                 "  {i}: -> {:<8} cells [{cells}] ops {} paths {:.4e}  lr {}  on {device}",

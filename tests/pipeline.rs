@@ -441,6 +441,17 @@ fn blocks_spread_over_devices_give_the_same_ratings() {
         "{log}"
     );
     assert!(r2.join("workers/rate-0.log").exists() && r2.join("report.md").exists());
+    // `dnarun plan` shows the assignment.
+    let plan = Command::new(BIN)
+        .args(["plan", "tests/fixtures/tiny.toml", "--set"])
+        .arg("runtime.devices=[\"cpu\", \"cpu\"]")
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("on cpu (worker 0)") && plan.contains("on cpu (worker 1)"),
+        "{plan}"
+    );
 }
 
 #[test]
