@@ -22,7 +22,7 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, Flex};
 use burn::tensor::module::conv2d;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::recipe::Activation;
 use activation::ActivationBackend;
@@ -32,7 +32,8 @@ use depthwise::{DepthwiseBackend, Geometry};
 static BURN_OPS: AtomicBool = AtomicBool::new(false);
 
 /// Routes every operation here through Burn's own implementation (`true`) or dnarun's kernels
-/// (`false`, the default): the baseline of `examples/step.rs` and of the tests.
+/// (`false`, the default): the in-run baseline of the benchmarks (`examples/step.rs`,
+/// `examples/bench.rs`). The tests call Burn's operations directly instead.
 pub fn use_burn_ops(on: bool) {
     BURN_OPS.store(on, Ordering::Relaxed);
 }
@@ -40,6 +41,11 @@ pub fn use_burn_ops(on: bool) {
 /// Whether dnarun's kernels run for tensors on `device`.
 pub fn kernels_for(device: &Device) -> bool {
     !BURN_OPS.load(Ordering::Relaxed) && *device == Device::flex()
+}
+
+/// Whether dnarun's kernels run for `x`: on the CPU backend, in `f32` (the kernels' only type).
+fn kernels_run<const D: usize>(x: &Tensor<D>) -> bool {
+    kernels_for(&x.device()) && x.dtype() == DType::F32
 }
 
 pub(crate) fn flex_tensor<const D: usize>(
@@ -62,7 +68,7 @@ impl Backward<Flex, 1> for NoGrad {
 /// Depthwise convolution (`groups` = channels, no bias) with "same" padding.
 pub fn depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
     let g = Geometry::same(x.dims(), weight.dims()[2], stride);
-    if kernels_for(&x.device()) {
+    if kernels_run(&x) && kernels_run(&weight) {
         Tensor::from_dispatch(<Dispatch as DepthwiseBackend>::depthwise_conv2d(
             x.into_dispatch(),
             weight.into_dispatch(),
@@ -80,7 +86,7 @@ pub fn depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tenso
 /// An activation function.
 pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
     use burn::tensor::activation::{relu, relu6, silu};
-    if kernels_for(&x.device()) {
+    if kernels_run(&x) {
         return Tensor::from_dispatch(<Dispatch as ActivationBackend>::activation(
             x.into_dispatch(),
             act as usize,
@@ -101,7 +107,7 @@ pub fn batch_norm_train<const D: usize>(
     beta: Tensor<1>,
     eps: f64,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
-    if !kernels_for(&x.device()) || D < 2 {
+    if !kernels_run(&x) || D < 2 {
         let out = burn::tensor::module::batch_norm_train(x, gamma, beta, eps);
         return (out.output, out.mean, out.variance);
     }
@@ -132,7 +138,7 @@ pub fn batch_norm_eval<const D: usize>(
     var: Tensor<1>,
     eps: f64,
 ) -> Tensor<D> {
-    if !kernels_for(&x.device()) || D < 2 {
+    if !kernels_run(&x) || D < 2 {
         return burn::tensor::module::batch_norm(x, gamma, beta, mean, var, eps);
     }
     let scale = gamma / var.add_scalar(eps).sqrt();
