@@ -289,14 +289,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             Ok(ExitCode::SUCCESS)
         }
         Command::Resume { run_dir } => {
-            let lock = run_dir.join("dnarun.lock");
-            if !lock.exists() {
-                return Err(RunError::Usage(format!(
-                    "`{}` is not a run directory: it has no `dnarun.lock`",
-                    run_dir.display()
-                )));
-            }
-            let plan = load_plan(&lock, &[])?;
+            let plan = run_dir_plan(&run_dir)?;
             run::run(
                 &plan,
                 &Options {
@@ -464,14 +457,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { run_dir } => {
-            let lock = run_dir.join("dnarun.lock");
-            if !lock.exists() {
-                return Err(RunError::Usage(format!(
-                    "`{}` is not a run directory: it has no `dnarun.lock`",
-                    run_dir.display()
-                )));
-            }
-            let plan = load_plan(&lock, &[])?;
+            let plan = run_dir_plan(&run_dir)?;
             print!("{}", dnarun::status::render(&plan, &run_dir)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -523,4 +509,16 @@ fn stop_with_parent(stop: Arc<AtomicBool>) {
             eprintln!("\nthe run that started this worker ended; stopping after saving");
         }
     });
+}
+
+/// The plan of an existing run, from its `dnarun.lock`.
+fn run_dir_plan(run_dir: &Path) -> Result<Plan, RunError> {
+    let lock = run_dir.join("dnarun.lock");
+    if !lock.exists() {
+        return Err(RunError::Usage(format!(
+            "`{}` is not a run directory: it has no `dnarun.lock`",
+            run_dir.display()
+        )));
+    }
+    load_plan(&lock, &[])
 }

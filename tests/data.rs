@@ -30,22 +30,17 @@ fn full_fashion_mnist() {
         dir.exists(),
         "{FMNIST} is missing: run the suite with `scripts/test` (installs dataset-fashion-mnist)"
     );
-    let train = read_idx(
-        &dir.join("train-images-idx3-ubyte.gz"),
-        &dir.join("train-labels-idx1-ubyte.gz"),
-        1,
-        28,
-        10,
-    )
-    .unwrap();
-    let test = read_idx(
-        &dir.join("t10k-images-idx3-ubyte.gz"),
-        &dir.join("t10k-labels-idx1-ubyte.gz"),
-        1,
-        28,
-        10,
-    )
-    .unwrap();
+    let split = |name: &str| {
+        read_idx(
+            &dir.join(format!("{name}-images-idx3-ubyte.gz")),
+            &dir.join(format!("{name}-labels-idx1-ubyte.gz")),
+            1,
+            28,
+            10,
+        )
+        .unwrap()
+    };
+    let (train, test) = (split("train"), split("t10k"));
     assert_eq!(train.len(), 60_000);
     assert_eq!(test.len(), 10_000);
     assert_eq!(train.histogram(10), vec![6000; 10]);

@@ -168,18 +168,8 @@ fn whole_pipeline_writes_every_artifact() {
         "1"
     );
     // The exported architecture re-loads: `plan` shows it and its cost matches the report.
-    let plan = Command::new(BIN)
-        .args([
-            "plan",
-            &r.join("retrain/top1/arch.toml").display().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        plan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
+    let arch = r.join("retrain/top1/arch.toml").display().to_string();
+    let plan = run(&["plan".into(), arch.clone()]);
     let text = String::from_utf8_lossy(&plan.stdout);
     let params = report["architectures"][0]["chosen"]["params"]
         .as_u64()
@@ -189,18 +179,7 @@ fn whole_pipeline_writes_every_artifact() {
         "{text}"
     );
     // ... and retrains.
-    let re = Command::new(BIN)
-        .args([
-            "retrain",
-            &r.join("retrain/top1/arch.toml").display().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        re.status.success(),
-        "{}",
-        String::from_utf8_lossy(&re.stderr)
-    );
+    let re = run(&["retrain".into(), arch]);
     assert!(String::from_utf8_lossy(&re.stdout).contains("top1: test accuracy"));
 }
 

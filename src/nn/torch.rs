@@ -315,8 +315,8 @@ pub struct RawTensor {
     pub values: Vec<f32>,
 }
 
-/// Reads every tensor of a legacy `torch.save` state dict.
-pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
+/// A weights file's bytes, and the error constructor naming that file.
+fn read_weights(path: &Path) -> Result<(Vec<u8>, impl Fn(String) -> WeightsError), WeightsError> {
     let fail = |problem: String| WeightsError::Format {
         path: path.to_path_buf(),
         problem,
@@ -326,6 +326,12 @@ pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsEr
             "cannot be read: {e}; check `teacher.weights.path` (relative to the recipe)"
         ))
     })?;
+    Ok((bytes, fail))
+}
+
+/// Reads every tensor of a legacy `torch.save` state dict.
+pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
+    let (bytes, fail) = read_weights(path)?;
     if bytes.starts_with(b"PK") {
         return Err(fail("is a zip-format torch file; dnarun reads the legacy format (`torch.save(..., _use_new_zipfile_serialization=False)`)".into()));
     }
@@ -526,15 +532,7 @@ impl Mapper<'_> {
 
 /// Reads every f32 tensor of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
-    let fail = |problem: String| WeightsError::Format {
-        path: path.to_path_buf(),
-        problem,
-    };
-    let bytes = std::fs::read(path).map_err(|e| {
-        fail(format!(
-            "cannot be read: {e}; check `teacher.weights.path` (relative to the recipe)"
-        ))
-    })?;
+    let (bytes, fail) = read_weights(path)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| fail(format!("is not a valid safetensors file: {e}")))?;
     let mut out = BTreeMap::new();

@@ -30,20 +30,14 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
     let teacher = match ctx.plan.teacher.weights.clone() {
         Some((path, format)) => {
             let t = match format {
-                WeightFormat::TorchLegacy => torch::load_teacher(
-                    &path,
-                    &ctx.plan.teacher,
-                    d.channels,
-                    d.classes,
-                    &ctx.device,
-                )?,
-                WeightFormat::Safetensors => torch::load_teacher_safetensors(
-                    &path,
-                    &ctx.plan.teacher,
-                    d.channels,
-                    d.classes,
-                    &ctx.device,
-                )?,
+                WeightFormat::TorchLegacy | WeightFormat::Safetensors => {
+                    let load = if matches!(format, WeightFormat::TorchLegacy) {
+                        torch::load_teacher
+                    } else {
+                        torch::load_teacher_safetensors
+                    };
+                    load(&path, &ctx.plan.teacher, d.channels, d.classes, &ctx.device)?
+                }
                 WeightFormat::Burn => {
                     if !path.exists() {
                         return Err(super::RunError::file(
