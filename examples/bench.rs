@@ -82,7 +82,10 @@ fn main() {
                     let size = c.flops(dnarun::recipe::FlopsConvention::Dna) as f64;
                     Candidate {
                         rating: 1.0 / (1.0 + size / 2e7) + rng.random_range(0.0..0.2),
-                        cost: [p.measures[0].of(&c) as f64, p.measures[1].of(&c) as f64],
+                        cost: [
+                            p.search.measures[0].of(&c) as f64,
+                            p.search.measures[1].of(&c) as f64,
+                        ],
                     }
                 })
                 .collect()
@@ -90,15 +93,15 @@ fn main() {
         .collect();
     let fixed = p.space.fixed_cost();
     let fixed = [
-        p.measures[0].of(&fixed) as f64,
-        p.measures[1].of(&fixed) as f64,
+        p.search.measures[0].of(&fixed) as f64,
+        p.search.measures[1].of(&fixed) as f64,
     ];
     let t = Instant::now();
     let fronts = suffix_fronts(&blocks);
-    let optimum = fronts[0].best_within(p.limits[0] - fixed[0]);
+    let optimum = fronts[0].best_within(p.search.limits[0] - fixed[0]);
     let t_front = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let top = top_k(&blocks, fixed, p.limits, 10);
+    let top = top_k(&blocks, fixed, p.search.limits, 10);
     let t_top = t.elapsed().as_secs_f64();
     assert!(
         (top[0].rating - optimum).abs() < 1e-9,
@@ -107,7 +110,7 @@ fn main() {
     println!(
         "(b) search over {:.3e} architectures under {} MFLOPs: suffix fronts + optimum {:.1} ms ({} front points); exact top-10 {:.1} ms ({:.1}x the optimum alone); best {:.4}, 10th {:.4}",
         p.space.size(),
-        p.limits[0] / 1e6,
+        p.search.limits[0] / 1e6,
         t_front * 1e3,
         fronts[0].0.len(),
         t_top * 1e3,
@@ -165,8 +168,8 @@ fn main() {
     );
 
     // (d) Batch decoding throughput.
-    let d = &p.recipe.data;
-    let images = std::sync::Arc::new(dnarun::data::read_split(&p, &d.train).unwrap());
+    let d = &p.data;
+    let images = std::sync::Arc::new(dnarun::data::read_split(d, &d.train).unwrap());
     let idx: Vec<usize> = (0..images.len()).collect();
     let pre = dnarun::data::Preprocess::new(d, true);
     let t = Instant::now();

@@ -8,10 +8,12 @@
 //! exactly, retrained from scratch and reported, with everything tracked in MLflow.
 
 pub mod data;
+pub mod error;
 pub mod nn;
 pub mod plan;
 pub mod recipe;
 pub mod run;
+pub mod rundir;
 pub mod slurm;
 pub mod space;
 pub mod stages;

@@ -1,5 +1,5 @@
 //! The `dnarun` command line: parse arguments, call the library, map errors to exit codes
-//! (0 success, 2 bad input of any kind, 130 stopped by Ctrl-C).
+//! (0 success, 1 a failure of the run itself, 2 bad input of any kind, 130 stopped by Ctrl-C).
 
 // mimalloc keeps freed memory for reuse: the training loop allocates and frees tensors of many
 // megabytes every step, which the system allocator returns to the kernel and faults back in
@@ -7,23 +7,22 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
-use dnarun::plan::Plan;
-use dnarun::recipe::{self, Overrides};
-use dnarun::run::{self, Options, Stage};
-use dnarun::stages::RunError;
-use dnarun::stages::retrain::ArchFile;
+use dnarun::error::RunError;
+use dnarun::recipe;
+use dnarun::run::{Stage, commands};
 
 /// Neural architecture search by block-wise knowledge distillation (DNA), declared in a TOML
 /// recipe. `dnarun recipe.toml` runs the whole pipeline: teacher, distill, rate, search,
-/// retrain, report. Exit codes: 0 success, 2 bad input (recipe, data, weights, tracking,
-/// device), 130 stopped by Ctrl-C (resume with `dnarun resume RUN_DIR`).
+/// retrain, report. Exit codes: 0 success, 1 the run itself failed (a worker crashed, a file of
+/// the run could not be written), 2 bad input (recipe, data, weights, tracking, device), 130
+/// stopped by Ctrl-C (resume with `dnarun resume RUN_DIR`).
 #[derive(Parser, Debug)]
 #[command(name = "dnarun", version)]
 struct Cli {
@@ -206,33 +205,9 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            ExitCode::from(e.exit_code())
         }
     }
-}
-
-fn load_plan(path: &Path, sets: &[String]) -> Result<Plan, RunError> {
-    let loaded = recipe::load(
-        path,
-        &Overrides {
-            sets: sets.to_vec(),
-            env: true,
-        },
-    )?;
-    Ok(Plan::resolve(&loaded)?)
-}
-
-fn is_arch_file(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|t| {
-        t.lines().any(|l| l.starts_with("blocks = ["))
-            && t.lines().any(|l| l.starts_with("recipe = "))
-    })
-}
-
-fn arch_plan(path: &Path) -> Result<(ArchFile, Plan), RunError> {
-    let arch = ArchFile::read(path)?;
-    let recipe = path.parent().unwrap_or(Path::new("")).join(&arch.recipe);
-    Ok((arch, load_plan(&recipe, &[])?))
 }
 
 fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError> {
@@ -245,172 +220,42 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             resume,
             run_dir,
         } => {
-            let plan = load_plan(&recipe.recipe, &recipe.sets)?;
+            let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
             if worker.is_some() {
                 stop_with_parent(stop.clone());
             }
-            if let Some(k) = worker
-                && k >= plan.devices.len()
-            {
-                return Err(RunError::Usage(format!(
-                    "`--worker {k}`: the recipe lists {} device(s) in `runtime.devices`",
-                    plan.devices.len()
-                )));
-            }
-            if let Some(b) = block
-                && b >= plan.space.blocks.len()
-            {
-                return Err(RunError::Usage(format!(
-                    "`--block {b}`: the recipe has blocks 0 to {}",
-                    plan.space.blocks.len() - 1
-                )));
-            }
-            let resume = match (resume, run_dir) {
-                (_, Some(d)) => Some(d),
-                (true, None) => Some(run::latest_run(&plan).ok_or_else(|| {
-                    RunError::Usage(format!(
-                        "`--resume`: there is no run of `{}` under `{}` yet",
-                        plan.recipe.experiment.name,
-                        plan.output_dir().display()
-                    ))
-                })?),
-                (false, None) => None,
+            let req = commands::RunRequest {
+                stage,
+                block,
+                worker,
+                resume,
+                run_dir,
             };
-            run::run(
-                &plan,
-                &Options {
-                    stage,
-                    block,
-                    worker,
-                    resume,
-                    stop,
-                },
-            )?;
-            Ok(ExitCode::SUCCESS)
+            commands::run(&plan, req, stop)?;
         }
         Command::Resume { run_dir } => {
-            let plan = run_dir_plan(&run_dir)?;
-            run::run(
-                &plan,
-                &Options {
-                    resume: Some(run_dir),
-                    stop,
-                    ..Default::default()
-                },
-            )?;
-            Ok(ExitCode::SUCCESS)
+            commands::resume(&run_dir, stop)?;
         }
         Command::Validate { recipe } => {
-            load_plan(&recipe.recipe, &recipe.sets)?;
+            commands::load_plan(&recipe.recipe, &recipe.sets)?;
             println!("`{}` is valid", recipe.recipe.display());
-            Ok(ExitCode::SUCCESS)
         }
         Command::Plan { recipe } => {
-            if is_arch_file(&recipe.recipe) {
-                let (arch, plan) = arch_plan(&recipe.recipe)?;
-                let a = arch.architecture(&plan)?;
-                let c = plan.space.cost(&a);
-                println!(
-                    "architecture `{}` of experiment `{}`",
-                    arch.name, plan.recipe.experiment.name
-                );
-                for (i, p) in arch.blocks.iter().enumerate() {
-                    println!("  block {i}: {p}");
-                }
-                println!(
-                    "{:.3}M MACs, {:.3}M FLOPs (DNA convention), {:.4}M params",
-                    c.macs as f64 / 1e6,
-                    c.flops(dnarun::recipe::FlopsConvention::Dna) as f64 / 1e6,
-                    c.params as f64 / 1e6
-                );
-                return Ok(ExitCode::SUCCESS);
+            if commands::is_arch_file(&recipe.recipe) {
+                print!("{}", commands::describe_arch(&recipe.recipe)?);
+            } else {
+                let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
+                print!("{}", commands::describe_plan(&plan));
             }
-            let plan = load_plan(&recipe.recipe, &recipe.sets)?;
-            print!("{}", plan.summary());
-            for (name, split) in [
-                ("train", &plan.recipe.data.train),
-                ("test", &plan.recipe.data.test),
-            ] {
-                match dnarun::data::read_split(&plan, split) {
-                    Ok(images) => {
-                        let h = images.histogram(plan.recipe.data.classes);
-                        let (lo, hi) = (
-                            h.iter().min().copied().unwrap_or(0),
-                            h.iter().max().copied().unwrap_or(0),
-                        );
-                        let per = if lo == hi {
-                            format!("{lo} per class")
-                        } else {
-                            format!("{lo} to {hi} per class")
-                        };
-                        let names = images
-                            .class_names
-                            .iter()
-                            .take(10)
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        println!(
-                            "{name} split: {} images, {} classes, {per} ({names}{})",
-                            images.len(),
-                            h.len(),
-                            if images.class_names.len() > 10 {
-                                ", ..."
-                            } else {
-                                ""
-                            }
-                        );
-                    }
-                    Err(e) => println!("{name} split: not readable here: {e}"),
-                }
-            }
-            Ok(ExitCode::SUCCESS)
         }
         Command::Schema {
             output,
             check,
             markdown,
-        } => {
-            let text = if markdown {
-                recipe::reference_markdown()
-            } else {
-                recipe::schema_text()
-            };
-            match (output, check) {
-                (Some(p), true) => {
-                    let current = std::fs::read_to_string(&p).unwrap_or_default();
-                    if current != text {
-                        eprintln!(
-                            "`{}` is stale: regenerate it with `dnarun schema -o {}`",
-                            p.display(),
-                            p.display()
-                        );
-                        return Ok(ExitCode::from(1));
-                    }
-                    println!("`{}` is up to date", p.display());
-                }
-                (Some(p), false) => {
-                    dnarun::stages::write_atomic(&p, text.as_bytes())?;
-                }
-                (None, _) => print!("{text}"),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => return schema(output, check, markdown),
         Command::Retrain { arch } => {
-            let (file, plan) = arch_plan(&arch)?;
-            let a = file.architecture(&plan)?;
-            let c = plan.space.cost(&a);
-            let chosen = dnarun::stages::search::Chosen {
-                name: file.name.clone(),
-                paths: file.blocks.clone(),
-                rating: file.rating.unwrap_or(f64::NAN),
-                macs: c.macs,
-                flops_dna: c.flops(dnarun::recipe::FlopsConvention::Dna),
-                params: c.params,
-            };
-            let acc = run::retrain_arch(&plan, &chosen, stop)?;
-            println!("{}: test accuracy {:.2}%", file.name, acc * 100.0);
-            Ok(ExitCode::SUCCESS)
+            let (name, acc) = commands::retrain(&arch, stop)?;
+            println!("{name}: test accuracy {:.2}%", acc * 100.0);
         }
         Command::Submit {
             recipe,
@@ -423,7 +268,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             mem,
             dry_run,
         } => {
-            let plan = load_plan(&recipe.recipe, &recipe.sets)?;
+            let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
             let opts = dnarun::slurm::SlurmOptions {
                 partition,
                 gpus_per_task,
@@ -433,67 +278,40 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                 dry_run,
             };
             let s = dnarun::slurm::submit(&plan, &opts, run_dir.as_deref())?;
-            println!("run directory `{}`", s.dir.display());
-            for p in &s.scripts {
-                println!("  script `{}`", p.display());
-            }
-            if dry_run {
-                println!(
-                    "dry run: nothing submitted; submit with `dnarun submit {} --slurm --run-dir {}`",
-                    recipe.recipe.display(),
-                    s.dir.display()
-                );
-            } else {
-                for (stage, id) in &s.jobs.jobs {
-                    println!("  {stage:<8} job {id}");
-                }
-                let ids: Vec<&str> = s.jobs.jobs.values().map(String::as_str).collect();
-                println!(
-                    "follow: `squeue -j {}` or `dnarun status {}`",
-                    ids.join(","),
-                    s.dir.display()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            print!("{}", s.describe(&recipe.recipe, dry_run));
         }
-        Command::Status { run_dir } => {
-            let plan = run_dir_plan(&run_dir)?;
-            print!("{}", dnarun::status::render(&plan, &run_dir)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Status { run_dir } => print!("{}", commands::status(&run_dir)?),
         Command::Track {
             command: TrackCommand::Replay { run_dir },
-        } => {
-            let lock = run_dir.join("dnarun.lock");
-            let plan = load_plan(&lock, &[])?;
-            // One spool per process that ran part of the run (Slurm tasks run at once).
-            let mut spools: Vec<PathBuf> = std::fs::read_dir(&run_dir)
-                .map_err(|e| {
-                    RunError::Usage(format!("`{}` cannot be read: {e}", run_dir.display()))
-                })?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("tracking-spool-"))
-                })
-                .collect();
-            spools.sort();
-            if spools.is_empty() {
-                println!(
-                    "nothing to replay: `{}` has no unsent tracking calls",
-                    run_dir.display()
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            let mut sent = 0;
-            for spool in &spools {
-                sent += dnarun::track::replay(&plan.recipe.tracking.uri, spool)?.0;
-            }
-            println!("sent {sent} tracking calls to {}", plan.recipe.tracking.uri);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => println!("{}", commands::replay(&run_dir)?),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dnarun schema`: print it, write it, or check a written one (exit 1 when stale).
+fn schema(output: Option<PathBuf>, check: bool, markdown: bool) -> Result<ExitCode, RunError> {
+    let text = if markdown {
+        recipe::reference_markdown()
+    } else {
+        recipe::schema_text()
+    };
+    match (output, check) {
+        (Some(p), true) => {
+            let current = std::fs::read_to_string(&p).unwrap_or_default();
+            if current != text {
+                eprintln!(
+                    "`{}` is stale: regenerate it with `dnarun schema -o {}`",
+                    p.display(),
+                    p.display()
+                );
+                return Ok(ExitCode::from(1));
+            }
+            println!("`{}` is up to date", p.display());
+        }
+        (Some(p), false) => dnarun::rundir::write_atomic(&p, text.as_bytes())?,
+        (None, _) => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A worker stops (as on Ctrl-C: saving first) when the run that started it dies, so a killed
@@ -509,16 +327,4 @@ fn stop_with_parent(stop: Arc<AtomicBool>) {
             eprintln!("\nthe run that started this worker ended; stopping after saving");
         }
     });
-}
-
-/// The plan of an existing run, from its `dnarun.lock`.
-fn run_dir_plan(run_dir: &Path) -> Result<Plan, RunError> {
-    let lock = run_dir.join("dnarun.lock");
-    if !lock.exists() {
-        return Err(RunError::Usage(format!(
-            "`{}` is not a run directory: it has no `dnarun.lock`",
-            run_dir.display()
-        )));
-    }
-    load_plan(&lock, &[])
 }

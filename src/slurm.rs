@@ -4,14 +4,12 @@
 //! rating, and one job for search, retraining and the report. Plain `sbatch`/`squeue`/`scancel`
 //! on the PATH; no Slurm library. The scripts stay in `RUN_DIR/slurm/` to read, edit, resubmit.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::{Deserialize, Serialize};
-
+use crate::error::RunError;
 use crate::plan::Plan;
-use crate::stages::{RunError, read_json, write_atomic, write_json};
+use crate::rundir::{Jobs, RunDir, write_atomic};
 
 /// `sbatch` settings for every job.
 #[derive(Debug, Clone, Default)]
@@ -30,13 +28,6 @@ pub struct SlurmOptions {
     pub dry_run: bool,
 }
 
-/// The jobs of a submitted run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Jobs {
-    /// Stage name -> Slurm job id.
-    pub jobs: BTreeMap<String, String>,
-}
-
 /// What `submit` did.
 #[derive(Debug, Clone)]
 pub struct Submitted {
@@ -53,13 +44,13 @@ fn sh_quote(s: &str) -> String {
 }
 
 fn script(
-    dir: &Path,
+    dir: &RunDir,
     name: &str,
     opts: &SlurmOptions,
     array: Option<&str>,
     command: &str,
 ) -> String {
-    let logs = dir.join("slurm").join("logs");
+    let logs = dir.slurm_logs();
     let mut s = String::from("#!/bin/bash\n");
     s += &format!("#SBATCH --job-name=dnarun-{name}\n");
     match array {
@@ -127,12 +118,68 @@ fn sbatch(
         .to_string())
 }
 
+/// One job of a submission: a single job, or an array over the blocks with the ones to run.
+struct Step {
+    name: &'static str,
+    args: &'static str,
+    todo: Option<Vec<usize>>,
+    needed: bool,
+}
+
+impl Step {
+    fn single(name: &'static str, args: &'static str, needed: bool) -> Step {
+        Step {
+            name,
+            args,
+            todo: None,
+            needed,
+        }
+    }
+
+    fn array(name: &'static str, args: &'static str, todo: Vec<usize>) -> Step {
+        Step {
+            name,
+            args,
+            needed: !todo.is_empty(),
+            todo: Some(todo),
+        }
+    }
+}
+
 /// Indices `0..n` not yet done, as a Slurm array spec (`0,2,3`).
 fn array_spec(todo: &[usize]) -> String {
     todo.iter()
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+impl Submitted {
+    /// What `dnarun submit` prints: the run directory, the scripts, and the jobs or how to submit.
+    pub fn describe(&self, recipe: &Path, dry_run: bool) -> String {
+        let mut s = format!("run directory `{}`\n", self.dir.display());
+        for p in &self.scripts {
+            s += &format!("  script `{}`\n", p.display());
+        }
+        if dry_run {
+            s += &format!(
+                "dry run: nothing submitted; submit with `dnarun submit {} --slurm --run-dir {}`\n",
+                recipe.display(),
+                self.dir.display()
+            );
+        } else {
+            for (stage, id) in &self.jobs.jobs {
+                s += &format!("  {stage:<8} job {id}\n");
+            }
+            let ids: Vec<&str> = self.jobs.jobs.values().map(String::as_str).collect();
+            s += &format!(
+                "follow: `squeue -j {}` or `dnarun status {}`\n",
+                ids.join(","),
+                self.dir.display()
+            );
+        }
+        s
+    }
 }
 
 /// Writes the batch scripts for a run and submits what is not done yet. With `resubmit` the run
@@ -143,77 +190,64 @@ pub fn submit(
     opts: &SlurmOptions,
     resubmit: Option<&Path>,
 ) -> Result<Submitted, RunError> {
-    let prepared = crate::run::prepare(plan, resubmit)?;
-    let dir = prepared.dir.canonicalize().unwrap_or(prepared.dir.clone());
-    let jobs_path = dir.join("slurm").join("jobs.json");
-    if let Some(old) = read_json::<Jobs>(&jobs_path)?
-        && !opts.dry_run
-    {
-        let ids: Vec<&String> = old.jobs.values().collect();
-        let _ = Command::new("scancel")
-            .args(ids.iter().map(|s| s.as_str()))
-            .status();
+    let dir = crate::run::prepare(plan, resubmit, 0)?.dir.canonical();
+    if !opts.dry_run {
+        let old = dir.jobs()?;
+        if !old.jobs.is_empty() {
+            let _ = Command::new("scancel")
+                .args(old.jobs.values().map(String::as_str))
+                .status();
+        }
     }
-    drop(prepared);
     let exe = std::env::current_exe()
-        .map_err(|e| RunError::Usage(format!("cannot find the dnarun executable: {e}")))?;
+        .map_err(|e| RunError::Failed(format!("cannot find the dnarun executable: {e}")))?;
     let base = format!(
         "{} run {} --run-dir {}",
         sh_quote(&exe.display().to_string()),
-        sh_quote(&dir.join("dnarun.lock").display().to_string()),
-        sh_quote(&dir.display().to_string())
+        sh_quote(&dir.lock_file().display().to_string()),
+        sh_quote(&dir.root().display().to_string())
     );
-    std::fs::create_dir_all(dir.join("slurm").join("logs")).map_err(|e| RunError::file(&dir, e))?;
+    let logs = dir.slurm_logs();
+    std::fs::create_dir_all(&logs).map_err(|e| RunError::write(&logs, e))?;
     let n = plan.space.blocks.len();
-    let status = crate::status::read(plan, &dir)?;
-    let distill_todo: Vec<usize> = (0..n).filter(|&i| !status.distilled[i]).collect();
-    let rate_todo: Vec<usize> = (0..n).filter(|&i| !status.rated[i]).collect();
+    let progress = dir.progress()?;
+    let distill_todo: Vec<usize> = (0..n).filter(|&i| !progress.distilled[i]).collect();
+    let rate_todo: Vec<usize> = (0..n).filter(|&i| !progress.rated[i]).collect();
     let all = format!("0-{}", n - 1);
-    let stages: Vec<(&str, Option<String>, String, bool)> = vec![
-        (
-            "teacher",
-            None,
-            format!("exec {base} --stage teacher"),
-            !status.teacher,
-        ),
-        (
-            "distill",
-            Some(all.clone()),
-            format!("exec {base} --stage distill --block \"$SLURM_ARRAY_TASK_ID\""),
-            !distill_todo.is_empty(),
-        ),
-        (
-            "rate",
-            Some(all.clone()),
-            format!("exec {base} --stage rate --block \"$SLURM_ARRAY_TASK_ID\""),
-            !rate_todo.is_empty(),
-        ),
-        ("finish", None, format!("exec {base}"), !status.reported),
+    let task = " --block \"$SLURM_ARRAY_TASK_ID\"";
+    let steps = [
+        Step::single("teacher", " --stage teacher", !progress.teacher),
+        Step::array("distill", " --stage distill", distill_todo),
+        Step::array("rate", " --stage rate", rate_todo),
+        Step::single("finish", "", !progress.reported),
     ];
     let mut scripts = Vec::new();
     let mut jobs = Jobs::default();
     let mut last: Option<String> = None;
-    for (name, array, command, needed) in stages {
-        let path = dir.join("slurm").join(format!("{name}.sbatch"));
-        write_atomic(
-            &path,
-            script(&dir, name, opts, array.as_deref(), &command).as_bytes(),
-        )?;
+    for step in steps {
+        let (name, array) = (step.name, step.todo.as_ref().map(|_| all.as_str()));
+        let command = format!(
+            "exec {base}{}{}",
+            step.args,
+            if array.is_some() { task } else { "" }
+        );
+        let path = dir.slurm_script(name);
+        write_atomic(&path, script(&dir, name, opts, array, &command).as_bytes())?;
         scripts.push(path.clone());
-        if opts.dry_run || !needed {
+        if opts.dry_run || !step.needed {
             continue;
         }
-        let todo = match name {
-            "distill" => Some(array_spec(&distill_todo)),
-            "rate" => Some(array_spec(&rate_todo)),
-            _ => None,
-        };
+        let todo = step.todo.as_deref().map(array_spec);
         let id = sbatch(&path, last.as_deref(), todo.as_deref())?;
         jobs.jobs.insert(name.to_string(), id.clone());
         last = Some(id);
     }
     if !opts.dry_run {
-        write_json(&jobs_path, &jobs)?;
+        dir.write_jobs(&jobs)?;
     }
-    Ok(Submitted { dir, scripts, jobs })
+    Ok(Submitted {
+        dir: dir.root().to_path_buf(),
+        scripts,
+        jobs,
+    })
 }

@@ -18,9 +18,9 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-fn tiny_data() -> dnarun::recipe::Data {
+fn tiny_data() -> dnarun::plan::DataSpec {
     let l = recipe::load(Path::new("tests/fixtures/tiny.toml"), &Overrides::default()).unwrap();
-    l.recipe.data
+    dnarun::plan::Plan::resolve(&l).unwrap().data
 }
 
 #[test]

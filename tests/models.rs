@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use dnarun::nn::{Mode, Student, SuperBlock, Teacher, torch};
+use dnarun::nn::{Mode, Student, SuperBlock, Teacher, weights};
 use dnarun::plan::Plan;
 use dnarun::space::{Architecture, Path as SPath};
 use dnarun::stages::rate::{RateData, fair_loss, rate_block, rate_block_naive};
@@ -327,11 +327,8 @@ fn lite0_classifies_the_foolbox_photos() {
     assert_eq!(images.len(), 20);
     let p = plan("recipes/dna-imagenet.toml", &[]);
     let device = Device::flex();
-    let t = torch::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();
-    let data = dnarun::recipe::Data {
-        ..p.recipe.data.clone()
-    };
-    let pre = dnarun::data::Preprocess::new(&data, false);
+    let t = weights::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();
+    let pre = dnarun::data::Preprocess::new(&p.data, false);
     let idx: Vec<usize> = (0..20).collect();
     let b = pre.batch(&images, &idx, 0);
     let logits = t.logits(b.images(&device), Mode::Eval);
@@ -363,7 +360,7 @@ fn weights_errors_name_the_problem() {
     let bytes = std::fs::read(&weights).unwrap();
     let cut = Path::new("target/lite0-truncated.pth");
     std::fs::write(cut, &bytes[..bytes.len() / 2]).unwrap();
-    let e = torch::load_teacher(cut, &p.teacher, 3, 1000, &device)
+    let e = weights::load_teacher(cut, &p.teacher, 3, 1000, &device)
         .unwrap_err()
         .to_string();
     assert!(
@@ -373,7 +370,7 @@ fn weights_errors_name_the_problem() {
     // Wrong shapes: a teacher with another head and classifier.
     let mut other = p.teacher.clone();
     other.head = 1000;
-    let e = torch::load_teacher(&weights, &other, 3, 10, &device)
+    let e = weights::load_teacher(&weights, &other, 3, 10, &device)
         .unwrap_err()
         .to_string();
     assert!(
@@ -389,7 +386,7 @@ fn weights_errors_name_the_problem() {
     // Not a torch file at all.
     let junk = Path::new("target/not-weights.pth");
     std::fs::write(junk, b"hello").unwrap();
-    let e = torch::load_teacher(junk, &p.teacher, 3, 1000, &device)
+    let e = weights::load_teacher(junk, &p.teacher, 3, 1000, &device)
         .unwrap_err()
         .to_string();
     assert!(e.contains("not-weights.pth"), "{e}");
@@ -402,10 +399,10 @@ fn a_teacher_round_trips_through_safetensors() {
     };
     let p = plan("recipes/dna-imagenet.toml", &[]);
     let device = Device::flex();
-    let t = torch::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();
+    let t = weights::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();
     let out = Path::new("target/lite0.safetensors");
-    torch::export_teacher_safetensors(&t, out).unwrap();
-    let back = torch::load_teacher_safetensors(out, &p.teacher, 3, 1000, &device).unwrap();
+    weights::export_teacher_safetensors(&t, out).unwrap();
+    let back = weights::load_teacher_safetensors(out, &p.teacher, 3, 1000, &device).unwrap();
     let x = random([2, 3, 64, 64], &device);
     let a = t.logits(x.clone(), Mode::Eval);
     let b = back.logits(x, Mode::Eval);

@@ -116,7 +116,7 @@ fn plan_estimates_how_many_architectures_fit() {
     )
     .unwrap();
     let plan = dnarun::plan::Plan::resolve(&l).unwrap();
-    let m = plan.measures[0];
+    let m = plan.search.measures[0];
     let per_block: Vec<Vec<u64>> = plan
         .space
         .blocks
@@ -128,7 +128,7 @@ fn plan_estimates_how_many_architectures_fit() {
     for a in &per_block[0] {
         for b in &per_block[1] {
             for c in &per_block[2] {
-                exact += usize::from((fixed + a + b + c) as f64 <= plan.limits[0]);
+                exact += usize::from((fixed + a + b + c) as f64 <= plan.search.limits[0]);
             }
         }
     }

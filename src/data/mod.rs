@@ -16,8 +16,7 @@ use sha2::{Digest, Sha256};
 
 pub use formats::{Images, read_cifar, read_flat_folder, read_folder, read_idx};
 
-use crate::plan::Plan;
-use crate::recipe::{Data, DataFormat, Split};
+use crate::plan::{DataFormat, DataSpec, Plan, SplitSpec};
 
 /// A dataset problem: which file, what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -64,47 +63,40 @@ pub struct Dataset {
 }
 
 /// Reads one split.
-pub fn read_split(plan: &Plan, split: &Split) -> Result<Images, DataError> {
-    let d = &plan.recipe.data;
-    let p = |s: &Option<String>| plan.path(s.as_deref().unwrap_or_default());
-    let check = |path: PathBuf| -> Result<PathBuf, DataError> {
+pub fn read_split(d: &DataSpec, split: &SplitSpec) -> Result<Images, DataError> {
+    let check = |path: &PathBuf| -> Result<PathBuf, DataError> {
         if path.exists() {
-            Ok(path)
+            Ok(path.clone())
         } else {
             Err(DataError::file(
-                &path,
+                path,
                 "does not exist; check the path in `data` (relative to the recipe)".into(),
             ))
         }
     };
-    match d.format {
-        DataFormat::Idx => read_idx(
-            &check(p(&split.images))?,
-            &check(p(&split.labels))?,
+    match (split, d.format) {
+        (SplitSpec::Idx { images, labels }, _) => read_idx(
+            &check(images)?,
+            &check(labels)?,
             d.channels,
             d.image_size,
             d.classes,
         ),
-        DataFormat::Cifar10 | DataFormat::Cifar100 => {
-            let files = split
-                .files
-                .iter()
-                .flatten()
-                .map(|f| check(plan.path(f)))
-                .collect::<Result<Vec<_>, _>>()?;
+        (SplitSpec::Cifar { files }, format) => {
+            let files = files.iter().map(check).collect::<Result<Vec<_>, _>>()?;
             read_cifar(
                 &files,
-                d.format == DataFormat::Cifar100,
+                format == DataFormat::Cifar100,
                 d.channels,
                 d.image_size,
                 d.classes,
             )
         }
-        DataFormat::Folder => {
-            read_folder(&check(p(&split.dir))?, d.channels, d.image_size, d.classes)
+        (SplitSpec::Folder { dir }, DataFormat::FlatFolder) => {
+            read_flat_folder(&check(dir)?, d.channels, d.image_size, d.classes)
         }
-        DataFormat::FlatFolder => {
-            read_flat_folder(&check(p(&split.dir))?, d.channels, d.image_size, d.classes)
+        (SplitSpec::Folder { dir }, _) => {
+            read_folder(&check(dir)?, d.channels, d.image_size, d.classes)
         }
     }
 }
@@ -126,14 +118,14 @@ fn shuffled_by_class(labels: &[usize], classes: usize, seed: u64, salt: u64) -> 
 
 /// Loads both splits and draws the subsets.
 pub fn load(plan: &Plan) -> Result<Dataset, DataError> {
-    let d = &plan.recipe.data;
-    let train = read_split(plan, &d.train)?;
-    let test = read_split(plan, &d.test)?;
-    subsets(d, plan.recipe.experiment.seed, train, test)
+    let d = &plan.data;
+    let train = read_split(d, &d.train)?;
+    let test = read_split(d, &d.test)?;
+    subsets(d, plan.seeds.subsets(), train, test)
 }
 
 /// Draws the subsets of already-read splits.
-pub fn subsets(d: &Data, seed: u64, train: Images, test: Images) -> Result<Dataset, DataError> {
+pub fn subsets(d: &DataSpec, seed: u64, train: Images, test: Images) -> Result<Dataset, DataError> {
     let by_class = shuffled_by_class(&train.labels, d.classes, seed, 1);
     let need = d.samples_per_class + d.rate_per_class;
     let (mut search, mut rate, mut train_idx) = (Vec::new(), Vec::new(), Vec::new());
@@ -217,14 +209,13 @@ pub struct Preprocess {
 }
 
 impl Preprocess {
-    /// From the recipe; `augment` false gives plain normalisation (rating, test).
-    pub fn new(d: &Data, augment: bool) -> Preprocess {
-        let per = |v: &Vec<f32>| (0..d.channels).map(|c| v[c.min(v.len() - 1)]).collect();
+    /// From the plan's data; `augment` false gives plain normalisation (rating, test).
+    pub fn new(d: &DataSpec, augment: bool) -> Preprocess {
         Preprocess {
-            mean: per(&d.normalize.mean),
-            std: per(&d.normalize.std),
-            crop_padding: if augment { d.augment.crop_padding } else { 0 },
-            hflip: augment && d.augment.hflip,
+            mean: d.mean.clone(),
+            std: d.std.clone(),
+            crop_padding: if augment { d.crop_padding } else { 0 },
+            hflip: augment && d.hflip,
         }
     }
 

@@ -2,6 +2,7 @@
 //! squeeze-excitation. Every forward takes the [`Mode`] so that a caller (rating's BN
 //! recalibration, a frozen teacher) decides how BatchNorm behaves, not the device.
 
+use burn::config::Config;
 use burn::module::{Module, Param, RunningState};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -9,7 +10,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
-use crate::recipe::Activation;
+use crate::space::Activation;
 use crate::space::{LayerShape, OpSpec};
 
 /// How BatchNorm behaves in a forward pass.
@@ -117,28 +118,43 @@ pub struct ConvBn {
     pub bn: Bn,
 }
 
-impl ConvBn {
-    /// A fresh conv + BN.
-    pub fn new(
-        cin: usize,
-        cout: usize,
-        kernel: usize,
-        stride: usize,
-        groups: usize,
-        eps: f64,
-        device: &Device,
-    ) -> ConvBn {
+/// A conv (no bias, "same" padding) followed by BatchNorm.
+#[derive(Config, Debug)]
+pub struct ConvBnConfig {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Square kernel size.
+    #[config(default = 1)]
+    pub kernel: usize,
+    /// Stride.
+    #[config(default = 1)]
+    pub stride: usize,
+    /// Groups (`cin` for a depthwise conv).
+    #[config(default = 1)]
+    pub groups: usize,
+    /// BatchNorm epsilon.
+    #[config(default = 1e-3)]
+    pub eps: f64,
+}
+
+impl ConvBnConfig {
+    /// A fresh conv + BN on `device`.
+    pub fn init(&self, device: &Device) -> ConvBn {
         ConvBn {
-            conv: Conv2dConfig::new([cin, cout], [kernel, kernel])
-                .with_stride([stride, stride])
-                .with_groups(groups)
+            conv: Conv2dConfig::new([self.cin, self.cout], [self.kernel, self.kernel])
+                .with_stride([self.stride, self.stride])
+                .with_groups(self.groups)
                 .with_padding(PaddingConfig2d::Same)
                 .with_bias(false)
                 .init(device),
-            bn: Bn::new(cout, eps, device),
+            bn: Bn::new(self.cout, self.eps, device),
         }
     }
+}
 
+impl ConvBn {
     /// Forward pass.
     pub fn forward(&self, x: Tensor<4>, mode: Mode) -> Tensor<4> {
         let c = &self.conv;
@@ -218,10 +234,16 @@ impl MbConv {
         let mid = l.cin * op.expansion;
         let se = op.se_channels(l.cin);
         MbConv {
-            expand: (op.expansion != 1).then(|| ConvBn::new(l.cin, mid, 1, 1, 1, eps, device)),
-            depthwise: ConvBn::new(mid, mid, op.kernel, l.stride, mid, eps, device),
+            expand: (op.expansion != 1)
+                .then(|| ConvBnConfig::new(l.cin, mid).with_eps(eps).init(device)),
+            depthwise: ConvBnConfig::new(mid, mid)
+                .with_kernel(op.kernel)
+                .with_stride(l.stride)
+                .with_groups(mid)
+                .with_eps(eps)
+                .init(device),
             se: (se > 0).then(|| Se::new(mid, se, device)),
-            project: ConvBn::new(mid, l.cout, 1, 1, 1, eps, device),
+            project: ConvBnConfig::new(mid, l.cout).with_eps(eps).init(device),
             act: op.act,
             residual: l.stride == 1 && l.cin == l.cout,
         }

@@ -2,11 +2,12 @@
 //! and weight import.
 
 pub mod cpu;
+pub mod device;
 pub mod layers;
 pub mod models;
-pub mod torch;
+pub mod weights;
 
-pub use layers::{Bn, ConvBn, MbConv, Mode};
+pub use layers::{Bn, ConvBn, ConvBnConfig, MbConv, Mode};
 pub use models::{STUDENT_EPS, Student, SuperBlock, Teacher};
 
 use burn::module::{Module, ModuleVisitor, Param};

@@ -6,9 +6,9 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{Bn, ConvBn, MbConv, Mode, activate};
+use super::layers::{Bn, ConvBn, ConvBnConfig, MbConv, Mode, activate};
 use crate::plan::TeacherSpec;
-use crate::recipe::Activation;
+use crate::space::Activation;
 use crate::space::{
     Architecture, BlockSpace, Cost, LayerShape, OpSpec, Path, Space, conv_bn_cost, linear_cost,
 };
@@ -62,17 +62,15 @@ impl Teacher {
             })
             .collect();
         Teacher {
-            stem: ConvBn::new(
-                channels,
-                spec.stem,
-                3,
-                spec.stem_stride,
-                1,
-                spec.bn_eps,
-                device,
-            ),
+            stem: ConvBnConfig::new(channels, spec.stem)
+                .with_kernel(3)
+                .with_stride(spec.stem_stride)
+                .with_eps(spec.bn_eps)
+                .init(device),
             stages,
-            head: ConvBn::new(cin, spec.head, 1, 1, 1, spec.bn_eps, device),
+            head: ConvBnConfig::new(cin, spec.head)
+                .with_eps(spec.bn_eps)
+                .init(device),
             fc: LinearConfig::new(spec.head, classes).init(device),
             act: spec.act,
         }
@@ -146,15 +144,11 @@ impl SuperBlock {
         let b = &space.blocks[index];
         SuperBlock {
             stem: (index == 0).then(|| {
-                ConvBn::new(
-                    space.image_channels,
-                    space.stem,
-                    3,
-                    space.stem_stride,
-                    1,
-                    STUDENT_EPS,
-                    device,
-                )
+                ConvBnConfig::new(space.image_channels, space.stem)
+                    .with_kernel(3)
+                    .with_stride(space.stem_stride)
+                    .with_eps(STUDENT_EPS)
+                    .init(device)
             }),
             cells: b
                 .cells
@@ -168,9 +162,11 @@ impl SuperBlock {
                                 .collect()
                         })
                         .collect(),
-                    adapter: c
-                        .adapter
-                        .then(|| ConvBn::new(c.hidden, c.cout, 1, 1, 1, STUDENT_EPS, device)),
+                    adapter: c.adapter.then(|| {
+                        ConvBnConfig::new(c.hidden, c.cout)
+                            .with_eps(STUDENT_EPS)
+                            .init(device)
+                    }),
                 })
                 .collect(),
         }
@@ -264,9 +260,11 @@ impl Student {
                         .enumerate()
                         .map(|(l, &o)| MbConv::new(&b.ops[o], &c.layer(l), STUDENT_EPS, device))
                         .collect(),
-                    adapter: c
-                        .adapter
-                        .then(|| ConvBn::new(c.hidden, c.cout, 1, 1, 1, STUDENT_EPS, device)),
+                    adapter: c.adapter.then(|| {
+                        ConvBnConfig::new(c.hidden, c.cout)
+                            .with_eps(STUDENT_EPS)
+                            .init(device)
+                    }),
                 }
             })
             .collect::<Vec<_>>();
@@ -276,17 +274,15 @@ impl Student {
             .map(|b| b.cells[0].cout)
             .unwrap_or(space.stem);
         Student {
-            stem: ConvBn::new(
-                space.image_channels,
-                space.stem,
-                3,
-                space.stem_stride,
-                1,
-                STUDENT_EPS,
-                device,
-            ),
+            stem: ConvBnConfig::new(space.image_channels, space.stem)
+                .with_kernel(3)
+                .with_stride(space.stem_stride)
+                .with_eps(STUDENT_EPS)
+                .init(device),
             cells,
-            head: ConvBn::new(last, space.head, 1, 1, 1, STUDENT_EPS, device),
+            head: ConvBnConfig::new(last, space.head)
+                .with_eps(STUDENT_EPS)
+                .init(device),
             fc: LinearConfig::new(space.head, space.classes).init(device),
         }
     }

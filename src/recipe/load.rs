@@ -637,6 +637,42 @@ fn enum_options(node: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// One diagnostic per unknown key under `pointer`, with a "did you mean" or the allowed keys;
+/// the suggested pointers are added to `suggested`.
+fn unknown_keys<'a>(
+    pointer: &str,
+    unexpected: impl Iterator<Item = &'a str>,
+    node: Option<&Value>,
+    origins: &Origins,
+    suggested: &mut Vec<String>,
+) -> Vec<Diagnostic> {
+    let allowed: Vec<&str> = node
+        .and_then(|n| n.get("properties"))
+        .and_then(Value::as_object)
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for name in unexpected {
+        let p = format!("{pointer}/{}", escape(name));
+        let d = Diagnostic::new(format!("unknown key `{}`", display_key(&p))).at(origins.key(&p));
+        out.push(match did_you_mean(name, allowed.iter().copied()) {
+            Some(s) => {
+                suggested.push(format!("{pointer}/{s}"));
+                d.help(format!("did you mean `{s}`?"))
+            }
+            None => d.help(format!(
+                "the keys allowed here are: {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        });
+    }
+    out
+}
+
 /// Checks the merged recipe against the schema; one diagnostic per problem.
 pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
     use jsonschema::error::ValidationErrorKind as K;
@@ -652,31 +688,8 @@ pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
         let node = schema_at(&schema, &pointer);
         let d = match &err.kind {
             K::AdditionalProperties { unexpected } => {
-                for name in unexpected {
-                    let p = format!("{pointer}/{}", escape(name));
-                    let allowed: Vec<&str> = node
-                        .and_then(|n| n.get("properties"))
-                        .and_then(Value::as_object)
-                        .map(|m| m.keys().map(String::as_str).collect())
-                        .unwrap_or_default();
-                    let mut d = Diagnostic::new(format!("unknown key `{}`", display_key(&p)))
-                        .at(origins.key(&p));
-                    d = match did_you_mean(name, allowed.iter().copied()) {
-                        Some(s) => {
-                            suggested.push(format!("{pointer}/{s}"));
-                            d.help(format!("did you mean `{s}`?"))
-                        }
-                        None => d.help(format!(
-                            "the keys allowed here are: {}",
-                            allowed
-                                .iter()
-                                .map(|a| format!("`{a}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )),
-                    };
-                    out.push(d);
-                }
+                let names = unexpected.iter().map(String::as_str);
+                out.extend(unknown_keys(&pointer, names, node, origins, &mut suggested));
                 continue;
             }
             K::Required { property } => {

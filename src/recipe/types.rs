@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::space::{Activation, FlopsConvention};
+
 /// The recipe format version this dnarun reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -391,18 +393,6 @@ pub struct Student {
     pub head: usize,
 }
 
-/// Activation function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Activation {
-    /// `max(x, 0)`.
-    Relu,
-    /// `min(max(x, 0), 6)`.
-    Relu6,
-    /// `x * sigmoid(x)` (swish / SiLU).
-    Swish,
-}
-
 /// A candidate operation: an MBConv (inverted residual) layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -536,17 +526,6 @@ impl Default for Rate {
             batch_size: None,
         }
     }
-}
-
-/// How FLOPs are counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum FlopsConvention {
-    /// The DNA paper's: multiply-accumulates + 2 x BatchNorm output elements.
-    #[default]
-    Dna,
-    /// Plain multiply-accumulates of convolutions and linear layers.
-    Macs,
 }
 
 /// Searching the best architectures under a budget.

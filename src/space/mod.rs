@@ -2,12 +2,13 @@
 //! model (MACs, the DNA FLOPs convention, parameters). Pure Rust, no Burn.
 
 pub mod search;
+mod vocab;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::recipe::{Activation, FlopsConvention};
+pub use vocab::{Activation, FlopsConvention};
 
 /// A candidate op: an MBConv layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

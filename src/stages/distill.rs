@@ -11,71 +11,32 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
-use super::{Ctx, RunError, load_module, progress, read_json, save_module, save_optim, write_json};
-use crate::data::{Loader, Preprocess, batches};
+use super::{Ctx, progress};
+use crate::data::{HostBatch, Loader, Preprocess, batches};
+use crate::error::RunError;
 use crate::nn::{Mode, SuperBlock, Teacher};
+use crate::rundir::{DistillState, load_module};
 use crate::space::Path;
 use crate::track::RunStatus;
 
-/// Progress of one block's distillation.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct BlockState {
-    /// Epochs finished.
-    pub epochs_done: usize,
-    /// Steps finished inside the current epoch (after a stop).
-    pub steps_done: usize,
-    /// Mean loss of each finished epoch.
-    pub losses: Vec<f64>,
-    /// Seconds spent.
-    pub seconds: f64,
-    /// Tag of the supernet and optimizer files this state belongs to (`supernet-<tag>.bpk`);
-    /// the state is written last, so a kill between the writes never mixes checkpoints.
-    #[serde(default)]
-    pub checkpoint: String,
-}
-
-fn net_file(dir: &std::path::Path, tag: &str) -> std::path::PathBuf {
-    dir.join(if tag.is_empty() {
-        "supernet.bpk".to_string()
-    } else {
-        format!("supernet-{tag}.bpk")
-    })
-}
-
-fn optim_file(dir: &std::path::Path, tag: &str) -> std::path::PathBuf {
-    dir.join(if tag.is_empty() {
-        "optim.bpk".to_string()
-    } else {
-        format!("optim-{tag}.bpk")
-    })
-}
-
-/// Where block `i`'s files are.
-pub fn block_dir(ctx: &Ctx, i: usize) -> std::path::PathBuf {
-    ctx.dir.join("distill").join(format!("block{i}"))
-}
-
 /// Whether block `i` is fully distilled.
 pub fn is_done(ctx: &Ctx, i: usize) -> Result<bool, RunError> {
-    let s: Option<BlockState> = read_json(&block_dir(ctx, i).join("state.json"))?;
-    Ok(s.is_some_and(|s| s.epochs_done >= ctx.plan.recipe.distill.epochs))
+    Ok(ctx.dir.distill_state(i)?.epochs_done >= ctx.plan.distill.epochs)
 }
 
 /// Loads block `i`'s distilled supernet (eval form, on the run's device).
 pub fn load_block(ctx: &Ctx, i: usize) -> Result<SuperBlock, RunError> {
     let b = SuperBlock::new(&ctx.plan.space, i, &ctx.device);
-    let dir = block_dir(ctx, i);
-    let state: BlockState = read_json(&dir.join("state.json"))?.unwrap_or_default();
-    load_module(b, &net_file(&dir, &state.checkpoint))
+    let state = ctx.dir.distill_state(i)?;
+    load_module(b, &ctx.dir.distill(i).model(&state.checkpoint))
 }
 
 struct Job {
     index: usize,
     net: SuperBlock,
     optim: ModuleOptimizer,
-    state: BlockState,
+    state: DistillState,
     run: String,
     epoch_loss: f64,
     /// Losses of this epoch's steps not yet added to `epoch_loss`, summed on the device: reading a
@@ -102,28 +63,52 @@ pub fn sample_path(rng: &mut ChaCha8Rng, cell: usize, layers: usize, ops: usize)
 
 /// Distills the given blocks (all unfinished ones when `only` is `None`).
 pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(), RunError> {
+    let mut jobs = open_jobs(ctx, only)?;
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    // Blocks in one process advance together: one teacher forward feeds them all.
+    let start_epoch = jobs.iter().map(|j| j.state.epochs_done).min().unwrap_or(0);
+    for epoch in start_epoch..ctx.plan.distill.epochs {
+        let started = Instant::now();
+        let steps = run_epoch(ctx, teacher, &mut jobs, epoch)?;
+        finish_epoch(
+            ctx,
+            &mut jobs,
+            epoch,
+            steps,
+            started.elapsed().as_secs_f64(),
+        )?;
+    }
+    for job in &jobs {
+        ctx.track
+            .end(&format!("distill/block{}", job.index), RunStatus::Finished)?;
+    }
+    Ok(())
+}
+
+/// The unfinished blocks, each with its supernet and optimizer (resumed where it stopped).
+fn open_jobs(ctx: &mut Ctx, only: Option<&[usize]>) -> Result<Vec<Job>, RunError> {
     let plan = ctx.plan;
-    let r = &plan.recipe;
     let ad = ctx.train_device();
     let mut jobs = Vec::new();
     for i in 0..plan.space.blocks.len() {
         if only.is_some_and(|o| !o.contains(&i)) || is_done(ctx, i)? {
             continue;
         }
-        let dir = block_dir(ctx, i);
-        let state: BlockState = read_json(&dir.join("state.json"))?.unwrap_or_default();
+        let state = ctx.dir.distill_state(i)?;
         let mut net = crate::nn::initialize(
             SuperBlock::new(&plan.space, i, &ad),
             &ctx.device,
-            r.experiment.seed ^ 0xB10C ^ ((i as u64) << 16),
+            plan.seeds.supernet_init(i),
         );
         let mut optim = AdamConfig::new()
-            .with_weight_decay(Some(WeightDecayConfig::new(r.distill.weight_decay as f32)))
+            .with_weight_decay(Some(WeightDecayConfig::new(
+                plan.distill.weight_decay as f32,
+            )))
             .init();
         if state.epochs_done > 0 || state.steps_done > 0 {
-            net = load_module(net, &net_file(&dir, &state.checkpoint))?;
-            let p = optim_file(&dir, &state.checkpoint);
-            optim = optim.load(&p).map_err(|e| RunError::file(&p, e))?;
+            (net, optim) = ctx.dir.distill(i).load(net, optim, &state.checkpoint)?;
         }
         let run = ctx.track.child(
             &format!("distill/block{i}"),
@@ -134,7 +119,7 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(
             &[
                 ("block".into(), i.to_string()),
                 ("target".into(), plan.space.blocks[i].target.clone()),
-                ("lr".into(), plan.block_lr[i].to_string()),
+                ("lr".into(), plan.distill.block_lr[i].to_string()),
                 (
                     "paths".into(),
                     format!("{}", plan.space.blocks[i].num_paths()),
@@ -151,162 +136,177 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(
             pending: None,
         });
     }
-    if jobs.is_empty() {
-        return Ok(());
+    Ok(jobs)
+}
+
+/// One epoch of every unfinished block (resuming mid-epoch); returns the epoch's step count.
+fn run_epoch(
+    ctx: &mut Ctx,
+    teacher: &Teacher,
+    jobs: &mut [Job],
+    epoch: usize,
+) -> Result<usize, RunError> {
+    let plan = ctx.plan;
+    let order = batches(
+        &ctx.data.search,
+        plan.distill.batch_size,
+        Some(plan.seeds.distill_order(epoch)),
+    );
+    let skip = jobs
+        .iter()
+        .filter(|j| j.state.epochs_done == epoch)
+        .map(|j| j.state.steps_done)
+        .min()
+        .unwrap_or(0);
+    let steps = order.len();
+    let pb = progress(
+        steps as u64,
+        &format!("distill e{}/{}", epoch + 1, plan.distill.epochs),
+    );
+    pb.set_position(skip as u64);
+    for job in jobs.iter_mut() {
+        job.epoch_loss = if job.state.steps_done > 0 && job.state.epochs_done == epoch {
+            job.state.losses.get(epoch).copied().unwrap_or(0.0) * job.state.steps_done as f64
+        } else {
+            0.0
+        };
     }
-    let d = &r.data;
-    let batch = r.distill.batch_size.unwrap_or(d.batch_size);
-    let seed = r.experiment.seed;
+    let loader = Loader::start(
+        ctx.data.train.clone(),
+        order[skip..].to_vec(),
+        Preprocess::new(&plan.data, true),
+        plan.seeds.distill_augment(epoch, skip),
+        plan.data.workers,
+    );
+    for (k, b) in loader.enumerate() {
+        let step = skip + k;
+        if ctx.stopping() {
+            for job in jobs.iter_mut() {
+                job.flush();
+                save_job(ctx, job, epoch, step)?;
+            }
+            pb.abandon();
+            return Err(ctx.stopped());
+        }
+        train_step(ctx, teacher, jobs, &b, epoch, step);
+        pb.inc(1);
+        // The running mean loss of each block, read back every 16 steps.
+        if (k + 1) % 16 == 0 || k + 1 == steps - skip {
+            let msg: Vec<String> = jobs
+                .iter_mut()
+                .filter(|j| j.state.epochs_done <= epoch)
+                .map(|j| {
+                    j.flush();
+                    format!("b{} {:.4}", j.index, j.epoch_loss / (step + 1) as f64)
+                })
+                .collect();
+            pb.set_message(msg.join(" "));
+        }
+    }
+    pb.finish_and_clear();
+    Ok(steps)
+}
+
+/// One step: one teacher forward, then one sampled path per cell of every block, MSE, Adam.
+fn train_step(
+    ctx: &Ctx,
+    teacher: &Teacher,
+    jobs: &mut [Job],
+    b: &HostBatch,
+    epoch: usize,
+    step: usize,
+) {
+    let plan = ctx.plan;
     let stages: Vec<usize> = plan.taps.iter().map(|t| t.stage).collect();
     let teacher_mode = if plan.teacher.eval_mode {
         Mode::Eval
     } else {
         Mode::TRAIN
     };
-    let pre = Preprocess::new(d, true);
-    // Blocks in one process advance together: one teacher forward feeds them all.
-    let start_epoch = jobs.iter().map(|j| j.state.epochs_done).min().unwrap_or(0);
-    for epoch in start_epoch..r.distill.epochs {
-        let order = batches(
-            &ctx.data.search,
-            batch,
-            Some(seed ^ 0xD15 ^ (epoch as u64) << 8),
-        );
-        let skip = jobs
-            .iter()
-            .filter(|j| j.state.epochs_done == epoch)
-            .map(|j| j.state.steps_done)
-            .min()
-            .unwrap_or(0);
-        let steps = order.len();
-        let pb = progress(
-            steps as u64,
-            &format!("distill e{}/{}", epoch + 1, r.distill.epochs),
-        );
-        pb.set_position(skip as u64);
-        let started = Instant::now();
-        for job in jobs.iter_mut() {
-            job.epoch_loss = if job.state.steps_done > 0 && job.state.epochs_done == epoch {
-                job.state.losses.get(epoch).copied().unwrap_or(0.0) * job.state.steps_done as f64
-            } else {
-                0.0
-            };
+    let x = b.images(&ctx.device);
+    let taps = teacher.forward_taps(x.clone(), &stages, teacher_mode);
+    for job in jobs.iter_mut() {
+        if job.state.epochs_done > epoch {
+            continue;
         }
-        let loader = Loader::start(
-            ctx.data.train.clone(),
-            order[skip..].to_vec(),
-            pre.clone(),
-            seed.wrapping_add(epoch as u64 * 1_000_003 + skip as u64),
-            d.workers,
-        );
-        for (k, b) in loader.enumerate() {
-            let step = skip + k;
-            if ctx.stopping() {
-                for job in jobs.iter_mut() {
-                    job.flush();
-                    save_job(ctx, job, epoch, step)?;
-                }
-                pb.abandon();
-                return Err(ctx.stopped());
-            }
-            let x = b.images(&ctx.device);
-            let taps = teacher.forward_taps(x.clone(), &stages, teacher_mode);
-            for job in jobs.iter_mut() {
-                if job.state.epochs_done > epoch {
-                    continue;
-                }
-                let i = job.index;
-                let input = if i == 0 {
-                    x.clone()
-                } else {
-                    taps[i - 1].clone()
-                }
-                .autodiff();
-                let target = taps[i].clone().autodiff();
-                let mut rng = ChaCha8Rng::seed_from_u64(
-                    seed ^ ((i as u64) << 40) ^ ((epoch as u64) << 20) ^ step as u64,
-                );
-                let block = &plan.space.blocks[i];
-                let mut loss: Option<Tensor<1>> = None;
-                for (ci, cell) in block.cells.iter().enumerate() {
-                    let path = sample_path(&mut rng, ci, cell.layers, block.ops.len());
-                    let out = job.net.forward(&path, input.clone(), Mode::TRAIN);
-                    let diff = out - target.clone();
-                    let l = (diff.clone() * diff).mean();
-                    loss = Some(match loss {
-                        Some(s) => s + l,
-                        None => l,
-                    });
-                }
-                let loss = loss.expect("a block has cells") / block.cells.len() as f64;
-                let detached = loss.clone().inner();
-                job.pending = Some(match job.pending.take() {
-                    Some(sum) => sum + detached,
-                    None => detached,
-                });
-                let grads = GradientsParams::from_grads(loss.backward(), &job.net);
-                let lr = plan.block_lr[i] * r.distill.lr_decay.powi(epoch as i32);
-                job.net = job.optim.step(lr, job.net.clone(), grads);
-            }
-            pb.inc(1);
-            // The running mean loss of each block, read back every 16 steps.
-            if (k + 1) % 16 == 0 || k + 1 == steps - skip {
-                let msg: Vec<String> = jobs
-                    .iter_mut()
-                    .filter(|j| j.state.epochs_done <= epoch)
-                    .map(|j| {
-                        j.flush();
-                        format!("b{} {:.4}", j.index, j.epoch_loss / (step + 1) as f64)
-                    })
-                    .collect();
-                pb.set_message(msg.join(" "));
-            }
+        let i = job.index;
+        let input = if i == 0 {
+            x.clone()
+        } else {
+            taps[i - 1].clone()
         }
-        pb.finish_and_clear();
-        let secs = started.elapsed().as_secs_f64();
-        for job in jobs.iter_mut() {
-            if job.state.epochs_done > epoch {
-                continue;
-            }
-            job.flush();
-            let mean = job.epoch_loss / steps.max(1) as f64;
-            job.state.losses.truncate(epoch);
-            job.state.losses.push(mean);
-            job.state.epochs_done = epoch + 1;
-            job.state.steps_done = 0;
-            job.state.seconds += secs;
-            save_job(ctx, job, epoch + 1, 0)?;
-            let lr = plan.block_lr[job.index] * r.distill.lr_decay.powi(epoch as i32);
-            let images_per_s = (steps * batch) as f64 / secs.max(1e-9);
-            ctx.track.metrics(
-                &job.run,
-                epoch as i64,
-                &[
-                    ("distill_loss", mean),
-                    ("lr", lr),
-                    ("images_per_s", images_per_s),
-                ],
-            )?;
-            tracing::info!(
-                "distill block {}: epoch {} loss {mean:.5} ({images_per_s:.0} images/s)",
-                job.index,
-                epoch + 1
-            );
+        .autodiff();
+        let target = taps[i].clone().autodiff();
+        let mut rng = ChaCha8Rng::seed_from_u64(plan.seeds.distill_paths(i, epoch, step));
+        let block = &plan.space.blocks[i];
+        let mut loss: Option<Tensor<1>> = None;
+        for (ci, cell) in block.cells.iter().enumerate() {
+            let path = sample_path(&mut rng, ci, cell.layers, block.ops.len());
+            let out = job.net.forward(&path, input.clone(), Mode::TRAIN);
+            let diff = out - target.clone();
+            let l = (diff.clone() * diff).mean();
+            loss = Some(match loss {
+                Some(s) => s + l,
+                None => l,
+            });
         }
+        let loss = loss.expect("a block has cells") / block.cells.len() as f64;
+        let detached = loss.clone().inner();
+        job.pending = Some(match job.pending.take() {
+            Some(sum) => sum + detached,
+            None => detached,
+        });
+        let grads = GradientsParams::from_grads(loss.backward(), &job.net);
+        job.net = job
+            .optim
+            .step(plan.distill.lr(i, epoch), job.net.clone(), grads);
     }
-    for job in &jobs {
-        ctx.track
-            .end(&format!("distill/block{}", job.index), RunStatus::Finished)?;
+}
+
+/// Records a finished epoch of every block that ran it: state, checkpoint, metrics.
+fn finish_epoch(
+    ctx: &mut Ctx,
+    jobs: &mut [Job],
+    epoch: usize,
+    steps: usize,
+    secs: f64,
+) -> Result<(), RunError> {
+    let plan = ctx.plan;
+    for job in jobs.iter_mut() {
+        if job.state.epochs_done > epoch {
+            continue;
+        }
+        job.flush();
+        let mean = job.epoch_loss / steps.max(1) as f64;
+        job.state.losses.truncate(epoch);
+        job.state.losses.push(mean);
+        job.state.epochs_done = epoch + 1;
+        job.state.steps_done = 0;
+        job.state.seconds += secs;
+        save_job(ctx, job, epoch + 1, 0)?;
+        let lr = plan.distill.lr(job.index, epoch);
+        let images_per_s = (steps * plan.distill.batch_size) as f64 / secs.max(1e-9);
+        ctx.track.metrics(
+            &job.run,
+            epoch as i64,
+            &[
+                ("distill_loss", mean),
+                ("lr", lr),
+                ("images_per_s", images_per_s),
+            ],
+        )?;
+        tracing::info!(
+            "distill block {}: epoch {} loss {mean:.5} ({images_per_s:.0} images/s)",
+            job.index,
+            epoch + 1
+        );
     }
     Ok(())
 }
 
 fn save_job(ctx: &Ctx, job: &mut Job, epoch: usize, step: usize) -> Result<(), RunError> {
-    let dir = block_dir(ctx, job.index);
     let old = job.state.checkpoint.clone();
     let tag = format!("e{epoch}s{step}");
-    save_module(&job.net, &net_file(&dir, &tag))?;
-    save_optim(&job.optim, &optim_file(&dir, &tag))?;
     job.state.checkpoint = tag.clone();
     if step > 0 {
         job.state.epochs_done = epoch;
@@ -314,10 +314,7 @@ fn save_job(ctx: &Ctx, job: &mut Job, epoch: usize, step: usize) -> Result<(), R
         job.state.losses.truncate(epoch);
         job.state.losses.push(job.epoch_loss / step as f64);
     }
-    write_json(&dir.join("state.json"), &job.state)?;
-    if old != tag {
-        let _ = std::fs::remove_file(net_file(&dir, &old));
-        let _ = std::fs::remove_file(optim_file(&dir, &old));
-    }
-    Ok(())
+    ctx.dir
+        .distill(job.index)
+        .save(&job.net, &job.optim, &tag, &old, &job.state)
 }

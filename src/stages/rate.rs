@@ -9,9 +9,11 @@ use std::time::Instant;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{Ctx, RunError, progress, read_json, write_atomic, write_json};
+use super::{Ctx, progress};
 use crate::data::{Loader, Preprocess, batches};
+use crate::error::RunError;
 use crate::nn::{Bn, Mode, SuperBlock, Teacher};
+use crate::rundir::{read_json, write_atomic, write_json};
 use crate::space::{BlockSpace, Path};
 use crate::track::RunStatus;
 
@@ -205,16 +207,11 @@ pub fn rate_block_naive(net: &SuperBlock, block: &BlockSpace, data: &RateData) -
         .collect()
 }
 
-/// Where block `i`'s ratings are.
-pub fn ratings_path(ctx: &Ctx, i: usize) -> std::path::PathBuf {
-    ctx.dir.join("rate").join(format!("block{i}.json"))
-}
-
 /// Reads every block's ratings.
 pub fn load_all(ctx: &Ctx) -> Result<Vec<BlockRatings>, RunError> {
     (0..ctx.plan.space.blocks.len())
         .map(|i| {
-            let p = ratings_path(ctx, i);
+            let p = ctx.dir.ratings(i);
             read_json(&p)?.ok_or_else(|| {
                 RunError::Usage(format!(
                     "block {i} has no ratings yet (`{}`); run the `rate` stage first",
@@ -225,128 +222,144 @@ pub fn load_all(ctx: &Ctx) -> Result<Vec<BlockRatings>, RunError> {
         .collect()
 }
 
+/// The teacher's features on the calibration and held-out images, computed once for all blocks.
+struct Features {
+    cal_x: Vec<Tensor<4>>,
+    cal_taps: Vec<Vec<Tensor<4>>>,
+    x: Vec<Tensor<4>>,
+    taps: Vec<Vec<Tensor<4>>>,
+}
+
+impl Features {
+    fn compute(ctx: &Ctx, teacher: &Teacher) -> Features {
+        let plan = ctx.plan;
+        let batch = plan.rate.batch_size;
+        let pre = Preprocess::new(&plan.data, false);
+        let stages: Vec<usize> = plan.taps.iter().map(|t| t.stage).collect();
+        let mut cal_order = batches(&ctx.data.search, batch, Some(plan.seeds.calibration()));
+        cal_order.truncate(plan.rate.calibration_batches);
+        let run = |order: Vec<Vec<usize>>| {
+            let (mut xs, mut taps) = (Vec::new(), Vec::new());
+            for b in Loader::start(ctx.data.train.clone(), order, pre.clone(), 0, 1) {
+                let x = b.images(&ctx.device);
+                taps.push(teacher.forward_taps(x.clone(), &stages, Mode::Eval));
+                xs.push(x);
+            }
+            (xs, taps)
+        };
+        let (cal_x, cal_taps) = run(cal_order);
+        let (x, taps) = run(batches(&ctx.data.rate, batch, None));
+        Features {
+            cal_x,
+            cal_taps,
+            x,
+            taps,
+        }
+    }
+
+    /// What block `i` is rated on: its inputs (the image or the previous tap) and its tap.
+    fn of_block(&self, i: usize) -> RateData {
+        let pick = |xs: &Vec<Tensor<4>>, ts: &Vec<Vec<Tensor<4>>>, tap: Option<usize>| match tap {
+            None => xs.clone(),
+            Some(t) => ts.iter().map(|v| v[t].clone()).collect(),
+        };
+        RateData {
+            calibration: pick(&self.cal_x, &self.cal_taps, i.checked_sub(1)),
+            inputs: pick(&self.x, &self.taps, i.checked_sub(1)),
+            targets: pick(&self.x, &self.taps, Some(i)),
+        }
+    }
+}
+
 /// Rates the given blocks (all unrated ones when `only` is `None`).
 pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(), RunError> {
-    let plan = ctx.plan;
-    let r = &plan.recipe;
-    let todo: Vec<usize> = (0..plan.space.blocks.len())
-        .filter(|i| only.is_none_or(|o| o.contains(i)) && !ratings_path(ctx, *i).exists())
+    let todo: Vec<usize> = (0..ctx.plan.space.blocks.len())
+        .filter(|i| only.is_none_or(|o| o.contains(i)) && !ctx.dir.ratings(*i).exists())
         .collect();
     if todo.is_empty() {
         return Ok(());
     }
-    // The teacher runs once over the calibration and held-out images for every block.
-    let batch = r.rate.batch_size.unwrap_or(r.data.batch_size);
-    let pre = Preprocess::new(&r.data, false);
-    let stages: Vec<usize> = plan.taps.iter().map(|t| t.stage).collect();
-    let mut cal_order = batches(&ctx.data.search, batch, Some(r.experiment.seed ^ 0xCA1));
-    cal_order.truncate(r.rate.calibration_batches);
-    let mut cal_x = Vec::new();
-    let mut cal_taps: Vec<Vec<Tensor<4>>> = Vec::new();
-    for b in Loader::start(ctx.data.train.clone(), cal_order, pre.clone(), 0, 1) {
-        let x = b.images(&ctx.device);
-        cal_taps.push(teacher.forward_taps(x.clone(), &stages, Mode::Eval));
-        cal_x.push(x);
-    }
-    let mut x = Vec::new();
-    let mut taps: Vec<Vec<Tensor<4>>> = Vec::new();
-    for b in Loader::start(
-        ctx.data.train.clone(),
-        batches(&ctx.data.rate, batch, None),
-        pre,
-        0,
-        1,
-    ) {
-        let xb = b.images(&ctx.device);
-        taps.push(teacher.forward_taps(xb.clone(), &stages, Mode::Eval));
-        x.push(xb);
-    }
+    let features = Features::compute(ctx, teacher);
     for i in todo {
         if ctx.stopping() {
             return Err(ctx.stopped());
         }
-        let block = &plan.space.blocks[i];
-        let run = ctx.track.child(
-            &format!("rate/block{i}"),
-            &[("block".into(), i.to_string())],
-        )?;
-        let net = super::distill::load_block(ctx, i)?;
-        let pick =
-            |xs: &Vec<Tensor<4>>, ts: &Vec<Vec<Tensor<4>>>, tap: Option<usize>| -> Vec<Tensor<4>> {
-                match tap {
-                    None => xs.clone(),
-                    Some(t) => ts.iter().map(|v| v[t].clone()).collect(),
-                }
-            };
-        let data = RateData {
-            calibration: pick(&cal_x, &cal_taps, i.checked_sub(1)),
-            inputs: pick(&x, &taps, i.checked_sub(1)),
-            targets: pick(&x, &taps, Some(i)),
-        };
-        let pb = progress(1, &format!("rate block {i}"));
-        pb.set_message(format!("{} paths", block.num_paths()));
-        let started = Instant::now();
-        let (rated, evals) = rate_block(&net, block, &data);
-        let seconds = started.elapsed().as_secs_f64();
-        pb.finish_and_clear();
-        let ratings: Vec<Rating> = rated
-            .into_iter()
-            .map(|(path, rating)| {
-                let c = block.path_cost(&path);
-                Rating {
-                    path: block.path_name(&path),
-                    cell: path.cell,
-                    ops: path.ops,
-                    rating,
-                    macs: c.macs,
-                    flops: c.flops(crate::recipe::FlopsConvention::Dna),
-                    params: c.params,
-                }
-            })
-            .collect();
-        let best = ratings
-            .iter()
-            .map(|r| r.rating)
-            .fold(f64::INFINITY, f64::min);
-        let worst = ratings
-            .iter()
-            .map(|r| r.rating)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let out = BlockRatings {
-            block: i,
-            target: block.target.clone(),
-            ratings,
-            layer_evaluations: evals,
-            seconds,
-        };
-        let csv_path = ctx.dir.join("rate").join(format!("block{i}.csv"));
-        let mut csv = String::from("path,cell,rating,macs,flops_dna,params\n");
-        for r in &out.ratings {
-            csv.push_str(&format!(
-                "{},{},{},{},{},{}\n",
-                r.path, r.cell, r.rating, r.macs, r.flops, r.params
-            ));
-        }
-        write_atomic(&csv_path, csv.as_bytes())?;
-        write_json(&ratings_path(ctx, i), &out)?;
-        ctx.track.metrics(
-            &run,
-            0,
-            &[
-                ("best_rating", best),
-                ("worst_rating", worst),
-                ("paths", out.ratings.len() as f64),
-                ("layer_evaluations", evals as f64),
-                ("seconds", seconds),
-            ],
-        )?;
-        ctx.track.artifact(&run, &csv_path, "")?;
-        ctx.track
-            .end(&format!("rate/block{i}"), RunStatus::Finished)?;
-        tracing::info!(
-            "rated block {i}: {} paths in {seconds:.1}s, best {best:.4}, worst {worst:.4}",
-            out.ratings.len()
-        );
+        rate_one(ctx, i, &features.of_block(i))?;
     }
+    Ok(())
+}
+
+/// Rates block `i` and writes its ratings (JSON and CSV) and metrics.
+fn rate_one(ctx: &mut Ctx, i: usize, data: &RateData) -> Result<(), RunError> {
+    let block = &ctx.plan.space.blocks[i];
+    let run = ctx.track.child(
+        &format!("rate/block{i}"),
+        &[("block".into(), i.to_string())],
+    )?;
+    let net = super::distill::load_block(ctx, i)?;
+    let pb = progress(1, &format!("rate block {i}"));
+    pb.set_message(format!("{} paths", block.num_paths()));
+    let started = Instant::now();
+    let (rated, evals) = rate_block(&net, block, data);
+    let seconds = started.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let ratings: Vec<Rating> = rated
+        .into_iter()
+        .map(|(path, rating)| {
+            let c = block.path_cost(&path);
+            Rating {
+                path: block.path_name(&path),
+                cell: path.cell,
+                ops: path.ops,
+                rating,
+                macs: c.macs,
+                flops: c.flops(crate::space::FlopsConvention::Dna),
+                params: c.params,
+            }
+        })
+        .collect();
+    let best = ratings
+        .iter()
+        .map(|r| r.rating)
+        .fold(f64::INFINITY, f64::min);
+    let worst = ratings
+        .iter()
+        .map(|r| r.rating)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let out = BlockRatings {
+        block: i,
+        target: block.target.clone(),
+        ratings,
+        layer_evaluations: evals,
+        seconds,
+    };
+    let csv_path = ctx.dir.ratings_csv(i);
+    let mut csv = String::from("path,cell,rating,macs,flops_dna,params\n");
+    for r in &out.ratings {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            r.path, r.cell, r.rating, r.macs, r.flops, r.params
+        ));
+    }
+    write_atomic(&csv_path, csv.as_bytes())?;
+    write_json(&ctx.dir.ratings(i), &out)?;
+    ctx.track.metrics(
+        &run,
+        0,
+        &[
+            ("best_rating", best),
+            ("worst_rating", worst),
+            ("paths", out.ratings.len() as f64),
+            ("layer_evaluations", evals as f64),
+            ("seconds", seconds),
+        ],
+    )?;
+    ctx.track.artifact(&run, &csv_path, "")?;
+    ctx.track
+        .end(&format!("rate/block{i}"), RunStatus::Finished)?;
+    tracing::info!(
+        "rated block {i}: {} paths in {seconds:.1}s, best {best:.4}, worst {worst:.4}",
+        out.ratings.len()
+    );
     Ok(())
 }

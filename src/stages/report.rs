@@ -3,8 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Ctx;
 use super::retrain::{Retrained, kendall_tau};
-use super::{Ctx, RunError, write_atomic, write_json};
+use crate::error::RunError;
+use crate::rundir::{read_json, write_atomic, write_json};
 
 /// The run's final numbers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,16 +109,13 @@ pub fn run(
     });
     let mut blocks = Vec::new();
     for i in 0..ctx.plan.space.blocks.len() {
-        let d: Option<serde_json::Value> =
-            super::read_json(&super::distill::block_dir(ctx, i).join("state.json"))?;
-        let r: Option<serde_json::Value> = super::read_json(&super::rate::ratings_path(ctx, i))?;
+        let d = ctx.dir.distill_state(i)?;
+        let r: Option<serde_json::Value> = read_json(&ctx.dir.ratings(i))?;
+        let devices = &ctx.plan.devices;
         blocks.push(BlockWork {
             block: i,
-            device: ctx.plan.devices[crate::run::block_device(ctx.plan, i)].to_string(),
-            distill_seconds: d
-                .as_ref()
-                .and_then(|d| d["seconds"].as_f64())
-                .unwrap_or(0.0),
+            device: devices.list[devices.device_of_block(i)].to_string(),
+            distill_seconds: d.seconds,
             rate_seconds: r
                 .as_ref()
                 .and_then(|r| r["seconds"].as_f64())
@@ -133,7 +132,7 @@ pub fn run(
         kendall_tau: tau,
         blocks,
     };
-    let md = ctx.dir.join("report.md");
+    let md = ctx.dir.report("md");
     write_atomic(&md, report.markdown().as_bytes())?;
     let mut csv = String::from("name,paths,macs,flops_dna,params,rating,accuracy,control\n");
     for r in &report.architectures {
@@ -149,9 +148,9 @@ pub fn run(
             r.control
         );
     }
-    let csv_path = ctx.dir.join("report.csv");
+    let csv_path = ctx.dir.report("csv");
     write_atomic(&csv_path, csv.as_bytes())?;
-    let json = ctx.dir.join("report.json");
+    let json = ctx.dir.report("json");
     write_json(&json, &report)?;
     let parent = ctx.track.parent.clone();
     let mut m: Vec<(String, f64)> = report
@@ -170,12 +169,7 @@ pub fn run(
     }
     let refs: Vec<(&str, f64)> = m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     ctx.track.metrics(&parent, 0, &refs)?;
-    for f in [
-        &md,
-        &csv_path,
-        &json,
-        &ctx.dir.join("search").join("pareto.svg"),
-    ] {
+    for f in [&md, &csv_path, &json, &ctx.dir.pareto_svg()] {
         if f.exists() {
             ctx.track.artifact(&parent, f, "")?;
         }

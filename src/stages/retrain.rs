@@ -6,9 +6,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::search::{Chosen, SearchResult};
-use super::{Ctx, RunError, train_classifier, write_atomic};
+use super::{Ctx, train_classifier};
+use crate::error::RunError;
 use crate::nn::Student;
 use crate::plan::Plan;
+use crate::rundir::write_atomic;
 use crate::space::Architecture;
 use crate::track::RunStatus;
 
@@ -79,13 +81,11 @@ pub struct Retrained {
     pub control: bool,
 }
 
-/// Retrains one architecture into `dir`.
-pub fn retrain_one(
-    ctx: &mut Ctx,
-    chosen: &Chosen,
-    dir: &Path,
-    recipe_rel: &str,
-) -> Result<f64, RunError> {
+/// Retrains one architecture into its folder of the run directory; `recipe_rel` is the recipe
+/// its `arch.toml` names.
+pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, recipe_rel: &str) -> Result<f64, RunError> {
+    let ck = ctx.dir.retrain(&chosen.name);
+    let dir = ck.dir().to_path_buf();
     let arch = ArchFile {
         recipe: recipe_rel.into(),
         name: chosen.name.clone(),
@@ -115,18 +115,12 @@ pub fn retrain_one(
             ("flops_dna".into(), chosen.flops_dna.to_string()),
         ],
     )?;
-    let settings = ctx.plan.recipe.retrain.settings();
-    let space = ctx.plan.space.clone();
-    let seed = ctx.plan.recipe.experiment.seed
-        ^ 0x5E7A
-        ^ chosen
-            .name
-            .bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-    let (model, acc) = train_classifier(ctx, dir, &run, &settings, seed, |dev| {
-        Student::new(&space, &architecture, dev)
+    let plan = ctx.plan;
+    let seed = plan.seeds.student_init(&chosen.name);
+    let (model, acc) = train_classifier(ctx, &plan.retrain.train, seed, ck, &run, |dev| {
+        Student::new(&plan.space, &architecture, dev)
     })?;
-    crate::nn::torch::export_safetensors(&model, &dir.join("model.safetensors"))?;
+    crate::nn::weights::export_safetensors(&model, &dir.join("model.safetensors"))?;
     let done = ArchFile {
         accuracy: Some(acc),
         ..arch
@@ -153,8 +147,7 @@ pub fn run(ctx: &mut Ctx, result: &SearchResult) -> Result<Vec<Retrained>, RunEr
         if ctx.stopping() {
             return Err(ctx.stopped());
         }
-        let dir = ctx.dir.join("retrain").join(&chosen.name);
-        let acc = retrain_one(ctx, chosen, &dir, "../../dnarun.lock")?;
+        let acc = retrain_one(ctx, chosen, "../../dnarun.lock")?;
         tracing::info!(
             "retrained {}: test accuracy {:.2}%",
             chosen.name,

@@ -7,10 +7,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::Ctx;
 use super::rate::BlockRatings;
-use super::{Ctx, RunError, read_json, write_atomic, write_json};
+use crate::error::RunError;
 use crate::plan::{Measure, Plan};
-use crate::recipe::FlopsConvention;
+use crate::rundir::{read_json, write_atomic, write_json};
+use crate::space::FlopsConvention;
 use crate::space::search::{Candidate, Front, suffix_fronts, top_k};
 use crate::space::{Architecture, Path};
 use crate::track::RunStatus;
@@ -91,8 +93,8 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
                     Candidate {
                         rating: x.rating,
                         cost: [
-                            plan.measures[0].of(&c) as f64,
-                            plan.measures[1].of(&c) as f64,
+                            plan.search.measures[0].of(&c) as f64,
+                            plan.search.measures[1].of(&c) as f64,
                         ],
                     }
                 })
@@ -101,11 +103,11 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
         .collect();
     let fixed = plan.space.fixed_cost();
     let fixed = [
-        plan.measures[0].of(&fixed) as f64,
-        plan.measures[1].of(&fixed) as f64,
+        plan.search.measures[0].of(&fixed) as f64,
+        plan.search.measures[1].of(&fixed) as f64,
     ];
-    let k = plan.recipe.search.top_k;
-    let found = top_k(&blocks, fixed, plan.limits, k);
+    let k = plan.search.top_k;
+    let found = top_k(&blocks, fixed, plan.search.limits, k);
     if found.is_empty() {
         return Err(RunError::Usage(
             "no architecture fits the budget in `search`; raise `search.max_mflops` / `search.max_mparams`".into(),
@@ -134,9 +136,9 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
         })
         .collect();
     let mut controls = Vec::new();
-    let mut rng = ChaCha8Rng::seed_from_u64(plan.recipe.experiment.seed ^ 0x5EED);
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seeds.controls());
     let mut tries = 0;
-    while controls.len() < plan.recipe.retrain.random_controls && tries < 1_000_000 {
+    while controls.len() < plan.retrain.random_controls && tries < 1_000_000 {
         tries += 1;
         let choice: Vec<usize> = blocks
             .iter()
@@ -145,7 +147,7 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
         let cost = choice.iter().enumerate().fold(fixed, |a, (i, &c)| {
             [a[0] + blocks[i][c].cost[0], a[1] + blocks[i][c].cost[1]]
         });
-        if cost[0] <= plan.limits[0] && cost[1] <= plan.limits[1] {
+        if cost[0] <= plan.search.limits[0] && cost[1] <= plan.search.limits[1] {
             let rating = choice
                 .iter()
                 .enumerate()
@@ -164,7 +166,7 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
         top,
         controls,
         front: front.0.iter().map(|&(c, r)| (c + fixed[0], r)).collect(),
-        measure: measure_name(plan.measures[0]),
+        measure: measure_name(plan.search.measures[0]),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -251,14 +253,17 @@ pub fn pareto_svg(result: &SearchResult, limit: f64) -> String {
 
 /// Runs the search stage (skipped when its result exists).
 pub fn run(ctx: &mut Ctx) -> Result<SearchResult, RunError> {
-    let path = ctx.dir.join("search").join("result.json");
+    let path = ctx.dir.search_result();
     if let Some(r) = read_json(&path)? {
         return Ok(r);
     }
     let ratings = super::rate::load_all(ctx)?;
     let result = search(ctx.plan, &ratings)?;
-    let svg = ctx.dir.join("search").join("pareto.svg");
-    write_atomic(&svg, pareto_svg(&result, ctx.plan.limits[0]).as_bytes())?;
+    let svg = ctx.dir.pareto_svg();
+    write_atomic(
+        &svg,
+        pareto_svg(&result, ctx.plan.search.limits[0]).as_bytes(),
+    )?;
     write_json(&path, &result)?;
     let run = ctx.track.child("search", &[])?;
     ctx.track.metrics(

@@ -1,7 +1,6 @@
 //! From-scratch training of a classifier (the teacher, a retrained student): Adam with weight
 //! decay, step decay per epoch, cross-entropy; a checkpoint after every epoch; test accuracy.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::Module;
@@ -9,12 +8,13 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 
-use super::{Ctx, RunError, load_module, progress, read_json, save_module, save_optim, write_json};
+use super::{Ctx, progress};
 use crate::data::{Images, Loader, Preprocess, batches};
+use crate::error::RunError;
 use crate::nn::{Mode, Student, Teacher};
-use crate::recipe::TrainSettings;
+use crate::plan::TrainSpec;
+use crate::rundir::{Checkpoints, TrainState, read_json, write_json};
 
 /// A network that maps images to class logits.
 pub trait Classifier: Module {
@@ -32,30 +32,6 @@ impl Classifier for Student {
     fn logits(&self, x: Tensor<4>, mode: Mode) -> Tensor<2> {
         Student::logits(self, x, mode)
     }
-}
-
-/// Progress of a training, saved after every epoch.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TrainState {
-    /// Epochs finished.
-    pub epochs_done: usize,
-    /// Mean training loss of each finished epoch.
-    pub losses: Vec<f64>,
-    /// Test accuracy once training is complete.
-    pub accuracy: Option<f64>,
-    /// Tag of the model and optimizer files this state belongs to (`model-<tag>.bpk`; empty for
-    /// the final `model.bpk`). The state is written last, so a kill between the writes never
-    /// pairs a model with another epoch's optimizer or state.
-    #[serde(default)]
-    pub checkpoint: String,
-}
-
-fn tagged(dir: &Path, stem: &str, tag: &str) -> std::path::PathBuf {
-    dir.join(if tag.is_empty() {
-        format!("{stem}.bpk")
-    } else {
-        format!("{stem}-{tag}.bpk")
-    })
 }
 
 /// Top-1 accuracy of a model (in eval mode) on some images.
@@ -83,62 +59,52 @@ pub fn evaluate<M: Classifier>(
     correct as f64 / idx.len().max(1) as f64
 }
 
-/// Trains `init`'s model from scratch on the training images, checkpointing into `dir` after
+/// Trains `init`'s model from scratch on the training images, checkpointing into `ck` after
 /// every epoch and resuming from there; returns the model in eval form and its test accuracy.
 pub fn train_classifier<M: Classifier>(
     ctx: &mut Ctx,
-    dir: &Path,
+    settings: &TrainSpec,
+    init_seed: u64,
+    ck: Checkpoints,
     run: &str,
-    settings: &TrainSettings,
-    seed: u64,
     init: impl Fn(&Device) -> M,
 ) -> Result<(M, f64), RunError> {
     let plan = ctx.plan;
-    let d = &plan.recipe.data;
-    let state_path = dir.join("state.json");
-    let mut state: TrainState = read_json(&state_path)?.unwrap_or_default();
+    let mut state: TrainState = read_json(&ck.state())?.unwrap_or_default();
     let ad = ctx.train_device();
-    let mut model = crate::nn::initialize(init(&ad), &ctx.device, seed);
+    let mut model = crate::nn::initialize(init(&ad), &ctx.device, init_seed);
     let mut optim = AdamConfig::new()
         .with_weight_decay(Some(WeightDecayConfig::new(settings.weight_decay as f32)))
         .init();
     if state.epochs_done > 0 {
-        model = load_module(model, &tagged(dir, "model", &state.checkpoint))?;
-        let optim_path = tagged(dir, "optim", &state.checkpoint);
-        optim = optim
-            .load(&optim_path)
-            .map_err(|e| RunError::file(&optim_path, e))?;
+        (model, optim) = ck.load(model, optim, &state.checkpoint)?;
     }
-    let batch = settings.batch_size.unwrap_or(d.batch_size);
-    let test_pre = Preprocess::new(d, false);
     if let Some(acc) = state.accuracy {
         return Ok((model.valid(), acc));
     }
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
-    let train_pre = Preprocess::new(d, true);
-    let seed = plan.recipe.experiment.seed;
+    let train_pre = Preprocess::new(&plan.data, true);
+    let name = ck
+        .dir()
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     for epoch in state.epochs_done..settings.epochs {
         let lr = settings.lr * settings.lr_decay.powi(epoch as i32);
         let order = batches(
             &ctx.data.train_idx,
-            batch,
-            Some(seed ^ ((epoch as u64 + 1) * 7919)),
+            settings.batch_size,
+            Some(plan.seeds.train_order(epoch)),
         );
-        let pb = progress(
-            order.len() as u64,
-            &format!(
-                "{} e{}",
-                dir.file_name().unwrap_or_default().to_string_lossy(),
-                epoch + 1
-            ),
-        );
+        let pb = progress(order.len() as u64, &format!("{name} e{}", epoch + 1));
         let (mut sum, mut n) = (0.0, 0usize);
         for b in Loader::start(
             ctx.data.train.clone(),
             order,
             train_pre.clone(),
-            seed.wrapping_mul(31).wrapping_add(epoch as u64 * 100_003),
-            d.workers,
+            plan.seeds.train_augment(epoch),
+            plan.data.workers,
         ) {
             if ctx.stopping() {
                 pb.abandon();
@@ -163,32 +129,26 @@ pub fn train_classifier<M: Classifier>(
         } else {
             format!("e{}", epoch + 1)
         };
-        save_module(&model, &tagged(dir, "model", &tag))?;
-        save_optim(&optim, &tagged(dir, "optim", &tag))?;
         state.epochs_done = epoch + 1;
         state.losses.truncate(epoch);
         state.losses.push(mean);
         state.checkpoint = tag.clone();
-        write_json(&state_path, &state)?;
-        if old != tag {
-            let _ = std::fs::remove_file(tagged(dir, "model", &old));
-            let _ = std::fs::remove_file(tagged(dir, "optim", &old));
-        }
+        ck.save(&model, &optim, &tag, &old, &state)?;
         ctx.track
             .metrics(run, epoch as i64, &[("train_loss", mean), ("lr", lr)])?;
-        tracing::info!("{}: epoch {} loss {mean:.4}", dir.display(), epoch + 1);
+        tracing::info!("{}: epoch {} loss {mean:.4}", ck.dir().display(), epoch + 1);
     }
     let eval = model.valid();
     let acc = evaluate(
         &eval,
         &ctx.data.test,
         &ctx.data.test_idx,
-        &test_pre,
-        batch,
+        &Preprocess::new(&plan.data, false),
+        settings.batch_size,
         &ctx.device,
     );
     state.accuracy = Some(acc);
-    write_json(&state_path, &state)?;
+    write_json(&ck.state(), &state)?;
     ctx.track
         .metrics(run, settings.epochs as i64, &[("test_accuracy", acc)])?;
     Ok((eval, acc))

@@ -1,6 +1,7 @@
 //! MLflow's file-store layout, written directly: `mlflow ui --backend-store-uri ./mlruns` (with
 //! `MLFLOW_ALLOW_FILE_STORE=true`) and `mlflow migrate-filestore` read it.
 
+use crate::rundir::write_atomic_io;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
@@ -23,24 +24,10 @@ fn err(path: &Path, e: impl std::fmt::Display) -> TrackError {
     }
 }
 
-/// A temp name beside `path`, unique to this process and call: processes running blocks at
-/// once (a Slurm array) may write the same run's files.
-fn tmp_beside(path: &Path) -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.{n}.tmp~", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// Writes a file through a temp file and a rename.
+/// Writes a file through a temp file and a rename (processes running blocks at once, a Slurm
+/// array, may write the same run's files).
 fn write_atomic(path: &Path, text: &str) -> Result<(), TrackError> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
-    }
-    let tmp = tmp_beside(path);
-    fs::write(&tmp, text).map_err(|e| err(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| err(path, e))
+    write_atomic_io(path, |tmp| fs::write(tmp, text)).map_err(|e| err(path, e))
 }
 
 fn yaml_str(s: &str) -> String {
@@ -243,9 +230,7 @@ impl Tracker for LocalStore {
         let target = key_path(&self.run_dir(run).join("artifacts"), dir);
         fs::create_dir_all(&target).map_err(|e| err(&target, e))?;
         let dest = target.join(file.file_name().unwrap_or_default());
-        let tmp = tmp_beside(&dest);
-        fs::copy(file, &tmp).map_err(|e| err(file, e))?;
-        fs::rename(&tmp, &dest).map_err(|e| err(&dest, e))
+        write_atomic_io(&dest, |tmp| fs::copy(file, tmp).map(|_| ())).map_err(|e| err(file, e))
     }
 
     fn end_run(&mut self, run: &str, status: RunStatus) -> Result<(), TrackError> {

@@ -211,10 +211,7 @@ fn write_spool(path: &Path, pending: &VecDeque<Op>) {
         let _ = std::fs::remove_file(path);
         return;
     }
-    let tmp = path.with_extension("jsonl.tmp~");
-    if std::fs::write(&tmp, text).is_ok() {
-        let _ = std::fs::rename(&tmp, path);
-    }
+    let _ = crate::rundir::write_atomic_io(path, |tmp| std::fs::write(tmp, text));
 }
 
 fn read_spool(path: &Path) -> VecDeque<Op> {

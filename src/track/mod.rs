@@ -148,3 +148,30 @@ pub fn flatten_params(value: &serde_json::Value) -> Vec<(String, String)> {
     walk("", value, &mut out);
     out.into_iter().collect()
 }
+
+/// Opens the tracking a plan names: an MLflow server (unsent calls spooled to `spool`), or the
+/// local store; with `tracking.fallback_to_local`, the local store when the server is down.
+pub fn open(
+    spec: &crate::plan::TrackingSpec,
+    spool: &Path,
+) -> Result<Box<dyn Tracker>, TrackError> {
+    use crate::plan::TrackingTarget;
+    let local = |root: &Path| -> Result<Box<dyn Tracker>, TrackError> {
+        Ok(Box::new(LocalStore::open(root, &spec.experiment)?))
+    };
+    match &spec.target {
+        TrackingTarget::Local(root) => local(root),
+        TrackingTarget::Server(uri) => match MlflowServer::connect(uri, &spec.experiment, spool) {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e) => match &spec.fallback {
+                Some(root) => {
+                    tracing::warn!(
+                        "{e}; writing to the local store `mlruns` instead (`tracking.fallback_to_local`)"
+                    );
+                    local(root)
+                }
+                None => Err(e),
+            },
+        },
+    }
+}

@@ -24,7 +24,7 @@ use burn::backend::{Dispatch, Flex};
 use burn::tensor::module::conv2d;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
-use crate::recipe::Activation;
+use crate::space::Activation;
 use activation::ActivationBackend;
 use batchnorm::BatchNormBackend;
 use depthwise::{DepthwiseBackend, Geometry};

@@ -1,0 +1,58 @@
+//! Weights files: PyTorch's legacy pickle format (`pickle`), safetensors (`safetensors`), and
+//! the `efficientnet_pytorch` names mapped onto the teacher (`efficientnet`). Loading is strict:
+//! a missing tensor, a wrong shape or a tensor the model has no place for is an error that
+//! names it.
+
+mod efficientnet;
+mod pickle;
+mod safetensors;
+
+use std::path::{Path, PathBuf};
+
+pub use efficientnet::{export_teacher_safetensors, load_teacher, load_teacher_safetensors};
+pub use pickle::read_legacy;
+pub use safetensors::{export_safetensors, read_safetensors};
+
+/// A weights file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file cannot be read or is not in the expected format.
+    #[error("weights file `{path}` {problem}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The tensors do not fit the teacher the recipe describes.
+    #[error("weights file `{path}` does not fit the teacher the recipe describes:\n{}", .problems.join("\n"))]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// One line per tensor: key, expected and found shape.
+        problems: Vec<String>,
+    },
+}
+
+/// A tensor read from a file: shape and f32 values.
+#[derive(Debug, Clone)]
+pub struct RawTensor {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// A weights file's bytes, and the error constructor naming that file.
+fn read_weights(path: &Path) -> Result<(Vec<u8>, impl Fn(String) -> WeightsError), WeightsError> {
+    let fail = |problem: String| WeightsError::Format {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        fail(format!(
+            "cannot be read: {e}; check `teacher.weights.path` (relative to the recipe)"
+        ))
+    })?;
+    Ok((bytes, fail))
+}

@@ -1,0 +1,487 @@
+//! Reading PyTorch's legacy (pre-zip) `torch.save` format without Python. The file is a
+//! sequence of pickles (magic number, protocol, system info, the state dict whose tensors point
+//! at storages by key, the list of storage keys) followed by each storage: a little-endian u64
+//! element count and the raw little-endian data. Only the opcodes state dicts use are
+//! interpreted; nothing is ever executed, and every size is checked before it is allocated.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use super::{RawTensor, WeightsError, read_weights};
+
+/// A pickled value (only what state dicts use; some payloads are parsed but never read).
+#[derive(Debug, Clone)]
+#[allow(dead_code)]
+enum V {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<V>),
+    Tuple(Vec<V>),
+    Dict(Vec<(V, V)>),
+    Global(String, String),
+    Call(Box<V>, Box<V>),
+    PersId(Box<V>),
+    Mark,
+}
+
+impl V {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            V::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn as_int(&self) -> Option<i64> {
+        match self {
+            V::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+    fn items(&self) -> Option<&[V]> {
+        match self {
+            V::Tuple(v) | V::List(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.pos.checked_add(n).is_none_or(|end| end > self.b.len()) {
+            return Err(format!(
+                "is truncated: needed {n} more bytes at offset {}",
+                self.pos
+            ));
+        }
+        let s = &self.b[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<usize, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()) as usize)
+    }
+    fn u32(&mut self) -> Result<usize, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()) as usize)
+    }
+    fn line(&mut self) -> Result<String, String> {
+        let start = self.pos;
+        while self.u8()? != b'\n' {}
+        Ok(String::from_utf8_lossy(&self.b[start..self.pos - 1]).into_owned())
+    }
+
+    /// One pickle, up to its STOP.
+    fn pickle(&mut self) -> Result<V, String> {
+        let mut m = Machine::default();
+        loop {
+            let op = self.u8()?;
+            if op == b'.' {
+                return m.pop();
+            }
+            if !(m.literal(self, op)?
+                || m.container(op)?
+                || m.memo(self, op)?
+                || m.object(self, op)?)
+            {
+                return Err(format!(
+                    "uses pickle opcode 0x{op:02x} at offset {}, which a legacy torch file does not",
+                    self.pos - 1
+                ));
+            }
+        }
+    }
+
+    fn string(&mut self, n: usize) -> Result<V, String> {
+        Ok(V::Str(String::from_utf8_lossy(self.take(n)?).into_owned()))
+    }
+}
+
+/// The pickle machine's stack and memo.
+#[derive(Default)]
+struct Machine {
+    stack: Vec<V>,
+    memo: HashMap<usize, V>,
+}
+
+impl Machine {
+    fn pop(&mut self) -> Result<V, String> {
+        self.stack
+            .pop()
+            .ok_or_else(|| "has a malformed pickle (stack underflow)".to_string())
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<V>, String> {
+        let at = self
+            .stack
+            .iter()
+            .rposition(|v| matches!(v, V::Mark))
+            .ok_or("has a malformed pickle (no mark)")?;
+        let items = self.stack.split_off(at + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+
+    /// Constants, numbers, strings and bytes; `false` when `op` is not one of them.
+    fn literal(&mut self, r: &mut Reader, op: u8) -> Result<bool, String> {
+        let v = match op {
+            0x80 => {
+                r.u8()?;
+                return Ok(true);
+            }
+            0x95 => {
+                r.take(8)?;
+                return Ok(true);
+            }
+            b'(' => V::Mark,
+            b'N' => V::None,
+            0x88 => V::Bool(true),
+            0x89 => V::Bool(false),
+            b'J' => V::Int(i32::from_le_bytes(r.take(4)?.try_into().unwrap()) as i64),
+            b'K' => V::Int(r.u8()? as i64),
+            b'M' => V::Int(r.u16()? as i64),
+            0x8a => {
+                let n = r.u8()? as usize;
+                let bytes = r.take(n)?;
+                let mut v: i128 = 0;
+                for (i, b) in bytes.iter().enumerate().take(16) {
+                    v |= (*b as i128) << (8 * i);
+                }
+                if n > 0 && n < 16 && bytes[n - 1] & 0x80 != 0 {
+                    v -= 1i128 << (8 * n);
+                }
+                V::Int(v as i64)
+            }
+            b'G' => V::Float(f64::from_be_bytes(r.take(8)?.try_into().unwrap())),
+            b'X' | b'T' => {
+                let n = r.u32()?;
+                r.string(n)?
+            }
+            0x8c | b'U' => {
+                let n = r.u8()? as usize;
+                r.string(n)?
+            }
+            b'B' => {
+                let n = r.u32()?;
+                V::Bytes(r.take(n)?.to_vec())
+            }
+            b'C' => {
+                let n = r.u8()? as usize;
+                V::Bytes(r.take(n)?.to_vec())
+            }
+            _ => return Ok(false),
+        };
+        self.stack.push(v);
+        Ok(true)
+    }
+
+    /// Dicts, lists and tuples; `false` when `op` is not one of them.
+    fn container(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            b'}' => self.stack.push(V::Dict(Vec::new())),
+            b']' => self.stack.push(V::List(Vec::new())),
+            b')' => self.stack.push(V::Tuple(Vec::new())),
+            b't' => {
+                let items = self.pop_mark()?;
+                self.stack.push(V::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if self.stack.len() < n {
+                    return Err("has a malformed pickle (stack underflow)".into());
+                }
+                let items = self.stack.split_off(self.stack.len() - n);
+                self.stack.push(V::Tuple(items));
+            }
+            b's' => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                if let Some(V::Dict(d)) = self.stack.last_mut() {
+                    d.push((k, v));
+                }
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                if let Some(V::Dict(d)) = self.stack.last_mut() {
+                    let mut it = items.into_iter();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        d.push((k, v));
+                    }
+                }
+            }
+            b'a' => {
+                let v = self.pop()?;
+                if let Some(V::List(l)) = self.stack.last_mut() {
+                    l.push(v);
+                }
+            }
+            b'e' => {
+                let items = self.pop_mark()?;
+                if let Some(V::List(l)) = self.stack.last_mut() {
+                    l.extend(items);
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Memo puts and gets; `false` when `op` is not one of them.
+    fn memo(&mut self, r: &mut Reader, op: u8) -> Result<bool, String> {
+        let put = match op {
+            b'q' => Some(r.u8()? as usize),
+            b'r' => Some(r.u32()?),
+            0x94 => Some(self.memo.len()),
+            _ => None,
+        };
+        if let Some(i) = put {
+            self.memo
+                .insert(i, self.stack.last().cloned().unwrap_or(V::None));
+            return Ok(true);
+        }
+        let get = match op {
+            b'h' => r.u8()? as usize,
+            b'j' => r.u32()?,
+            _ => return Ok(false),
+        };
+        let v = self
+            .memo
+            .get(&get)
+            .cloned()
+            .ok_or("has a malformed pickle (memo)")?;
+        self.stack.push(v);
+        Ok(true)
+    }
+
+    /// Globals, calls, object state and persistent ids; `false` when `op` is not one of them.
+    fn object(&mut self, r: &mut Reader, op: u8) -> Result<bool, String> {
+        match op {
+            b'c' => {
+                let module = r.line()?;
+                let name = r.line()?;
+                self.stack.push(V::Global(module, name));
+            }
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                self.stack.push(V::Global(
+                    module.as_str().unwrap_or_default().into(),
+                    name.as_str().unwrap_or_default().into(),
+                ));
+            }
+            b'R' | 0x81 => {
+                let args = self.pop()?;
+                let f = self.pop()?;
+                // An OrderedDict() is filled by SETITEMS afterwards: make it a dict now.
+                let v = match &f {
+                    V::Global(m, n) if m == "collections" && n == "OrderedDict" => {
+                        V::Dict(Vec::new())
+                    }
+                    _ => V::Call(Box::new(f), Box::new(args)),
+                };
+                self.stack.push(v);
+            }
+            b'b' => {
+                self.pop()?; // state set on an object: not needed
+            }
+            b'Q' => {
+                let pid = self.pop()?;
+                self.stack.push(V::PersId(Box::new(pid)));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// A tensor of the state dict: where its data lies in which storage.
+struct TensorRef {
+    name: String,
+    key: String,
+    ty: String,
+    offset: usize,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+}
+
+/// Bytes per element of a torch storage type.
+fn element_size(ty: &str) -> usize {
+    match ty {
+        "FloatStorage" | "IntStorage" => 4,
+        "LongStorage" | "DoubleStorage" => 8,
+        "HalfStorage" | "BFloat16Storage" | "ShortStorage" => 2,
+        _ => 1,
+    }
+}
+
+/// The tensor a state-dict entry rebuilds (`None` for entries that are not tensors).
+fn tensor_ref(name: &str, v: &V) -> Result<Option<TensorRef>, String> {
+    let V::Call(f, args) = v else { return Ok(None) };
+    if !matches!(&**f, V::Global(_, n) if n == "_rebuild_tensor_v2" || n == "_rebuild_tensor") {
+        return Ok(None);
+    }
+    let args = match args.items() {
+        Some(a) if a.len() >= 4 => a,
+        _ => return Err(format!("tensor `{name}` is malformed")),
+    };
+    let V::PersId(pid) = &args[0] else {
+        return Err(format!("tensor `{name}` has no storage"));
+    };
+    let pid = match pid.items() {
+        Some(p) if p.len() >= 3 => p,
+        _ => return Err(format!("tensor `{name}` has a malformed storage id")),
+    };
+    let ty = match &pid[1] {
+        V::Global(_, n) => n.clone(),
+        _ => String::new(),
+    };
+    let ints = |v: &V| -> Result<Vec<usize>, String> {
+        v.items()
+            .unwrap_or(&[])
+            .iter()
+            .map(|x| match x.as_int() {
+                Some(i) if i >= 0 => Ok(i as usize),
+                _ => Err(format!("tensor `{name}` has a malformed shape or stride")),
+            })
+            .collect()
+    };
+    Ok(Some(TensorRef {
+        name: name.to_string(),
+        key: pid[2].as_str().unwrap_or_default().to_string(),
+        ty,
+        offset: args[1].as_int().unwrap_or(0).max(0) as usize,
+        shape: ints(&args[2])?,
+        strides: ints(&args[3])?,
+    }))
+}
+
+/// The tensor's values in row-major order, gathered through its strides (torch may store
+/// channels-last); every index is checked against the storage before anything is allocated.
+fn gather(t: &TensorRef, data: &[u8]) -> Result<Vec<f32>, String> {
+    let outside = || format!("tensor `{}` lies outside its storage", t.name);
+    let elements = data.len() / 4;
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(outside)?;
+    if t.strides.len() != t.shape.len() {
+        return Err(format!(
+            "tensor `{}` has a malformed shape or stride",
+            t.name
+        ));
+    }
+    if numel > 0 {
+        // The furthest element the strides reach must lie inside the storage.
+        let last = t
+            .shape
+            .iter()
+            .zip(&t.strides)
+            .try_fold(t.offset, |a, (&d, &s)| {
+                (d - 1).checked_mul(s).and_then(|x| a.checked_add(x))
+            })
+            .ok_or_else(outside)?;
+        if last >= elements {
+            return Err(outside());
+        }
+    }
+    let f32_at = |i: usize| f32::from_le_bytes(data[i * 4..i * 4 + 4].try_into().unwrap());
+    let mut values = Vec::with_capacity(numel);
+    let mut index = vec![0usize; t.shape.len()];
+    for _ in 0..numel {
+        let at = t.offset
+            + index
+                .iter()
+                .zip(&t.strides)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
+        values.push(f32_at(at));
+        for d in (0..t.shape.len()).rev() {
+            index[d] += 1;
+            if index[d] < t.shape[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    Ok(values)
+}
+
+/// Reads every tensor of a legacy `torch.save` state dict.
+pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
+    let (bytes, fail) = read_weights(path)?;
+    if bytes.starts_with(b"PK") {
+        return Err(fail("is a zip-format torch file; dnarun reads the legacy format (`torch.save(..., _use_new_zipfile_serialization=False)`)".into()));
+    }
+    let mut r = Reader { b: &bytes, pos: 0 };
+    let magic = r.pickle().map_err(&fail)?;
+    if !matches!(magic, V::Int(_)) {
+        return Err(fail("is not a legacy torch file (no magic number)".into()));
+    }
+    r.pickle().map_err(&fail)?; // protocol version
+    r.pickle().map_err(&fail)?; // system info
+    let dict = r.pickle().map_err(&fail)?;
+    let keys = r.pickle().map_err(&fail)?;
+    let V::Dict(entries) = dict else {
+        return Err(fail("does not hold a state dict".into()));
+    };
+    let mut tensors = Vec::new();
+    for (k, v) in &entries {
+        let name = k
+            .as_str()
+            .ok_or_else(|| fail("has a state dict key that is not a string".into()))?;
+        if let Some(t) = tensor_ref(name, v).map_err(&fail)? {
+            tensors.push(t);
+        }
+    }
+    let sizes: HashMap<&str, usize> = tensors
+        .iter()
+        .map(|t| (t.key.as_str(), element_size(&t.ty)))
+        .collect();
+    let mut storages: HashMap<String, &[u8]> = HashMap::new();
+    for key in keys.items().unwrap_or(&[]).iter().filter_map(V::as_str) {
+        let head = r
+            .take(8)
+            .map_err(|p| fail(format!("{p} (storage `{key}`)")))?;
+        let numel = u64::from_le_bytes(head.try_into().unwrap());
+        let size = sizes.get(key).copied().unwrap_or(4) as u64;
+        let data = numel
+            .checked_mul(size)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| format!("is truncated (storage `{key}` of {numel} elements)"))
+            .and_then(|n| r.take(n))
+            .map_err(|p| fail(format!("{p} (storage `{key}` of {numel} elements)")))?;
+        storages.insert(key.to_string(), data);
+    }
+    let mut out = BTreeMap::new();
+    for t in tensors {
+        if t.ty != "FloatStorage" {
+            continue; // integer buffers (num_batches_tracked) are not weights
+        }
+        let data = storages.get(&t.key).ok_or_else(|| {
+            fail(format!(
+                "has no data for storage `{}` of tensor `{}`",
+                t.key, t.name
+            ))
+        })?;
+        let values = gather(&t, data).map_err(&fail)?;
+        out.insert(
+            t.name,
+            RawTensor {
+                shape: t.shape,
+                values,
+            },
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,166 @@
+//! The data section resolved: the files of each split as absolute paths in the form the format
+//! reads, normalisation per channel, and the subsets' sizes.
+
+use std::path::{Path, PathBuf};
+
+use super::problems::Problems;
+use crate::recipe::{Data, DataFormat, Split};
+
+/// The files of one split.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SplitSpec {
+    /// IDX: an images file and a labels file (optionally gzipped).
+    Idx {
+        /// Images.
+        images: PathBuf,
+        /// Labels.
+        labels: PathBuf,
+    },
+    /// CIFAR binary batches.
+    Cifar {
+        /// The batch files.
+        files: Vec<PathBuf>,
+    },
+    /// A folder (of class folders, or flat with labels in the names).
+    Folder {
+        /// The folder.
+        dir: PathBuf,
+    },
+}
+
+/// The resolved data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSpec {
+    /// Format of both splits.
+    pub format: DataFormat,
+    /// Training split.
+    pub train: SplitSpec,
+    /// Test split.
+    pub test: SplitSpec,
+    /// Classes.
+    pub classes: usize,
+    /// Side of the square images the networks see.
+    pub image_size: usize,
+    /// Image channels.
+    pub channels: usize,
+    /// Images per class to distill on.
+    pub samples_per_class: usize,
+    /// Images per class to rate on (disjoint from the distillation ones).
+    pub rate_per_class: usize,
+    /// Training images per class for the teacher and retraining (all when `None`).
+    pub train_per_class: Option<usize>,
+    /// Test images per class (all when `None`).
+    pub test_per_class: Option<usize>,
+    /// Normalisation mean, one per channel.
+    pub mean: Vec<f32>,
+    /// Normalisation std, one per channel.
+    pub std: Vec<f32>,
+    /// Random-crop padding of training images (0: none).
+    pub crop_padding: usize,
+    /// Random horizontal flips of training images.
+    pub hflip: bool,
+    /// Default batch size.
+    pub batch_size: usize,
+    /// Background decoding threads.
+    pub workers: usize,
+}
+
+/// The recipe spelling of a data format.
+pub fn format_name(f: DataFormat) -> &'static str {
+    match f {
+        DataFormat::Idx => "idx",
+        DataFormat::Cifar10 => "cifar10",
+        DataFormat::Cifar100 => "cifar100",
+        DataFormat::Folder => "folder",
+        DataFormat::FlatFolder => "flat-folder",
+    }
+}
+
+pub(super) fn resolve(d: &Data, base: &Path, p: &mut Problems) -> DataSpec {
+    for (split, s) in [("train", &d.train), ("test", &d.test)] {
+        let need: &[(&str, bool)] = match d.format {
+            DataFormat::Idx => &[
+                ("images", s.images.is_some()),
+                ("labels", s.labels.is_some()),
+            ],
+            DataFormat::Cifar10 | DataFormat::Cifar100 => &[("files", s.files.is_some())],
+            DataFormat::Folder | DataFormat::FlatFolder => &[("dir", s.dir.is_some())],
+        };
+        for (key, present) in need {
+            if !present {
+                p.err(
+                    &format!("/data/{split}"),
+                    format!(
+                        "`data.{split}.{key}` is missing: `data.format = \"{}\"` reads it",
+                        format_name(d.format)
+                    ),
+                    None,
+                );
+            }
+        }
+    }
+    for (key, v) in [("mean", &d.normalize.mean), ("std", &d.normalize.std)] {
+        if v.len() != 1 && v.len() != d.channels {
+            p.err(
+                &format!("/data/normalize/{key}"),
+                format!(
+                    "`data.normalize.{key}` has {} values; give 1 or `data.channels` ({})",
+                    v.len(),
+                    d.channels
+                ),
+                None,
+            );
+        }
+    }
+    for (i, s) in d.normalize.std.iter().enumerate() {
+        if *s <= 0.0 {
+            p.err(
+                &format!("/data/normalize/std/{i}"),
+                format!("`data.normalize.std[{i}]` must be positive, found {s}"),
+                None,
+            );
+        }
+    }
+    // One value applies to every channel.
+    let per = |v: &Vec<f32>| {
+        (0..d.channels)
+            .map(|c| {
+                v.get(c.min(v.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(1.0)
+            })
+            .collect()
+    };
+    DataSpec {
+        format: d.format,
+        train: split(d.format, &d.train, base),
+        test: split(d.format, &d.test, base),
+        classes: d.classes,
+        image_size: d.image_size,
+        channels: d.channels,
+        samples_per_class: d.samples_per_class,
+        rate_per_class: d.rate_per_class,
+        train_per_class: d.train_per_class,
+        test_per_class: d.test_per_class,
+        mean: per(&d.normalize.mean),
+        std: per(&d.normalize.std),
+        crop_padding: d.augment.crop_padding,
+        hflip: d.augment.hflip,
+        batch_size: d.batch_size,
+        workers: d.workers,
+    }
+}
+
+fn split(format: DataFormat, s: &Split, base: &Path) -> SplitSpec {
+    let p = |v: &Option<String>| base.join(v.as_deref().unwrap_or_default());
+    match format {
+        DataFormat::Idx => SplitSpec::Idx {
+            images: p(&s.images),
+            labels: p(&s.labels),
+        },
+        DataFormat::Cifar10 | DataFormat::Cifar100 => SplitSpec::Cifar {
+            files: s.files.iter().flatten().map(|f| base.join(f)).collect(),
+        },
+        DataFormat::Folder | DataFormat::FlatFolder => SplitSpec::Folder { dir: p(&s.dir) },
+    }
+}

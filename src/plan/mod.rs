@@ -1,0 +1,271 @@
+//! Recipe -> Plan: everything resolved and checked once. Concrete teacher stages and tap
+//! shapes, the search space with its costs, budgets in absolute units, batch sizes and learning
+//! rates with their defaults applied, named seeds, devices, paths made absolute. Every stage
+//! takes `&Plan`; nothing downstream reads the raw recipe.
+//!
+//! Each concern resolves in its own file (`data`, `teacher`, `blocks`, `budget`, `devices`),
+//! reporting into one [`Problems`] collector, so one run of `validate` reports every problem.
+
+mod blocks;
+mod budget;
+mod data;
+mod devices;
+mod problems;
+mod seeds;
+mod summary;
+mod teacher;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::recipe::{DataFormat, TeacherArch, WeightFormat};
+pub use budget::Measure;
+pub use data::{DataSpec, SplitSpec, format_name};
+pub use devices::{DeviceSpec, Devices};
+pub use seeds::Seeds;
+pub use teacher::{StageSpec, TapSpec, TeacherSpec};
+
+use crate::recipe::{Diagnostics, Loaded, SCHEMA_VERSION};
+use crate::space::{FlopsConvention, Space};
+use problems::Problems;
+
+/// The experiment: its name and where its runs go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentSpec {
+    /// Name (run directories are `<name>-NNN`).
+    pub name: String,
+    /// Absolute directory runs go under.
+    pub output_dir: PathBuf,
+}
+
+/// Where the plan came from: recorded in the lock file and in tracking.
+#[derive(Debug, Clone)]
+pub struct RecipeSource {
+    /// The merged recipe as JSON (recorded in the lock file, flattened into MLflow params).
+    pub value: serde_json::Value,
+    /// The recipe file.
+    pub path: PathBuf,
+    /// Directory relative paths were resolved against.
+    pub base_dir: PathBuf,
+}
+
+/// Optimiser and schedule of a from-scratch training, defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSpec {
+    /// Passes over the training images.
+    pub epochs: usize,
+    /// Learning rate of Adam.
+    pub lr: f64,
+    /// Factor applied to the learning rate after every epoch.
+    pub lr_decay: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Batch size.
+    pub batch_size: usize,
+}
+
+/// Block-wise distillation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistillSpec {
+    /// Epochs over the search subset.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Learning rate of each block.
+    pub block_lr: Vec<f64>,
+    /// Factor applied to the learning rate after every epoch.
+    pub lr_decay: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+}
+
+impl DistillSpec {
+    /// Block `i`'s learning rate in `epoch`.
+    pub fn lr(&self, i: usize, epoch: usize) -> f64 {
+        self.block_lr[i] * self.lr_decay.powi(epoch as i32)
+    }
+}
+
+/// Rating every path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateSpec {
+    /// Batch size.
+    pub batch_size: usize,
+    /// Calibration batches for each path's BatchNorm statistics.
+    pub calibration_batches: usize,
+}
+
+/// The search under the budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchSpec {
+    /// Architectures to return.
+    pub top_k: usize,
+    /// The FLOPs convention of budgets and reports.
+    pub flops_convention: FlopsConvention,
+    /// What the budgets limit (primary, secondary).
+    pub measures: [Measure; 2],
+    /// Budget limits in absolute units (infinity where unset).
+    pub limits: [f64; 2],
+}
+
+/// Retraining the chosen architectures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrainSpec {
+    /// The training.
+    pub train: TrainSpec,
+    /// Random architectures within the budget retrained as controls.
+    pub random_controls: usize,
+}
+
+/// Where tracking goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrackingTarget {
+    /// An MLflow server (`http(s)://...`).
+    Server(String),
+    /// A local `mlruns/` store at this absolute path.
+    Local(PathBuf),
+}
+
+/// Tracking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackingSpec {
+    /// The URI as written.
+    pub uri: String,
+    /// Where it points.
+    pub target: TrackingTarget,
+    /// The MLflow experiment.
+    pub experiment: String,
+    /// The local store to write to when the server cannot be reached at start, if allowed.
+    pub fallback: Option<PathBuf>,
+}
+
+/// The fully resolved, checked run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The experiment.
+    pub experiment: ExperimentSpec,
+    /// The recipe the plan was resolved from.
+    pub source: RecipeSource,
+    /// The data.
+    pub data: DataSpec,
+    /// The teacher.
+    pub teacher: TeacherSpec,
+    /// Its taps, in block order.
+    pub taps: Vec<TapSpec>,
+    /// The search space.
+    pub space: Space,
+    /// Distillation.
+    pub distill: DistillSpec,
+    /// Rating.
+    pub rate: RateSpec,
+    /// Search.
+    pub search: SearchSpec,
+    /// Retraining.
+    pub retrain: RetrainSpec,
+    /// Every seed of the run, derived from `experiment.seed`.
+    pub seeds: Seeds,
+    /// Tracking.
+    pub tracking: TrackingSpec,
+    /// Devices.
+    pub devices: Devices,
+}
+
+impl Plan {
+    /// Resolves and checks a loaded recipe, reporting every problem at once.
+    pub fn resolve(loaded: &Loaded) -> Result<Plan, Diagnostics> {
+        let r = &loaded.recipe;
+        let base = loaded.base_dir();
+        let mut p = Problems::new(loaded);
+        if r.experiment.schema_version != SCHEMA_VERSION {
+            p.err(
+                "/experiment/schema_version",
+                format!(
+                    "`experiment.schema_version` is {}, but this dnarun reads version {SCHEMA_VERSION}",
+                    r.experiment.schema_version
+                ),
+                Some("upgrade dnarun, or write the recipe for version 1".into()),
+            );
+        }
+        let data = data::resolve(&r.data, &base, &mut p);
+        let teacher = teacher::resolve(r, &base, &mut p);
+        let taps = teacher::taps(r, &teacher, &mut p);
+        let (space, block_lr) = blocks::resolve(r, &taps, &mut p);
+        let search = budget::resolve(&r.search, &space, &mut p);
+        let devices = devices::resolve(&r.runtime, &mut p);
+        p.finish()?;
+        let batch = |b: Option<usize>| b.unwrap_or(r.data.batch_size);
+        Ok(Plan {
+            experiment: ExperimentSpec {
+                name: r.experiment.name.clone(),
+                output_dir: base.join(&r.experiment.output_dir),
+            },
+            distill: DistillSpec {
+                epochs: r.distill.epochs,
+                batch_size: batch(r.distill.batch_size),
+                block_lr,
+                lr_decay: r.distill.lr_decay,
+                weight_decay: r.distill.weight_decay,
+            },
+            rate: RateSpec {
+                batch_size: batch(r.rate.batch_size),
+                calibration_batches: r.rate.calibration_batches,
+            },
+            retrain: RetrainSpec {
+                train: train_spec(&r.retrain.settings(), r.data.batch_size),
+                random_controls: r.retrain.random_controls,
+            },
+            seeds: Seeds {
+                base: r.experiment.seed,
+            },
+            tracking: tracking(r, &base),
+            source: RecipeSource {
+                value: loaded.value.clone(),
+                path: loaded.path.clone(),
+                base_dir: base,
+            },
+            data,
+            teacher,
+            taps,
+            space,
+            search,
+            devices,
+        })
+    }
+}
+
+/// A recipe's training settings with the batch-size default applied.
+fn train_spec(t: &crate::recipe::TrainSettings, default_batch: usize) -> TrainSpec {
+    TrainSpec {
+        epochs: t.epochs,
+        lr: t.lr,
+        lr_decay: t.lr_decay,
+        weight_decay: t.weight_decay,
+        batch_size: t.batch_size.unwrap_or(default_batch),
+    }
+}
+
+fn tracking(r: &crate::recipe::Recipe, base: &std::path::Path) -> TrackingSpec {
+    let t = &r.tracking;
+    let local = |uri: &str| {
+        let rel = uri
+            .strip_prefix("file://")
+            .or_else(|| uri.strip_prefix("file:"))
+            .unwrap_or(uri);
+        base.join(rel)
+    };
+    let server = t.uri.starts_with("http://") || t.uri.starts_with("https://");
+    TrackingSpec {
+        uri: t.uri.clone(),
+        target: if server {
+            TrackingTarget::Server(t.uri.clone())
+        } else {
+            TrackingTarget::Local(local(&t.uri))
+        },
+        experiment: t
+            .experiment
+            .clone()
+            .unwrap_or_else(|| r.experiment.name.clone()),
+        fallback: t.fallback_to_local.then(|| local("file:./mlruns")),
+    }
+}

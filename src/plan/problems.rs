@@ -1,0 +1,42 @@
+//! The collector of a recipe's problems: each resolve step reports into it and goes on, so one
+//! `validate` lists every problem, each pointing at the recipe text.
+
+use crate::recipe::{Diagnostic, Diagnostics, Loaded};
+
+/// Problems found while resolving a recipe.
+pub(crate) struct Problems<'a> {
+    loaded: &'a Loaded,
+    items: Vec<Diagnostic>,
+}
+
+impl<'a> Problems<'a> {
+    pub(crate) fn new(loaded: &'a Loaded) -> Problems<'a> {
+        Problems {
+            loaded,
+            items: Vec::new(),
+        }
+    }
+
+    /// A problem with the value at the JSON pointer `ptr`, with an optional hint.
+    pub(crate) fn err(&mut self, ptr: &str, msg: String, help: Option<String>) {
+        let mut d = Diagnostic::new(msg).at(self.loaded.origins.value(ptr));
+        if let Some(h) = help {
+            d = d.help(h);
+        }
+        self.items.push(d);
+    }
+
+    /// Whether nothing is wrong so far.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Every problem, rendered against the recipe's sources.
+    pub(crate) fn finish(self) -> Result<(), Diagnostics> {
+        if self.items.is_empty() {
+            Ok(())
+        } else {
+            Err(self.loaded.diagnostics(self.items))
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! What `dnarun plan` prints: the space, its size and costs, the budget and the work.
+
+use std::fmt::Write as _;
+
+use super::{Measure, Plan, TeacherArch, format_name};
+use crate::space::FlopsConvention;
+
+impl Plan {
+    /// A human summary: the space, its size and costs, the budget, the work.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let conv = self.search.flops_convention;
+        let conv_name = match conv {
+            FlopsConvention::Dna => "DNA convention: MACs + 2 x BN outputs",
+            FlopsConvention::Macs => "plain MACs",
+        };
+        let _ = writeln!(
+            s,
+            "experiment `{}` (seed {})",
+            self.experiment.name, self.seeds.base
+        );
+        let _ = writeln!(
+            s,
+            "data: {}, {}x{} images, {} classes; {} per class to distill on, {} per class to rate on",
+            format_name(self.data.format),
+            self.data.image_size,
+            self.data.image_size,
+            self.data.classes,
+            self.data.samples_per_class,
+            self.data.rate_per_class
+        );
+        let t = &self.teacher;
+        let _ = writeln!(
+            s,
+            "teacher: {} ({} stages, {}), {}",
+            match t.arch {
+                TeacherArch::EfficientnetLite0 => "efficientnet-lite0",
+                TeacherArch::Cnn => "cnn",
+            },
+            t.stages.len(),
+            if t.eval_mode {
+                "BN in eval mode"
+            } else {
+                "BN in train mode, as the public DNA code"
+            },
+            match &t.weights {
+                Some((p, _)) => format!("weights `{}`", p.display()),
+                None => format!("trained for {} epochs", t.train.epochs),
+            }
+        );
+        let _ = writeln!(
+            s,
+            "taps: {}",
+            self.taps
+                .iter()
+                .map(|t| format!(
+                    "{} (stage {}) {}@{}x{}",
+                    t.name, t.stage, t.shape[0], t.shape[1], t.shape[2]
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.blocks_text(&mut s);
+        let _ = writeln!(s, "space: {:.4e} architectures", self.space.size());
+        let (flo, fhi) = self.space.extremes(|c| c.flops(conv));
+        let (plo, phi) = self.space.extremes(|c| c.params);
+        let _ = writeln!(
+            s,
+            "students: {:.2}M to {:.2}M FLOPs ({conv_name}), {:.3}M to {:.3}M params",
+            flo as f64 / 1e6,
+            fhi as f64 / 1e6,
+            plo as f64 / 1e6,
+            phi as f64 / 1e6
+        );
+        let budget: Vec<String> = self
+            .search
+            .measures
+            .iter()
+            .zip(self.search.limits)
+            .filter(|(_, l)| l.is_finite())
+            .map(|(m, l)| match m {
+                Measure::Params => format!("<= {:.3}M params", l / 1e6),
+                Measure::Flops(_) => format!("<= {:.2}M FLOPs", l / 1e6),
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "budget: {}; top {}",
+            if budget.is_empty() {
+                "none".into()
+            } else {
+                budget.join(", ")
+            },
+            self.search.top_k
+        );
+        if self.search.limits[0].is_finite() {
+            let fit = self.fitting_fraction();
+            let _ = writeln!(
+                s,
+                "fit the first budget: about {:.3e} architectures ({:.1} % of the space)",
+                fit * self.space.size(),
+                fit * 100.0
+            );
+        }
+        self.work_text(&mut s);
+        s
+    }
+}
+
+impl Plan {
+    /// The fraction of architectures whose first cost fits the first budget, from per-block cost
+    /// histograms convolved block by block (an estimate: costs are binned).
+    pub fn fitting_fraction(&self) -> f64 {
+        const BINS: usize = 2048;
+        let m = self.search.measures[0];
+        let fixed = m.of(&self.space.fixed_cost()) as f64;
+        let (_, hi) = self.space.extremes(|c| m.of(c));
+        let width = (hi as f64 - fixed).max(1.0) / (BINS - 1) as f64;
+        let mut dist = vec![0.0f64; BINS];
+        dist[0] = 1.0;
+        for b in &self.space.blocks {
+            let paths = b.paths();
+            let mut own = vec![0.0f64; BINS];
+            for p in &paths {
+                let bin = ((m.of(&b.path_cost(p)) as f64 / width).round() as usize).min(BINS - 1);
+                own[bin] += 1.0 / paths.len() as f64;
+            }
+            let mut next = vec![0.0f64; BINS];
+            for (i, &a) in dist.iter().enumerate().filter(|(_, a)| **a > 0.0) {
+                for (j, &o) in own.iter().enumerate().filter(|(_, o)| **o > 0.0) {
+                    next[(i + j).min(BINS - 1)] += a * o;
+                }
+            }
+            dist = next;
+        }
+        let limit_bin = ((self.search.limits[0] - fixed) / width).floor();
+        if limit_bin < 0.0 {
+            return 0.0;
+        }
+        dist.iter()
+            .take(limit_bin as usize + 1)
+            .sum::<f64>()
+            .min(1.0)
+    }
+
+    fn blocks_text(&self, s: &mut String) {
+        let _ = writeln!(s, "blocks:");
+        for (i, b) in self.space.blocks.iter().enumerate() {
+            let cells = b
+                .cells
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}x{}{}",
+                        c.layers,
+                        c.hidden,
+                        if c.stride == 2 { "/2" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let device = self.devices.label_of_block(i);
+            let _ = writeln!(
+                s,
+                "  {i}: -> {:<8} cells [{cells}] ops {} paths {:.4e}  lr {}  on {device}",
+                b.target,
+                b.ops.len(),
+                b.num_paths(),
+                self.distill.block_lr[i]
+            );
+        }
+    }
+
+    fn work_text(&self, s: &mut String) {
+        let paths: f64 = self.space.blocks.iter().map(|b| b.num_paths()).sum();
+        let layer_evals: f64 = self
+            .space
+            .blocks
+            .iter()
+            .map(|b| {
+                b.cells
+                    .iter()
+                    .map(|c| {
+                        (1..=c.layers)
+                            .map(|l| (b.ops.len() as f64).powi(l as i32))
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>()
+            })
+            .sum();
+        let batch = self.distill.batch_size;
+        let steps =
+            (self.data.samples_per_class * self.data.classes).div_ceil(batch) * self.distill.epochs;
+        let _ = writeln!(
+            s,
+            "work: {steps} teacher forwards feeding {} blocks ({} epochs of {} steps, batch {batch}); {paths:.4e} paths to rate ({layer_evals:.4e} layer evaluations with prefix sharing); retrain top {} for {} epochs",
+            self.space.blocks.len(),
+            self.distill.epochs,
+            steps / self.distill.epochs.max(1),
+            self.search.top_k + self.retrain.random_controls,
+            self.retrain.train.epochs
+        );
+    }
+}

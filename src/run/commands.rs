@@ -1,0 +1,239 @@
+//! What each `dnarun` command does, as library functions: `main.rs` parses the command line,
+//! calls one of these and maps the error to an exit code.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use super::{Options, Stage};
+use crate::error::RunError;
+use crate::plan::Plan;
+use crate::recipe::{self, Overrides};
+use crate::rundir::{RunDir, lock_file};
+use crate::space::FlopsConvention;
+use crate::stages::retrain::ArchFile;
+use crate::stages::search::Chosen;
+
+/// Loads and resolves a recipe (or a lock file) with `--set` overrides and the environment.
+pub fn load_plan(path: &Path, sets: &[String]) -> Result<Plan, RunError> {
+    let loaded = recipe::load(
+        path,
+        &Overrides {
+            sets: sets.to_vec(),
+            env: true,
+        },
+    )?;
+    Ok(Plan::resolve(&loaded)?)
+}
+
+/// The plan of an existing run, from its `dnarun.lock`.
+pub fn run_dir_plan(run_dir: &Path) -> Result<Plan, RunError> {
+    let lock = lock_file(run_dir);
+    if !lock.exists() {
+        return Err(RunError::Usage(format!(
+            "`{}` is not a run directory: it has no `dnarun.lock`",
+            run_dir.display()
+        )));
+    }
+    load_plan(&lock, &[])
+}
+
+/// What `dnarun run` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Only this stage.
+    pub stage: Option<Stage>,
+    /// Only this block.
+    pub block: Option<usize>,
+    /// As the worker of this device.
+    pub worker: Option<usize>,
+    /// Continue the newest run of the recipe.
+    pub resume: bool,
+    /// Continue this run directory.
+    pub run_dir: Option<PathBuf>,
+}
+
+/// `dnarun run`: checks the request against the plan and runs it; returns the run directory.
+pub fn run(plan: &Plan, req: RunRequest, stop: Arc<AtomicBool>) -> Result<PathBuf, RunError> {
+    if let Some(k) = req.worker
+        && k >= plan.devices.len()
+    {
+        return Err(RunError::Usage(format!(
+            "`--worker {k}`: the recipe lists {} device(s) in `runtime.devices`",
+            plan.devices.len()
+        )));
+    }
+    if let Some(b) = req.block
+        && b >= plan.space.blocks.len()
+    {
+        return Err(RunError::Usage(format!(
+            "`--block {b}`: the recipe has blocks 0 to {}",
+            plan.space.blocks.len() - 1
+        )));
+    }
+    let resume = match (req.resume, req.run_dir) {
+        (_, Some(d)) => Some(d),
+        (true, None) => Some(
+            RunDir::latest(plan)
+                .ok_or_else(|| {
+                    RunError::Usage(format!(
+                        "`--resume`: there is no run of `{}` under `{}` yet",
+                        plan.experiment.name,
+                        plan.experiment.output_dir.display()
+                    ))
+                })?
+                .root()
+                .to_path_buf(),
+        ),
+        (false, None) => None,
+    };
+    super::run(
+        plan,
+        &Options {
+            stage: req.stage,
+            block: req.block,
+            worker: req.worker,
+            resume,
+            stop,
+        },
+    )
+}
+
+/// `dnarun resume RUN_DIR`.
+pub fn resume(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<PathBuf, RunError> {
+    let plan = run_dir_plan(run_dir)?;
+    super::run(
+        &plan,
+        &Options {
+            resume: Some(run_dir.to_path_buf()),
+            stop,
+            ..Default::default()
+        },
+    )
+}
+
+/// Whether a file is an architecture file (`arch.toml`) rather than a recipe.
+pub fn is_arch_file(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| {
+        t.lines().any(|l| l.starts_with("blocks = ["))
+            && t.lines().any(|l| l.starts_with("recipe = "))
+    })
+}
+
+/// An architecture file and the plan of the recipe it names.
+pub fn arch_plan(path: &Path) -> Result<(ArchFile, Plan), RunError> {
+    let arch = ArchFile::read(path)?;
+    let recipe = path.parent().unwrap_or(Path::new("")).join(&arch.recipe);
+    Ok((arch, load_plan(&recipe, &[])?))
+}
+
+/// `dnarun plan` of an architecture file: its paths and costs.
+pub fn describe_arch(path: &Path) -> Result<String, RunError> {
+    let (arch, plan) = arch_plan(path)?;
+    let a = arch.architecture(&plan)?;
+    let c = plan.space.cost(&a);
+    let mut s = format!(
+        "architecture `{}` of experiment `{}`\n",
+        arch.name, plan.experiment.name
+    );
+    for (i, p) in arch.blocks.iter().enumerate() {
+        let _ = writeln!(s, "  block {i}: {p}");
+    }
+    let _ = writeln!(
+        s,
+        "{:.3}M MACs, {:.3}M FLOPs (DNA convention), {:.4}M params",
+        c.macs as f64 / 1e6,
+        c.flops(FlopsConvention::Dna) as f64 / 1e6,
+        c.params as f64 / 1e6
+    );
+    Ok(s)
+}
+
+/// `dnarun plan` of a recipe: the summary, then what each split holds (or why it cannot be read).
+pub fn describe_plan(plan: &Plan) -> String {
+    let mut s = plan.summary();
+    for (name, split) in [("train", &plan.data.train), ("test", &plan.data.test)] {
+        match crate::data::read_split(&plan.data, split) {
+            Ok(images) => {
+                let h = images.histogram(plan.data.classes);
+                let (lo, hi) = (
+                    h.iter().min().copied().unwrap_or(0),
+                    h.iter().max().copied().unwrap_or(0),
+                );
+                let per = if lo == hi {
+                    format!("{lo} per class")
+                } else {
+                    format!("{lo} to {hi} per class")
+                };
+                let names = images
+                    .class_names
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let more = if images.class_names.len() > 10 {
+                    ", ..."
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    s,
+                    "{name} split: {} images, {} classes, {per} ({names}{more})",
+                    images.len(),
+                    h.len()
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(s, "{name} split: not readable here: {e}");
+            }
+        }
+    }
+    s
+}
+
+/// `dnarun retrain ARCH`: retrains the architecture; returns its name and test accuracy.
+pub fn retrain(path: &Path, stop: Arc<AtomicBool>) -> Result<(String, f64), RunError> {
+    let (file, plan) = arch_plan(path)?;
+    let a = file.architecture(&plan)?;
+    let c = plan.space.cost(&a);
+    let chosen = Chosen {
+        name: file.name.clone(),
+        paths: file.blocks.clone(),
+        rating: file.rating.unwrap_or(f64::NAN),
+        macs: c.macs,
+        flops_dna: c.flops(FlopsConvention::Dna),
+        params: c.params,
+    };
+    let acc = super::retrain_arch(&plan, &chosen, stop)?;
+    Ok((file.name, acc))
+}
+
+/// `dnarun status RUN_DIR`.
+pub fn status(run_dir: &Path) -> Result<String, RunError> {
+    let plan = run_dir_plan(run_dir)?;
+    crate::status::render(&plan, &RunDir::open(&plan, run_dir))
+}
+
+/// `dnarun track replay RUN_DIR`: sends every spooled call; says what it did.
+pub fn replay(run_dir: &Path) -> Result<String, RunError> {
+    let plan = run_dir_plan(run_dir)?;
+    let dir = RunDir::open(&plan, run_dir);
+    // One spool per process that ran part of the run (Slurm tasks run at once).
+    let spools = dir.spools()?;
+    if spools.is_empty() {
+        return Ok(format!(
+            "nothing to replay: `{}` has no unsent tracking calls",
+            run_dir.display()
+        ));
+    }
+    let mut sent = 0;
+    for spool in &spools {
+        sent += crate::track::replay(&plan.tracking.uri, spool)?.0;
+    }
+    Ok(format!(
+        "sent {sent} tracking calls to {}",
+        plan.tracking.uri
+    ))
+}

@@ -1,0 +1,278 @@
+//! The interpreter: makes (or reopens) the run directory, writes the lock file, opens tracking,
+//! and runs the stages in order, skipping what is already done, so a killed run resumes. With
+//! several devices, distillation and rating run as one worker process per device (`workers`).
+
+pub mod commands;
+mod workers;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::data;
+use crate::error::RunError;
+use crate::nn::device::{check_devices, open_device};
+use crate::plan::Plan;
+use crate::rundir::{LockInfo, RunDir};
+use crate::stages::{self, Ctx, Track};
+use crate::track::{self, RunStatus, flatten_params};
+
+/// A stage of the pipeline.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize,
+)]
+pub enum Stage {
+    /// Load or train the teacher.
+    Teacher,
+    /// Distill every block of the supernet.
+    Distill,
+    /// Rate every path.
+    Rate,
+    /// Search the best architectures under the budget.
+    Search,
+    /// Retrain the chosen architectures from scratch.
+    Retrain,
+    /// Write the report.
+    Report,
+}
+
+impl Stage {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Teacher => "teacher",
+            Stage::Distill => "distill",
+            Stage::Rate => "rate",
+            Stage::Search => "search",
+            Stage::Retrain => "retrain",
+            Stage::Report => "report",
+        }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Only this stage.
+    pub stage: Option<Stage>,
+    /// Only this block (distill, rate).
+    pub block: Option<usize>,
+    /// This process is the worker for `runtime.devices[K]`: it distills or rates the blocks
+    /// assigned to that device, on it (started by a run with several devices).
+    pub worker: Option<usize>,
+    /// Continue this run directory instead of making a new one.
+    pub resume: Option<PathBuf>,
+    /// Set by Ctrl-C.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// A run directory made ready: lock file written or checked, data loaded, tracking open.
+pub struct Prepared {
+    /// The run directory.
+    pub dir: RunDir,
+    /// The data.
+    pub data: data::Dataset,
+    /// The device.
+    pub device: Device,
+    /// Tracking, with the parent run started.
+    pub track: Track,
+}
+
+/// [`prepare`] for a process that computes on `runtime.devices[device]`: makes a new run
+/// directory (or reopens `resume`), writes or checks the lock file, loads the data and opens
+/// tracking. Every listed device is opened first, so a missing one is reported before any work.
+pub fn prepare(plan: &Plan, resume: Option<&Path>, device: usize) -> Result<Prepared, RunError> {
+    let device_spec = &plan.devices.list[device];
+    check_devices(&plan.devices.list)?;
+    let device = open_device(device_spec)?;
+    let data = data::load(plan)?;
+    let dir = match resume {
+        Some(d) => RunDir::open(plan, d),
+        None => RunDir::create(plan)?,
+    };
+    let info = LockInfo::current(plan, device_spec, &data.fingerprint);
+    dir.write_or_check_lock(&plan.source.value, &info)?;
+    let mut tracker = track::open(&plan.tracking, &dir.spool())?;
+    let parent = match dir.tracking_ids().remove("parent") {
+        Some(p) => p,
+        None => {
+            let tags = vec![
+                ("dnarun.version".to_string(), info.dnarun_version.clone()),
+                ("dnarun.git_commit".into(), info.commit_label()),
+                ("dnarun.recipe_sha256".into(), info.recipe_sha256.clone()),
+                ("dnarun.backend".into(), info.backend.clone()),
+                ("dnarun.device".into(), info.device.clone()),
+                ("dnarun.run_dir".into(), dir.root().display().to_string()),
+            ];
+            let id = tracker.start_run(&dir.name(), None, &tags)?;
+            tracker.log_params(&id, &flatten_params(&plan.source.value))?;
+            tracker.log_artifact(&id, &dir.lock_file(), "")?;
+            tracker.log_artifact(&id, &plan.source.path, "")?;
+            dir.write_tracking_id("parent", &id)?;
+            id
+        }
+    };
+    let track = Track::new(tracker, parent, dir.clone());
+    eprintln!(
+        "run directory `{}`; tracking to {}",
+        dir.root().display(),
+        track.tracker.describe()
+    );
+    Ok(Prepared {
+        dir,
+        data,
+        device,
+        track,
+    })
+}
+
+/// Runs the plan; returns the run directory.
+pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
+    let Prepared {
+        dir,
+        data,
+        device,
+        mut track,
+    } = prepare(plan, opts.resume.as_deref(), process_device(plan, opts))?;
+    let parent = track.parent.clone();
+    let result = run_stages(plan, opts, &data, device, &dir, &mut track);
+    let status = match &result {
+        Ok(()) if opts.stage.is_none() || opts.stage == Some(Stage::Report) => {
+            Some(RunStatus::Finished)
+        }
+        Ok(()) => None,
+        Err(RunError::Stopped(_)) => Some(RunStatus::Killed),
+        Err(_) => Some(RunStatus::Failed),
+    };
+    if let Some(s) = status {
+        let _ = track.tracker.end_run(&parent, s);
+    }
+    let unsent = track.tracker.flush();
+    if unsent > 0 {
+        eprintln!(
+            "warning: {unsent} tracking calls could not be sent; they are kept in `{}`. Send them with `dnarun track replay {}` once the server is back",
+            dir.spool().display(),
+            dir.root().display()
+        );
+    }
+    result.map(|()| dir.root().to_path_buf())
+}
+
+/// The device this process computes on: a worker's own, a single block's, else the first.
+fn process_device(plan: &Plan, opts: &Options) -> usize {
+    match (opts.worker, opts.block) {
+        (Some(k), _) => k.min(plan.devices.len() - 1),
+        (None, Some(b)) => plan.devices.device_of_block(b),
+        _ => 0,
+    }
+}
+
+fn run_stages(
+    plan: &Plan,
+    opts: &Options,
+    data: &data::Dataset,
+    device: Device,
+    dir: &RunDir,
+    track: &mut Track,
+) -> Result<(), RunError> {
+    let mut ctx = Ctx {
+        plan,
+        data,
+        device,
+        dir: dir.clone(),
+        track,
+        stop: opts.stop.clone(),
+    };
+    let want = |s: Stage| opts.stage.is_none_or(|o| o == s);
+    let needs_teacher = want(Stage::Teacher) || want(Stage::Distill) || want(Stage::Rate);
+    let teacher = if needs_teacher {
+        Some(stages::teacher::run(&mut ctx)?)
+    } else {
+        None
+    };
+    let nblocks = plan.space.blocks.len();
+    let only: Option<Vec<usize>> = match (opts.block, opts.worker) {
+        (Some(b), _) => Some(vec![b]),
+        (None, Some(k)) => Some(plan.devices.blocks_of(k, nblocks)),
+        (None, None) => None,
+    };
+    let spread_out = plan.devices.len() > 1 && only.is_none();
+    for stage in [Stage::Distill, Stage::Rate] {
+        if !want(stage) {
+            continue;
+        }
+        let teacher = teacher.as_ref().expect("teacher");
+        match (spread_out, stage) {
+            (true, _) => workers::spread(&ctx, stage)?,
+            (false, Stage::Distill) => stages::distill::run(&mut ctx, teacher, only.as_deref())?,
+            (false, _) => stages::rate::run(&mut ctx, teacher, only.as_deref())?,
+        }
+    }
+    if only.is_some() {
+        return Ok(());
+    }
+    let result = if want(Stage::Search) || want(Stage::Retrain) || want(Stage::Report) {
+        Some(stages::search::run(&mut ctx)?)
+    } else {
+        None
+    };
+    if want(Stage::Retrain) || want(Stage::Report) {
+        let retrained = stages::retrain::run(&mut ctx, result.as_ref().expect("search"))?;
+        if want(Stage::Report) {
+            let teacher_acc = dir.teacher_accuracy()?;
+            let report = stages::report::run(&mut ctx, teacher_acc, retrained)?;
+            println!("{}", report.table());
+            println!("report: {}", dir.report("md").display());
+        }
+    }
+    Ok(())
+}
+
+/// Retrains one architecture from scratch in a new run directory; returns its test accuracy.
+pub fn retrain_arch(
+    plan: &Plan,
+    chosen: &stages::search::Chosen,
+    stop: Arc<AtomicBool>,
+) -> Result<f64, RunError> {
+    let device = open_device(&plan.devices.list[0])?;
+    let data = data::load(plan)?;
+    let dir = RunDir::create(plan)?;
+    let mut tracker = track::open(&plan.tracking, &dir.spool())?;
+    let name = format!("{}-retrain-{}", dir.name(), chosen.name);
+    let parent = tracker.start_run(
+        &name,
+        None,
+        &[("dnarun.version".into(), env!("CARGO_PKG_VERSION").into())],
+    )?;
+    tracker.log_params(&parent, &flatten_params(&plan.source.value))?;
+    let mut track = Track::new(tracker, parent.clone(), dir.clone());
+    let result = {
+        let mut ctx = Ctx {
+            plan,
+            data: &data,
+            device,
+            dir: dir.clone(),
+            track: &mut track,
+            stop,
+        };
+        let recipe = plan
+            .source
+            .path
+            .canonicalize()
+            .unwrap_or(plan.source.path.clone());
+        stages::retrain::retrain_one(&mut ctx, chosen, &recipe.display().to_string())
+    };
+    let _ = track.tracker.end_run(
+        &parent,
+        if result.is_ok() {
+            RunStatus::Finished
+        } else {
+            RunStatus::Failed
+        },
+    );
+    track.tracker.flush();
+    result
+}

@@ -1,0 +1,28 @@
+//! The vocabulary of the search space that recipes also name: activations and the FLOPs
+//! convention. Pure data (serde + schemars for the recipe schema), no Burn.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Activation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x * sigmoid(x)` (swish / SiLU).
+    Swish,
+}
+
+/// How FLOPs are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlopsConvention {
+    /// The DNA paper's: multiply-accumulates + 2 x BatchNorm output elements.
+    #[default]
+    Dna,
+    /// Plain multiply-accumulates of convolutions and linear layers.
+    Macs,
+}
