@@ -180,7 +180,7 @@ fn main() {
         0,
         d.workers,
     )
-    .map(|b| b.labels.len())
+    .map(|b| b.unwrap().labels.len())
     .sum();
     let secs = t.elapsed().as_secs_f64();
     println!(

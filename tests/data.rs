@@ -47,7 +47,7 @@ fn full_fashion_mnist() {
     assert_eq!(test.histogram(10), vec![1000; 10]);
     // The first training image is an ankle boot (label 9) with a dark border.
     assert_eq!(train.labels[0], 9);
-    assert_eq!(train.image(0)[0], 0);
+    assert_eq!(train.image(0).unwrap()[0], 0);
 }
 
 #[test]
@@ -82,16 +82,18 @@ fn foolbox_cifar10_photos_have_the_known_labels() {
             std::fs::copy(e.path(), dir.join(&name)).unwrap();
         }
     }
-    let images = read_flat_folder(&dir, 3, 32, 10).unwrap();
+    let images = read_flat_folder(&dir, 3, 32, 10, 0.875).unwrap();
     // The first 20 CIFAR-10 test labels.
     assert_eq!(
         images.labels,
         vec![3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6]
     );
-    assert_eq!(images.pixels.len(), 20 * 3 * 32 * 32);
+    assert!(images.is_photos());
+    assert_eq!(images.image(0).unwrap().len(), 3 * 32 * 32);
     // Resizing to 16 px and converting to grey keep the count.
-    let small = read_flat_folder(&dir, 1, 16, 10).unwrap();
-    assert_eq!(small.pixels.len(), 20 * 16 * 16);
+    let small = read_flat_folder(&dir, 1, 16, 10, 0.875).unwrap();
+    assert_eq!(small.len(), 20);
+    assert_eq!(small.image(19).unwrap().len(), 16 * 16);
 }
 
 #[test]
@@ -108,7 +110,7 @@ fn class_folders_read_in_name_order() {
         }
     }
     let n_classes = std::fs::read_dir(&dir).unwrap().count();
-    let images = read_folder(&dir, 3, 24, n_classes).unwrap();
+    let images = read_folder(&dir, 3, 24, n_classes, 0.875).unwrap();
     assert_eq!(images.len(), 20);
     assert_eq!(images.class_names.len(), n_classes);
     assert!(images.class_names.windows(2).all(|w| w[0] < w[1]));
@@ -131,7 +133,7 @@ fn generated_cifar_binary_batch() {
     std::fs::write(&f, &bytes).unwrap();
     let images = read_cifar(std::slice::from_ref(&f), false, 3, 32, 10).unwrap();
     assert_eq!(images.labels, vec![3, 7, 0]);
-    assert_eq!(images.image(1)[0], 200);
+    assert_eq!(images.image(1).unwrap()[0], 200);
     // CIFAR-100: coarse + fine label bytes, the fine one is used.
     let f100 = dir.join("train.bin");
     let mut rec = vec![4u8, 42u8];
@@ -151,14 +153,14 @@ fn generated_cifar_binary_batch() {
 }
 
 fn fake_images(labels: Vec<usize>) -> Images {
-    Images {
-        channels: 1,
-        size: 2,
-        pixels: vec![0; labels.len() * 4],
+    Images::in_memory(
+        1,
+        2,
+        vec![0; labels.len() * 4],
         labels,
-        class_names: (0..10).map(|c| c.to_string()).collect(),
-        files: vec![],
-    }
+        (0..10).map(|c| c.to_string()).collect(),
+        vec![],
+    )
 }
 
 #[test]
@@ -193,7 +195,7 @@ fn sampling_is_deterministic_and_disjoint() {
     assert_eq!(a.test_idx.len(), 10 * 20);
 }
 
-fn expect_err(r: Result<Images, DataError>, needles: &[&str]) {
+fn expect_err<T: std::fmt::Debug>(r: Result<T, DataError>, needles: &[&str]) {
     let e = r.expect_err("should fail").to_string();
     for n in needles {
         assert!(e.contains(n), "`{n}` not in: {e}");
@@ -254,15 +256,22 @@ fn bad_inputs_get_clear_errors() {
         .write_all(b"hi")
         .unwrap();
     expect_err(
-        read_folder(&folder, 3, 8, 1),
+        read_folder(&folder, 3, 8, 1, 0.875),
         &["notes.txt", "is not a PNG or JPEG"],
     );
-    // A corrupt image.
+    // A corrupt image: indexed, then named when a batch needs it.
     std::fs::remove_file(folder.join("cat/notes.txt")).unwrap();
     std::fs::write(folder.join("cat/broken.png"), b"\x89PNG not really").unwrap();
+    let images = read_folder(&folder, 3, 8, 1, 0.875).unwrap();
     expect_err(
-        read_folder(&folder, 3, 8, 1),
+        images.image(0).map(|_| ()),
         &["broken.png", "is not a readable PNG/JPEG image"],
+    );
+    // An empty class folder.
+    std::fs::create_dir_all(folder.join("dog")).unwrap();
+    expect_err(
+        read_folder(&folder, 3, 8, 2, 0.875).map(|_| ()),
+        &["dog", "holds no images"],
     );
     // A class with fewer images than the subsets need.
     let d = tiny_data();
@@ -296,4 +305,234 @@ fn a_missing_dataset_file_exits_2_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("data/missing.gz` does not exist"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A class-folder dataset of `classes` x `per_class` small JPEGs (made once, reused).
+fn photo_folder(name: &str, classes: usize, per_class: usize) -> PathBuf {
+    use rayon::prelude::*;
+    let dir = Path::new("target/data-tests").join(name);
+    let done = dir.join(".complete");
+    if done.exists() {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    (0..classes).into_par_iter().for_each(|c| {
+        let class = dir.join(format!("n{c:08}"));
+        std::fs::create_dir_all(&class).unwrap();
+        for i in 0..per_class {
+            // Per class a colour, per image a gradient: real JPEG content, varied sizes.
+            let (w, h) = (20 + (i % 7) as u32, 16 + (i % 5) as u32);
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([
+                    (c * 37 % 256) as u8,
+                    ((x * 11 + i as u32) % 256) as u8,
+                    ((y * 13 + c as u32) % 256) as u8,
+                ])
+            });
+            img.save(class.join(format!("img_{i:05}.jpg"))).unwrap();
+        }
+    });
+    std::fs::write(&done, "").unwrap();
+    dir
+}
+
+fn photo_plan(dir: &Path, sets: &[String]) -> dnarun::plan::Plan {
+    let mut all = vec![
+        format!(
+            "data.train.dir=\"{}\"",
+            dir.canonicalize().unwrap().display()
+        ),
+        format!(
+            "data.test.dir=\"{}\"",
+            dir.canonicalize().unwrap().display()
+        ),
+    ];
+    all.extend(sets.iter().cloned());
+    let l = recipe::load(
+        Path::new("tests/fixtures/photos.toml"),
+        &Overrides {
+            sets: all,
+            env: false,
+        },
+    )
+    .unwrap_or_else(|d| panic!("{}", d.render()));
+    dnarun::plan::Plan::resolve(&l).unwrap_or_else(|d| panic!("{}", d.render()))
+}
+
+fn all_batches(plan: &dnarun::plan::Plan, augment: bool) -> Vec<dnarun::data::HostBatch> {
+    use dnarun::data::{Loader, Preprocess, batches, load};
+    let data = load(plan).unwrap();
+    let order = batches(&data.search, 16, Some(9));
+    let pre = Preprocess::new(&plan.data, augment);
+    let mut out = Vec::new();
+    // Twice: the second epoch reads the cache where it is on.
+    for _ in 0..2 {
+        for b in Loader::start(
+            data.train.clone(),
+            order.clone(),
+            pre.clone(),
+            11,
+            plan.data.workers,
+        ) {
+            out.push(b.unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn photo_batches_are_the_same_cached_or_not_whatever_the_workers() {
+    let dir = photo_folder("photos-small", 100, 6);
+    let base = all_batches(&photo_plan(&dir, &["data.workers=1".into()]), true);
+    for sets in [
+        vec!["data.workers=3".to_string()],
+        vec!["data.workers=2".into(), "data.cache=true".into()],
+    ] {
+        let other = all_batches(&photo_plan(&dir, &sets), true);
+        assert_eq!(base.len(), other.len());
+        for (a, b) in base.iter().zip(&other) {
+            assert_eq!(a.labels, b.labels, "{sets:?}");
+            assert!(a.images == b.images, "batches differ with {sets:?}");
+        }
+    }
+    // Augmented training views differ from the evaluation (centre-crop) views.
+    let eval = all_batches(&photo_plan(&dir, &[]), false);
+    assert_eq!(eval[0].shape, [16, 3, 192, 192]);
+    assert!(eval[0].images != base[0].images);
+}
+
+#[test]
+fn a_corrupt_photo_fails_the_run_naming_it_or_is_skipped_and_counted() {
+    let src = photo_folder("photos-small", 100, 6);
+    let dir = scratch("photos-corrupt");
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        if e.path().is_dir() {
+            let to = dir.join(e.file_name());
+            std::fs::create_dir_all(&to).unwrap();
+            for f in std::fs::read_dir(e.path()).unwrap().flatten() {
+                std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+            }
+        }
+    }
+    // Break every image of class 0 (a JPEG start, then garbage), so whichever are sampled are.
+    for f in std::fs::read_dir(dir.join("n00000000")).unwrap().flatten() {
+        let mut bytes = vec![0xff, 0xd8, 0xff];
+        bytes.extend(std::iter::repeat_n(0x5a, 64));
+        std::fs::write(f.path(), &bytes).unwrap();
+    }
+    let abs = dir.canonicalize().unwrap();
+    let out_abs = scratch("photos-corrupt-runs").canonicalize().unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "tests/fixtures/photos.toml".to_string(),
+            "--set".into(),
+            format!("data.train.dir=\"{}\"", abs.display()),
+            "--set".into(),
+            format!("data.test.dir=\"{}\"", abs.display()),
+            "--set".into(),
+            format!("experiment.output_dir=\"{}/runs\"", out_abs.display()),
+            "--set".into(),
+            format!("tracking.uri=\"file:{}/mlruns\"", out_abs.display()),
+        ];
+        for e in extra {
+            a.push("--set".into());
+            a.push(e.to_string());
+        }
+        std::process::Command::new(env!("CARGO_BIN_EXE_dnarun"))
+            .args(&a)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("n00000000/img_") && err.contains("is not a readable PNG/JPEG image"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let out = run(&["data.skip_bad=true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_abs.join("runs/photos-002/report.json")).unwrap(),
+    )
+    .unwrap();
+    let skipped = report["skipped_images"].as_array().unwrap();
+    assert!(!skipped.is_empty());
+    assert!(
+        skipped
+            .iter()
+            .all(|s| s.as_str().unwrap().contains("n00000000"))
+    );
+}
+
+#[test]
+fn an_imagenet_shaped_folder_streams_in_bounded_memory() {
+    // 100 classes x 200 JPEGs: decoded whole at 192 px they would take 20,000 x 3 x 192^2 =
+    // 2.2 GB; indexed and decoded on demand, distillation and rating stay far below 1 GB.
+    let dir = photo_folder("photos-imagenet-shaped", 100, 200);
+    let abs = dir.canonicalize().unwrap();
+    let out_dir = scratch("photos-stream");
+    let out_abs = out_dir.canonicalize().unwrap();
+    let base = vec![
+        "--set".to_string(),
+        format!("data.train.dir=\"{}\"", abs.display()),
+        "--set".into(),
+        format!("data.test.dir=\"{}\"", abs.display()),
+        "--set".into(),
+        format!("experiment.output_dir=\"{}\"", out_abs.display()),
+        "--set".into(),
+        format!("tracking.uri=\"file:{}/mlruns\"", out_abs.display()),
+    ];
+    let started = std::time::Instant::now();
+    let plan = std::process::Command::new(env!("CARGO_BIN_EXE_dnarun"))
+        .arg("plan")
+        .arg("tests/fixtures/photos.toml")
+        .args(&base)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains("train split: 20000 images, 100 classes, 200 per class"),
+        "{text}"
+    );
+    assert!(text.contains("192x192 images"), "{text}");
+    // What decoding the whole split at the recipe's size would take.
+    let whole: u64 = 20_000 * 3 * 192 * 192;
+    eprintln!(
+        "indexing 20,000 files (plan): {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    for (stage, resume) in [("distill", false), ("rate", true)] {
+        let mut a = vec!["run".to_string(), "tests/fixtures/photos.toml".into()];
+        a.extend(base.iter().cloned());
+        a.extend(["--stage".into(), stage.into()]);
+        if resume {
+            a.extend([
+                "--run-dir".into(),
+                out_abs.join("photos-001").display().to_string(),
+            ]);
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnarun"))
+            .args(&a)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let run = out_abs.join("photos-001");
+    assert!(run.join("rate/block1.json").exists());
+    let peaks: std::collections::BTreeMap<String, u64> =
+        serde_json::from_str(&std::fs::read_to_string(run.join("resources.json")).unwrap())
+            .unwrap();
+    for stage in ["teacher", "distill", "rate"] {
+        let peak = peaks[stage];
+        eprintln!("{stage}: peak RSS {:.0} MiB", peak as f64 / 1048576.0);
+        assert!(peak > 0 && peak < 1 << 30, "{stage}: {peak} bytes");
+        assert!(peak < whole / 2, "{stage}: {peak} bytes against {whole} decoded");
+    }
 }

@@ -323,14 +323,15 @@ fn lite0_classifies_the_foolbox_photos() {
             std::fs::copy(e.path(), dir.join(&name)).unwrap();
         }
     }
-    let images = dnarun::data::read_flat_folder(dir, 3, 224, 1000).unwrap();
+    // The whole (square) photo at 224 px (`eval_crop = 1`), the view the published check used.
+    let images = dnarun::data::read_flat_folder(dir, 3, 224, 1000, 1.0).unwrap();
     assert_eq!(images.len(), 20);
     let p = plan("recipes/dna-imagenet.toml", &[]);
     let device = Device::flex();
     let t = weights::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();
     let pre = dnarun::data::Preprocess::new(&p.data, false);
     let idx: Vec<usize> = (0..20).collect();
-    let b = pre.batch(&images, &idx, 0);
+    let b = pre.batch(&images, &idx, 0).unwrap();
     let logits = t.logits(b.images(&device), Mode::Eval);
     let top5 = logits.clone().argsort_descending(1).slice([0..20, 0..5]);
     let top5: Vec<i64> = top5

@@ -543,3 +543,91 @@ fn plan_reports_the_data() {
     );
     assert!(text.contains("test split: 1000 images"), "{text}");
 }
+
+/// The 20 foolbox ImageNet photos as a flat test folder (`imagenet_NN_<label>.jpg`), and a flat
+/// training folder that gives every one of the 1000 classes two images (links to the photos),
+/// so that the paper's sampling (per class) can draw its subsets.
+fn imagenet_photo_folders(dir: &Path) -> (PathBuf, PathBuf) {
+    let photos = std::env::var_os("DNARUN_TEST_FOOLBOX")
+        .expect("DNARUN_TEST_FOOLBOX must be set: run the suite with `scripts/test`");
+    let (train, test) = (dir.join("train"), dir.join("val"));
+    std::fs::create_dir_all(&train).unwrap();
+    std::fs::create_dir_all(&test).unwrap();
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&photos)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("imagenet_")
+        })
+        .collect();
+    sources.sort();
+    assert_eq!(sources.len(), 20);
+    for p in &sources {
+        std::fs::copy(p, test.join(p.file_name().unwrap())).unwrap();
+    }
+    for label in 0..1000 {
+        for k in 0..2 {
+            let src = &sources[(label * 2 + k) % sources.len()];
+            std::fs::hard_link(src, train.join(format!("fill_{k}_{label}.jpg")))
+                .or_else(|_| {
+                    std::fs::copy(src, train.join(format!("fill_{k}_{label}.jpg"))).map(|_| ())
+                })
+                .unwrap();
+        }
+    }
+    (train.canonicalize().unwrap(), test.canonicalize().unwrap())
+}
+
+#[test]
+fn the_paper_recipe_runs_its_teacher_stage_on_real_photos() {
+    let weights = std::env::var("DNARUN_TEST_LITE0")
+        .expect("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`");
+    let dir = out_dir("paper-teacher");
+    let (train, test) = imagenet_photo_folders(&dir);
+    let sets = [
+        "data.format=\"flat-folder\"".to_string(),
+        format!("data.train.dir=\"{}\"", train.display()),
+        format!("data.test.dir=\"{}\"", test.display()),
+        format!("teacher.weights.path=\"{weights}\""),
+        "data.samples_per_class=1".into(),
+        "data.rate_per_class=1".into(),
+        "data.batch_size=10".into(),
+    ];
+    let mut a = vec!["recipes/dna-imagenet.toml".to_string()];
+    a.extend(common::sets(
+        &dir,
+        &sets.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    for cmd in ["validate", "plan"] {
+        let mut v = vec![cmd.to_string()];
+        v.extend(a.iter().cloned());
+        let out = run(&v);
+        if cmd == "plan" {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("train split: 2000 images, 1000 classes"),
+                "{text}"
+            );
+            assert!(text.contains("test split: 20 images"), "{text}");
+        }
+    }
+    let mut v = vec!["run".to_string()];
+    v.extend(a.iter().cloned());
+    v.extend(["--stage".into(), "teacher".into()]);
+    run(&v);
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("dna-imagenet-001/teacher/state.json")).unwrap(),
+    )
+    .unwrap();
+    // EfficientNet-Lite0 gets 17 of the 20 photos right at 224 px (ImageNet protocol).
+    let acc = state["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.85, "teacher accuracy {acc}");
+    assert!(
+        dir.join("dna-imagenet-001/teacher/teacher.safetensors")
+            .exists()
+    );
+}

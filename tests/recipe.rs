@@ -395,7 +395,26 @@ fn plan_of_the_paper_space() {
     let plan = Plan::resolve(&l).unwrap();
     let size = plan.space.size();
     assert!((size / 1.96e17 - 1.0).abs() < 0.005, "{size:e}");
+    // The public code's multi-cell space (its issue 28), block by block.
+    let paths: Vec<f64> = plan.space.blocks.iter().map(|b| b.num_paths()).collect();
+    assert_eq!(paths, [288.0, 1548.0, 1548.0, 2808.0, 16848.0, 6.0]);
     insta::assert_snapshot!(plan.summary());
+}
+
+#[test]
+fn the_single_cell_paper_space() {
+    let l = recipe::load(
+        Path::new("recipes/dna-imagenet-single.toml"),
+        &Overrides::default(),
+    )
+    .unwrap();
+    let plan = Plan::resolve(&l).unwrap();
+    // The public code's default supernet: [2, 4, 4, 4, 4, 1] layers of 6 ops, 6^19 networks.
+    let layers: Vec<usize> = plan.space.blocks.iter().map(|b| b.cells[0].layers).collect();
+    assert_eq!(layers, [2, 4, 4, 4, 4, 1]);
+    let hidden: Vec<usize> = plan.space.blocks.iter().map(|b| b.cells[0].hidden).collect();
+    assert_eq!(hidden, [24, 40, 80, 112, 192, 320]);
+    assert_eq!(plan.space.size(), 6f64.powi(19));
 }
 
 #[test]

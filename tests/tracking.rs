@@ -152,6 +152,21 @@ impl Drop for Server {
     }
 }
 
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 fn tag<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
     run["data"]["tags"]
         .as_array()?
@@ -300,6 +315,24 @@ fn a_run_on_a_real_server() {
         values,
         vec![json!("NaN"), json!(f64::MAX), json!(-f64::MAX), json!(0.5)]
     );
+
+    // An artifact whose name needs percent-encoding arrives, and calls after it are not held up.
+    let odd = dir.join("my recipe#1 100%.toml");
+    std::fs::write(&odd, "x = 1\n").unwrap();
+    let run = t.start_run("odd-names", None, &[]).unwrap();
+    t.log_artifact(&run, &odd, "sub dir?").unwrap();
+    t.log_metrics(&run, &[m(1.0, 0)]).unwrap();
+    t.end_run(&run, RunStatus::Finished).unwrap();
+    assert_eq!(t.flush(), 0, "every call was sent");
+    assert_eq!(server.history(&run, "odd").len(), 1);
+    let stored = dir
+        .join("artifacts")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .flat_map(|e| walk_files(&e.path()))
+        .any(|p| p.ends_with("sub dir?/my recipe#1 100%.toml"));
+    assert!(stored, "the artifact is stored under its own name");
     server.stop();
 }
 

@@ -6,52 +6,41 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
+use rayon::prelude::*;
 
 use super::DataError;
+use super::images::Images;
 
-/// Decoded images, all `channels x size x size`, as u8 in CHW order.
-#[derive(Debug, Clone, Default)]
-pub struct Images {
-    /// Channels per image.
-    pub channels: usize,
-    /// Height = width.
-    pub size: usize,
-    /// Pixels, `n * channels * size * size`.
-    pub pixels: Vec<u8>,
-    /// Label per image.
-    pub labels: Vec<usize>,
-    /// Class names, by label.
-    pub class_names: Vec<String>,
-    /// The files read (for the fingerprint).
-    pub files: Vec<PathBuf>,
+/// The most bytes a gzipped dataset file may inflate to (the full ImageNet as IDX would be less).
+const MAX_INFLATED: u64 = 1 << 36;
+
+/// Small images being read into memory, all brought to `channels x size x size`.
+struct InMemory {
+    channels: usize,
+    size: usize,
+    pixels: Vec<u8>,
+    labels: Vec<usize>,
 }
 
-impl Images {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// The pixels of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.channels * self.size * self.size;
-        &self.pixels[i * n..(i + 1) * n]
-    }
-
-    /// Images per class.
-    pub fn histogram(&self, classes: usize) -> Vec<usize> {
-        let mut h = vec![0; classes];
-        for &l in &self.labels {
-            if l < classes {
-                h[l] += 1;
-            }
+impl InMemory {
+    fn new(channels: usize, size: usize) -> InMemory {
+        InMemory {
+            channels,
+            size,
+            pixels: Vec::new(),
+            labels: Vec::new(),
         }
-        h
+    }
+
+    fn finish(self, classes: usize, files: Vec<PathBuf>) -> Images {
+        Images::in_memory(
+            self.channels,
+            self.size,
+            self.pixels,
+            self.labels,
+            (0..classes).map(|c| c.to_string()).collect(),
+            files,
+        )
     }
 
     fn push(&mut self, chw: &[u8], c: usize, h: usize, w: usize, label: usize) {
@@ -105,8 +94,15 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
+            .take(MAX_INFLATED + 1)
             .read_to_end(&mut out)
             .map_err(|e| DataError::file(path, format!("is not a valid gzip file: {e}")))?;
+        if out.len() as u64 > MAX_INFLATED {
+            return Err(DataError::file(
+                path,
+                format!("inflates to more than {MAX_INFLATED} bytes; it is not a dataset file"),
+            ));
+        }
         Ok(out)
     } else {
         Ok(bytes)
@@ -154,7 +150,17 @@ pub fn read_idx(
         ));
     }
     let (n, h, w) = (be_u32(&img, 4), be_u32(&img, 8), be_u32(&img, 12));
-    let need = 16 + n * h * w;
+    if h == 0 || w == 0 {
+        return Err(DataError::file(
+            images,
+            format!("declares images of {h}x{w} pixels; an image needs at least one"),
+        ));
+    }
+    let need = n
+        .checked_mul(h)
+        .and_then(|x| x.checked_mul(w))
+        .and_then(|x| x.checked_add(16))
+        .unwrap_or(usize::MAX);
     if img.len() < need {
         return Err(DataError::file(
             images,
@@ -183,14 +189,9 @@ pub fn read_idx(
             ),
         ));
     }
-    let mut out = Images {
-        channels,
-        size,
-        class_names: (0..classes).map(|c| c.to_string()).collect(),
-        files: vec![images.into(), labels.into()],
-        ..Default::default()
-    };
-    out.pixels.reserve(n * channels * size * size);
+    let mut out = InMemory::new(channels, size);
+    out.pixels
+        .reserve(n.saturating_mul(channels * size * size).min(1 << 32));
     for i in 0..n {
         let label = lab[8 + i] as usize;
         if label >= classes {
@@ -201,7 +202,7 @@ pub fn read_idx(
         }
         out.push(&img[16 + i * h * w..16 + (i + 1) * h * w], 1, h, w, label);
     }
-    Ok(out)
+    Ok(out.finish(classes, vec![images.into(), labels.into()]))
 }
 
 /// Reads CIFAR-10 (1 label byte) or CIFAR-100 (coarse + fine label bytes; the fine one is used)
@@ -215,12 +216,7 @@ pub fn read_cifar(
 ) -> Result<Images, DataError> {
     let head = if hundred { 2 } else { 1 };
     let rec = head + 3072;
-    let mut out = Images {
-        channels,
-        size,
-        class_names: (0..classes).map(|c| c.to_string()).collect(),
-        ..Default::default()
-    };
+    let mut out = InMemory::new(channels, size);
     for f in files {
         let bytes = read_file(f)?;
         if bytes.is_empty() || bytes.len() % rec != 0 {
@@ -243,23 +239,8 @@ pub fn read_cifar(
             }
             out.push(&r[head..], 3, 32, 32, label);
         }
-        out.files.push(f.clone());
     }
-    Ok(out)
-}
-
-fn decode(path: &Path) -> Result<(Vec<u8>, usize, usize, usize), DataError> {
-    let img = image::open(path)
-        .map_err(|e| DataError::file(path, format!("is not a readable PNG/JPEG image: {e}")))?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let rgb = img.to_rgb8().into_raw();
-    let mut chw = vec![0u8; 3 * h * w];
-    for (i, px) in rgb.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            chw[c * h * w + i] = px[c];
-        }
-    }
-    Ok((chw, 3, h, w))
+    Ok(out.finish(classes, files.to_vec()))
 }
 
 fn is_image(p: &Path) -> bool {
@@ -272,24 +253,41 @@ fn is_image(p: &Path) -> bool {
     )
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+/// The entries of a folder, sorted by name, each with whether it is a folder and its size.
+fn sorted_entries(dir: &Path) -> Result<Vec<(PathBuf, bool, u64)>, DataError> {
     let rd = std::fs::read_dir(dir)
         .map_err(|e| DataError::file(dir, format!("cannot be listed: {e}")))?;
-    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut v = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| DataError::file(dir, format!("cannot be listed: {e}")))?;
+        let path = e.path();
+        // `metadata` follows symlinks, so a linked image or class folder counts as one.
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| DataError::file(&path, format!("cannot be read: {e}")))?;
+        v.push((path, meta.is_dir(), meta.len()));
+    }
     v.sort();
     Ok(v)
 }
 
-/// Reads an image folder with one sub-folder per class (classes in name order).
+/// The shorter side photos are decoded to: the crop of `size` is `eval_crop` of it.
+pub fn photo_base(size: usize, eval_crop: f64) -> usize {
+    ((size as f64 / eval_crop).round() as usize).max(size)
+}
+
+/// Indexes an image folder with one sub-folder per class (classes in name order): names and
+/// sizes only, the class folders listed in parallel. Images are decoded when a batch needs them.
 pub fn read_folder(
     dir: &Path,
     channels: usize,
     size: usize,
     classes: usize,
+    eval_crop: f64,
 ) -> Result<Images, DataError> {
     let class_dirs: Vec<PathBuf> = sorted_entries(dir)?
         .into_iter()
-        .filter(|p| p.is_dir())
+        .filter(|e| e.1)
+        .map(|e| e.0)
         .collect();
     if class_dirs.len() != classes {
         return Err(DataError::file(
@@ -300,51 +298,62 @@ pub fn read_folder(
             ),
         ));
     }
-    let mut out = Images {
-        channels,
-        size,
-        ..Default::default()
-    };
-    for (label, cd) in class_dirs.iter().enumerate() {
-        out.class_names.push(
+    let listed: Vec<Vec<(PathBuf, u64, usize)>> = class_dirs
+        .par_iter()
+        .enumerate()
+        .map(|(label, cd)| {
+            let mut files = Vec::new();
+            for (f, is_dir, len) in sorted_entries(cd)? {
+                if is_dir {
+                    continue;
+                }
+                if !is_image(&f) {
+                    return Err(DataError::file(
+                        &f,
+                        "is not a PNG or JPEG file; class folders must hold only images".into(),
+                    ));
+                }
+                files.push((f, len, label));
+            }
+            if files.is_empty() {
+                return Err(DataError::file(
+                    cd,
+                    "holds no images; every class folder needs at least one".into(),
+                ));
+            }
+            Ok(files)
+        })
+        .collect::<Result<_, _>>()?;
+    let names = class_dirs
+        .iter()
+        .map(|cd| {
             cd.file_name()
                 .unwrap_or_default()
                 .to_string_lossy()
-                .into_owned(),
-        );
-        for f in sorted_entries(cd)? {
-            if !f.is_file() {
-                continue;
-            }
-            if !is_image(&f) {
-                return Err(DataError::file(
-                    &f,
-                    "is not a PNG or JPEG file; class folders must hold only images".into(),
-                ));
-            }
-            let (chw, c, h, w) = decode(&f)?;
-            out.push(&chw, c, h, w, label);
-            out.files.push(f);
-        }
-    }
-    Ok(out)
+                .into_owned()
+        })
+        .collect();
+    let base = photo_base(size, eval_crop);
+    Ok(Images::photos(
+        channels,
+        size,
+        base,
+        listed.into_iter().flatten().collect(),
+        names,
+    ))
 }
 
-/// Reads a flat folder whose image names end in `_<label>.<ext>` (e.g. `cifar10_07_9.png`).
+/// Indexes a flat folder whose image names end in `_<label>.<ext>` (e.g. `cifar10_07_9.png`).
 pub fn read_flat_folder(
     dir: &Path,
     channels: usize,
     size: usize,
     classes: usize,
+    eval_crop: f64,
 ) -> Result<Images, DataError> {
-    let mut out = Images {
-        channels,
-        size,
-        class_names: (0..classes).map(|c| c.to_string()).collect(),
-        ..Default::default()
-    };
-    for f in sorted_entries(dir)? {
-        if !f.is_file() {
+    let mut files = Vec::new();
+    for (f, is_dir, len) in sorted_entries(dir)? {
+        if is_dir {
             continue;
         }
         let stem = f
@@ -365,12 +374,17 @@ pub fn read_flat_folder(
                 format!("has label {label}, not below `data.classes` = {classes}"),
             ));
         }
-        let (chw, c, h, w) = decode(&f)?;
-        out.push(&chw, c, h, w, label);
-        out.files.push(f);
+        files.push((f, len, label));
     }
-    if out.is_empty() {
+    if files.is_empty() {
         return Err(DataError::file(dir, "holds no images".into()));
     }
-    Ok(out)
+    let names = (0..classes).map(|c| c.to_string()).collect();
+    Ok(Images::photos(
+        channels,
+        size,
+        photo_base(size, eval_crop),
+        files,
+        names,
+    ))
 }

@@ -3,18 +3,22 @@
 //! the untouched test split), preprocessing, augmentation and batching on background threads.
 
 mod formats;
+mod images;
+mod preprocess;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
-pub use formats::{Images, read_cifar, read_flat_folder, read_folder, read_idx};
+pub use formats::{photo_base, read_cifar, read_flat_folder, read_folder, read_idx};
+pub use images::{Images, Pixels, decode_photo};
+pub use preprocess::{Preprocess, centre_crop};
 
 use crate::plan::{DataFormat, DataSpec, Plan, SplitSpec};
 
@@ -92,12 +96,20 @@ pub fn read_split(d: &DataSpec, split: &SplitSpec) -> Result<Images, DataError> 
                 d.classes,
             )
         }
-        (SplitSpec::Folder { dir }, DataFormat::FlatFolder) => {
-            read_flat_folder(&check(dir)?, d.channels, d.image_size, d.classes)
-        }
-        (SplitSpec::Folder { dir }, _) => {
-            read_folder(&check(dir)?, d.channels, d.image_size, d.classes)
-        }
+        (SplitSpec::Folder { dir }, DataFormat::FlatFolder) => read_flat_folder(
+            &check(dir)?,
+            d.channels,
+            d.image_size,
+            d.classes,
+            d.eval_crop,
+        ),
+        (SplitSpec::Folder { dir }, _) => read_folder(
+            &check(dir)?,
+            d.channels,
+            d.image_size,
+            d.classes,
+            d.eval_crop,
+        ),
     }
 }
 
@@ -116,12 +128,72 @@ fn shuffled_by_class(labels: &[usize], classes: usize, seed: u64, salt: u64) -> 
     by_class
 }
 
-/// Loads both splits and draws the subsets.
+/// Reads (or, for photo folders, indexes) both splits and draws the subsets.
 pub fn load(plan: &Plan) -> Result<Dataset, DataError> {
     let d = &plan.data;
     let train = read_split(d, &d.train)?;
     let test = read_split(d, &d.test)?;
     subsets(d, plan.seeds.subsets(), train, test)
+}
+
+/// SHA-256 of the dataset: small formats hash their files; photo folders hash the sorted list
+/// of (path relative to the folder, size, label) and the bytes of the images in `sampled` (the
+/// distillation and rating subsets), so a start never reads the whole dataset.
+fn fingerprint(train: &Images, test: &Images, sampled: &[usize], sets: &[&Vec<usize>]) -> String {
+    let mut h = Sha256::new();
+    for split in [train, test] {
+        if split.is_photos() {
+            let root = common_root(&split.files);
+            for ((f, size), label) in split.files.iter().zip(&split.file_sizes).zip(&split.labels) {
+                let rel = f.strip_prefix(&root).unwrap_or(f);
+                h.update(rel.to_string_lossy().as_bytes());
+                h.update(size.to_le_bytes());
+                h.update((*label as u64).to_le_bytes());
+            }
+        } else {
+            for f in &split.files {
+                if let Ok(bytes) = std::fs::read(f) {
+                    h.update(&bytes);
+                }
+            }
+        }
+    }
+    if train.is_photos() {
+        use rayon::prelude::*;
+        let digests: Vec<Vec<u8>> = sampled
+            .par_iter()
+            .map(|&i| {
+                let bytes = std::fs::read(&train.files[i]).unwrap_or_default();
+                Sha256::digest(&bytes).to_vec()
+            })
+            .collect();
+        for d in digests {
+            h.update(&d);
+        }
+    }
+    for set in sets {
+        h.update((set.len() as u64).to_le_bytes());
+        for &i in set.iter() {
+            h.update((i as u64).to_le_bytes());
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// The longest folder every path lies in.
+fn common_root(files: &[PathBuf]) -> PathBuf {
+    let Some(first) = files.first() else {
+        return PathBuf::new();
+    };
+    let mut root = first.parent().map(Path::to_path_buf).unwrap_or_default();
+    for f in files {
+        while !f.starts_with(&root) {
+            if !root.pop() {
+                return PathBuf::new();
+            }
+        }
+    }
+    root
 }
 
 /// Draws the subsets of already-read splits.
@@ -149,19 +221,18 @@ pub fn subsets(d: &DataSpec, seed: u64, train: Images, test: Images) -> Result<D
         chosen.sort_unstable();
         test_idx.extend(chosen);
     }
-    let mut h = Sha256::new();
-    for f in train.files.iter().chain(&test.files) {
-        if let Ok(bytes) = std::fs::read(f) {
-            h.update(&bytes);
-        }
+    let mut sampled: Vec<usize> = search.iter().chain(&rate).copied().collect();
+    sampled.sort_unstable();
+    let fingerprint = fingerprint(
+        &train,
+        &test,
+        &sampled,
+        &[&search, &rate, &train_idx, &test_idx],
+    );
+    let mut train = train;
+    if d.cache {
+        train.allow_cache(&sampled);
     }
-    for set in [&search, &rate, &train_idx, &test_idx] {
-        h.update((set.len() as u64).to_le_bytes());
-        for &i in set.iter() {
-            h.update((i as u64).to_le_bytes());
-        }
-    }
-    let fingerprint = format!("{:x}", h.finalize());
     Ok(Dataset {
         train: Arc::new(train),
         test: Arc::new(test),
@@ -199,68 +270,6 @@ impl HostBatch {
     }
 }
 
-/// Preprocessing: normalisation, and augmentation for training batches.
-#[derive(Debug, Clone)]
-pub struct Preprocess {
-    mean: Vec<f32>,
-    std: Vec<f32>,
-    crop_padding: usize,
-    hflip: bool,
-}
-
-impl Preprocess {
-    /// From the plan's data; `augment` false gives plain normalisation (rating, test).
-    pub fn new(d: &DataSpec, augment: bool) -> Preprocess {
-        Preprocess {
-            mean: d.mean.clone(),
-            std: d.std.clone(),
-            crop_padding: if augment { d.crop_padding } else { 0 },
-            hflip: augment && d.hflip,
-        }
-    }
-
-    /// Builds a batch of the given images; `rng_seed` drives augmentation.
-    pub fn batch(&self, images: &Images, idx: &[usize], rng_seed: u64) -> HostBatch {
-        let (c, s) = (images.channels, images.size);
-        let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
-        let mut out = Vec::with_capacity(idx.len() * c * s * s);
-        let p = self.crop_padding as i64;
-        for &i in idx {
-            let img = images.image(i);
-            let (dy, dx) = if p > 0 {
-                (
-                    rng.random_range(-p..=p) as isize,
-                    rng.random_range(-p..=p) as isize,
-                )
-            } else {
-                (0, 0)
-            };
-            let flip = self.hflip && rng.random_bool(0.5);
-            for ch in 0..c {
-                let (m, sd) = (self.mean[ch], self.std[ch]);
-                let plane = &img[ch * s * s..(ch + 1) * s * s];
-                for y in 0..s as isize {
-                    for x in 0..s as isize {
-                        let sx = if flip { s as isize - 1 - x } else { x };
-                        let (yy, xx) = (y + dy, sx + dx);
-                        let v = if yy >= 0 && yy < s as isize && xx >= 0 && xx < s as isize {
-                            plane[(yy * s as isize + xx) as usize] as f32 / 255.0
-                        } else {
-                            0.0
-                        };
-                        out.push((v - m) / sd);
-                    }
-                }
-            }
-        }
-        HostBatch {
-            images: out,
-            labels: idx.iter().map(|&i| images.labels[i] as i64).collect(),
-            shape: [idx.len(), c, s, s],
-        }
-    }
-}
-
 /// Splits indices into batches, shuffled with a seed (or in order).
 pub fn batches(idx: &[usize], batch: usize, shuffle_seed: Option<u64>) -> Vec<Vec<usize>> {
     let mut v = idx.to_vec();
@@ -270,58 +279,59 @@ pub fn batches(idx: &[usize], batch: usize, shuffle_seed: Option<u64>) -> Vec<Ve
     v.chunks(batch.max(1)).map(<[usize]>::to_vec).collect()
 }
 
-/// Decodes batches on `workers` background threads, delivered in order.
+/// How many batches are decoded ahead of the one the model computes on.
+const PREFETCH: usize = 2;
+
+/// Decodes batches in order on a background thread, each batch's images in parallel on a pool
+/// of `workers` threads, at most [`PREFETCH`] batches ahead: memory stays bounded by the
+/// prefetch depth whatever the size of the dataset.
 pub struct Loader {
-    receivers: Vec<Receiver<HostBatch>>,
-    next: usize,
-    total: usize,
+    rx: Receiver<Result<HostBatch, DataError>>,
 }
 
 impl Loader {
     /// Starts decoding `batches` of `images`; batch i is augmented with seed `seed + i`.
     pub fn start(
-        images: std::sync::Arc<Images>,
+        images: Arc<Images>,
         batches: Vec<Vec<usize>>,
         pre: Preprocess,
         seed: u64,
         workers: usize,
     ) -> Loader {
-        let workers = workers.max(1);
-        let total = batches.len();
-        let batches = std::sync::Arc::new(batches);
-        let receivers = (0..workers)
-            .map(|w| {
-                let (tx, rx) = sync_channel(2);
-                let (images, batches, pre) = (images.clone(), batches.clone(), pre.clone());
-                std::thread::spawn(move || {
-                    for i in (w..batches.len()).step_by(workers) {
-                        if tx
-                            .send(pre.batch(&images, &batches[i], seed.wrapping_add(i as u64)))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-                rx
-            })
-            .collect();
-        Loader {
-            receivers,
-            next: 0,
-            total,
-        }
+        let (tx, rx) = sync_channel(PREFETCH);
+        std::thread::spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers.max(1))
+                .thread_name(|i| format!("dnarun-data-{i}"))
+                .build();
+            let pool = match pool {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(DataError::Sampling(format!(
+                        "cannot start the data loading threads: {e}"
+                    ))));
+                    return;
+                }
+            };
+            for (i, idx) in batches.iter().enumerate() {
+                let b = pool.install(|| pre.batch(&images, idx, seed.wrapping_add(i as u64)));
+                // Every image of this batch was skipped (`data.skip_bad`): nothing to send.
+                if b.as_ref().is_ok_and(|b| b.labels.is_empty()) {
+                    continue;
+                }
+                let failed = b.is_err();
+                if tx.send(b).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Loader { rx }
     }
 }
 
 impl Iterator for Loader {
-    type Item = HostBatch;
-    fn next(&mut self) -> Option<HostBatch> {
-        if self.next >= self.total {
-            return None;
-        }
-        let w = self.next % self.receivers.len();
-        self.next += 1;
-        self.receivers[w].recv().ok()
+    type Item = Result<HostBatch, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.rx.recv().ok()
     }
 }

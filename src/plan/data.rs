@@ -59,9 +59,19 @@ pub struct DataSpec {
     pub crop_padding: usize,
     /// Random horizontal flips of training images.
     pub hflip: bool,
+    /// Photos: the random resized crop's area range (fraction of the image).
+    pub scale: [f64; 2],
+    /// Photos: the random resized crop's aspect-ratio range.
+    pub ratio: [f64; 2],
+    /// Photos: the centre crop's fraction of the decoded image's shorter side.
+    pub eval_crop: f64,
+    /// Photos: keep decoded distillation and rating images in memory.
+    pub cache: bool,
+    /// Photos: skip undecodable images instead of failing.
+    pub skip_bad: bool,
     /// Default batch size.
     pub batch_size: usize,
-    /// Background decoding threads.
+    /// Threads that decode and augment images.
     pub workers: usize,
 }
 
@@ -121,6 +131,23 @@ pub(super) fn resolve(d: &Data, base: &Path, p: &mut Problems) -> DataSpec {
             );
         }
     }
+    for (key, r, lo) in [
+        ("scale", d.augment.scale, 0.0),
+        ("ratio", d.augment.ratio, 0.0),
+    ] {
+        if !(r[0] > lo && r[0] <= r[1] && r[1].is_finite() && (key != "scale" || r[1] <= 1.0)) {
+            p.err(
+                &format!("/data/augment/{key}"),
+                format!(
+                    "`data.augment.{key}` is [{}, {}]; it must be [low, high] with 0 < low <= high{}",
+                    r[0],
+                    r[1],
+                    if key == "scale" { " <= 1" } else { "" }
+                ),
+                None,
+            );
+        }
+    }
     // One value applies to every channel.
     let per = |v: &Vec<f32>| {
         (0..d.channels)
@@ -146,8 +173,15 @@ pub(super) fn resolve(d: &Data, base: &Path, p: &mut Problems) -> DataSpec {
         std: per(&d.normalize.std),
         crop_padding: d.augment.crop_padding,
         hflip: d.augment.hflip,
+        scale: d.augment.scale,
+        ratio: d.augment.ratio,
+        eval_crop: d.eval_crop,
+        cache: d.cache,
+        skip_bad: d.skip_bad,
         batch_size: d.batch_size,
-        workers: d.workers,
+        workers: d.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        }),
     }
 }
 

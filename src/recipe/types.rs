@@ -155,17 +155,33 @@ pub struct Data {
     #[serde(default = "default_batch")]
     #[schemars(range(min = 1))]
     pub batch_size: usize,
-    /// Background threads that decode and batch images.
-    #[serde(default = "default_workers")]
+    /// Threads that decode and augment images while the model computes; the machine's cores
+    /// when unset. Batches are the same bit for bit whatever the number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub workers: usize,
+    pub workers: Option<usize>,
+    /// Photo folders: keep the decoded images of the distillation and rating subsets in memory
+    /// after their first decode, so later epochs do not decode them again (memory: about
+    /// `(image_size / eval_crop)^2 * 3` bytes per image). The retraining set is never cached.
+    #[serde(default)]
+    pub cache: bool,
+    /// Photo folders: skip an image that cannot be decoded (warning with its file, counted in
+    /// the report) instead of failing the run.
+    #[serde(default)]
+    pub skip_bad: bool,
+    /// Photo folders: evaluation images are resized so that their shorter side is
+    /// `image_size / eval_crop`, then centre-cropped to `image_size` (the ImageNet protocol:
+    /// 0.875, i.e. 256 -> 224). Training crops are taken from the same resized image.
+    #[serde(default = "default_eval_crop")]
+    #[schemars(range(min = 0.1, max = 1.0))]
+    pub eval_crop: f64,
 }
 
 fn default_batch() -> usize {
     64
 }
-fn default_workers() -> usize {
-    1
+fn default_eval_crop() -> f64 {
+    0.875
 }
 
 /// Per-channel normalisation `(x - mean) / std` of pixels scaled to [0, 1]. One value applies to
@@ -188,16 +204,43 @@ impl Default for Normalize {
     }
 }
 
-/// Augmentation of training images.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+/// Augmentation of training images. Small images (IDX, CIFAR) get a random crop after zero
+/// padding; photos (folders) a random resized crop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Augment {
-    /// Random crop after zero-padding each side by this many pixels; 0 disables it.
+    /// Small images: random crop after zero-padding each side by this many pixels; 0 disables it.
     #[serde(default)]
     pub crop_padding: usize,
     /// Random horizontal flip with probability 1/2.
     #[serde(default)]
     pub hflip: bool,
+    /// Photos: the random resized crop's area, as a fraction of the image, is drawn from
+    /// `[low, high]` (the ImageNet protocol: `[0.08, 1.0]`).
+    #[serde(default = "default_scale")]
+    pub scale: [f64; 2],
+    /// Photos: the random resized crop's aspect ratio (width / height) is drawn log-uniformly
+    /// from `[low, high]` (the ImageNet protocol: `[0.75, 1.3333]`).
+    #[serde(default = "default_ratio")]
+    pub ratio: [f64; 2],
+}
+
+fn default_scale() -> [f64; 2] {
+    [0.08, 1.0]
+}
+fn default_ratio() -> [f64; 2] {
+    [0.75, 4.0 / 3.0]
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Self {
+            crop_padding: 0,
+            hflip: false,
+            scale: default_scale(),
+            ratio: default_ratio(),
+        }
+    }
 }
 
 /// Teacher architecture.

@@ -3,6 +3,7 @@
 //! several devices, distillation and rating run as one worker process per device (`workers`).
 
 pub mod commands;
+pub mod resources;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -189,7 +190,7 @@ fn run_stages(
     let want = |s: Stage| opts.stage.is_none_or(|o| o == s);
     let needs_teacher = want(Stage::Teacher) || want(Stage::Distill) || want(Stage::Rate);
     let teacher = if needs_teacher {
-        Some(stages::teacher::run(&mut ctx)?)
+        Some(measured(&mut ctx, Stage::Teacher, stages::teacher::run)?)
     } else {
         None
     };
@@ -205,22 +206,26 @@ fn run_stages(
             continue;
         }
         let teacher = teacher.as_ref().expect("teacher");
+        let only = only.as_deref();
         match (spread_out, stage) {
             (true, _) => workers::spread(&ctx, stage)?,
-            (false, Stage::Distill) => stages::distill::run(&mut ctx, teacher, only.as_deref())?,
-            (false, _) => stages::rate::run(&mut ctx, teacher, only.as_deref())?,
+            (false, Stage::Distill) => {
+                measured(&mut ctx, stage, |c| stages::distill::run(c, teacher, only))?
+            }
+            (false, _) => measured(&mut ctx, stage, |c| stages::rate::run(c, teacher, only))?,
         }
     }
     if only.is_some() {
         return Ok(());
     }
     let result = if want(Stage::Search) || want(Stage::Retrain) || want(Stage::Report) {
-        Some(stages::search::run(&mut ctx)?)
+        Some(measured(&mut ctx, Stage::Search, stages::search::run)?)
     } else {
         None
     };
     if want(Stage::Retrain) || want(Stage::Report) {
-        let retrained = stages::retrain::run(&mut ctx, result.as_ref().expect("search"))?;
+        let found = result.as_ref().expect("search");
+        let retrained = measured(&mut ctx, Stage::Retrain, |c| stages::retrain::run(c, found))?;
         if want(Stage::Report) {
             let teacher_acc = dir.teacher_accuracy()?;
             let report = stages::report::run(&mut ctx, teacher_acc, retrained)?;
@@ -229,6 +234,33 @@ fn run_stages(
         }
     }
     Ok(())
+}
+
+/// Runs a stage, recording the process's peak resident memory while it ran (in
+/// `RUN_DIR/resources.json`, the maximum over the processes that ran it, and as the parent run's
+/// metric `peak_rss_bytes_<stage>`).
+fn measured<T>(
+    ctx: &mut Ctx,
+    stage: Stage,
+    f: impl FnOnce(&mut Ctx) -> Result<T, RunError>,
+) -> Result<T, RunError> {
+    resources::reset_peak_rss();
+    let started = std::time::Instant::now();
+    let out = f(ctx)?;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(peak) = resources::peak_rss_bytes() {
+        let recorded = ctx.dir.record_stage(stage.name(), peak, seconds)?;
+        let parent = ctx.track.parent.clone();
+        let key = format!("peak_rss_bytes_{}", stage.name());
+        ctx.track
+            .metrics(&parent, 0, &[(key.as_str(), recorded as f64)])?;
+        tracing::info!(
+            "{}: peak memory {:.1} MiB",
+            stage.name(),
+            peak as f64 / 1048576.0
+        );
+    }
+    Ok(out)
 }
 
 /// Retrains one architecture from scratch in a new run directory; returns its test accuracy.

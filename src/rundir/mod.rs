@@ -12,6 +12,7 @@
 //! RUN_DIR/search/                     result.json, pareto.svg
 //! RUN_DIR/retrain/NAME/               arch.toml, state.json, model.bpk, model.safetensors
 //! RUN_DIR/report.{md,csv,json}
+//! RUN_DIR/resources.json              peak resident memory and seconds per stage
 //! RUN_DIR/tracking/NAME.id            MLflow run ids; tracking-spool-PID.jsonl unsent calls
 //! RUN_DIR/workers/STAGE-K.log         logs of per-device workers
 //! RUN_DIR/slurm/                      NAME.sbatch, jobs.json, logs/
@@ -59,6 +60,16 @@ pub struct Progress {
     pub searched: bool,
     /// The report is written.
     pub reported: bool,
+}
+
+/// What each stage of a run cost (`resources.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    /// Peak resident memory of each stage, in bytes (the largest over the processes that ran it).
+    pub peak_rss_bytes: BTreeMap<String, u64>,
+    /// Wall-clock seconds of each stage (summed over the processes that ran it).
+    pub seconds: BTreeMap<String, f64>,
 }
 
 /// The Slurm jobs of a submitted run (`slurm/jobs.json`).
@@ -306,6 +317,23 @@ impl RunDir {
     /// The teacher's test accuracy, once known.
     pub fn teacher_accuracy(&self) -> Result<Option<f64>, RunError> {
         Ok(read_json::<TrainState>(&self.teacher().state())?.and_then(|s| s.accuracy))
+    }
+
+    /// What each stage cost: peak resident memory and seconds.
+    pub fn resources(&self) -> Result<Resources, RunError> {
+        Ok(read_json(&self.root.join("resources.json"))?.unwrap_or_default())
+    }
+
+    /// Records what a stage cost this process: the larger peak of the recorded and the new, and
+    /// the seconds added; returns the recorded peak.
+    pub fn record_stage(&self, stage: &str, peak_rss: u64, seconds: f64) -> Result<u64, RunError> {
+        let mut all = self.resources()?;
+        let v = all.peak_rss_bytes.entry(stage.to_string()).or_insert(0);
+        *v = (*v).max(peak_rss);
+        let peak = *v;
+        *all.seconds.entry(stage.to_string()).or_insert(0.0) += seconds;
+        write_json(&self.root.join("resources.json"), &all)?;
+        Ok(peak)
     }
 
     /// What is finished.

@@ -179,6 +179,7 @@ fn run_epoch(
         plan.data.workers,
     );
     for (k, b) in loader.enumerate() {
+        let b = b?;
         let step = skip + k;
         if ctx.stopping() {
             for job in jobs.iter_mut() {

@@ -231,30 +231,31 @@ struct Features {
 }
 
 impl Features {
-    fn compute(ctx: &Ctx, teacher: &Teacher) -> Features {
+    fn compute(ctx: &Ctx, teacher: &Teacher) -> Result<Features, RunError> {
         let plan = ctx.plan;
         let batch = plan.rate.batch_size;
         let pre = Preprocess::new(&plan.data, false);
         let stages: Vec<usize> = plan.taps.iter().map(|t| t.stage).collect();
         let mut cal_order = batches(&ctx.data.search, batch, Some(plan.seeds.calibration()));
         cal_order.truncate(plan.rate.calibration_batches);
-        let run = |order: Vec<Vec<usize>>| {
+        let workers = plan.data.workers;
+        let run = |order: Vec<Vec<usize>>| -> Result<_, RunError> {
             let (mut xs, mut taps) = (Vec::new(), Vec::new());
-            for b in Loader::start(ctx.data.train.clone(), order, pre.clone(), 0, 1) {
-                let x = b.images(&ctx.device);
+            for b in Loader::start(ctx.data.train.clone(), order, pre.clone(), 0, workers) {
+                let x = b?.images(&ctx.device);
                 taps.push(teacher.forward_taps(x.clone(), &stages, Mode::Eval));
                 xs.push(x);
             }
-            (xs, taps)
+            Ok((xs, taps))
         };
-        let (cal_x, cal_taps) = run(cal_order);
-        let (x, taps) = run(batches(&ctx.data.rate, batch, None));
-        Features {
+        let (cal_x, cal_taps) = run(cal_order)?;
+        let (x, taps) = run(batches(&ctx.data.rate, batch, None))?;
+        Ok(Features {
             cal_x,
             cal_taps,
             x,
             taps,
-        }
+        })
     }
 
     /// What block `i` is rated on: its inputs (the image or the previous tap) and its tap.
@@ -279,7 +280,7 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(
     if todo.is_empty() {
         return Ok(());
     }
-    let features = Features::compute(ctx, teacher);
+    let features = Features::compute(ctx, teacher)?;
     for i in todo {
         if ctx.stopping() {
             return Err(ctx.stopped());

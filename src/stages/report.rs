@@ -19,6 +19,12 @@ pub struct Report {
     pub kendall_tau: Option<f64>,
     /// Where each block ran and how long it took.
     pub blocks: Vec<BlockWork>,
+    /// Peak resident memory of each stage, in bytes.
+    #[serde(default)]
+    pub peak_rss_bytes: std::collections::BTreeMap<String, u64>,
+    /// Photos that could not be decoded and were skipped (`data.skip_bad`).
+    #[serde(default)]
+    pub skipped_images: Vec<String>,
 }
 
 /// Where a block was distilled and rated, and how long each took.
@@ -126,11 +132,21 @@ pub fn run(
                 .unwrap_or(0),
         });
     }
+    let skipped_images = ctx
+        .data
+        .train
+        .skipped()
+        .into_iter()
+        .chain(ctx.data.test.skipped())
+        .map(|p| p.display().to_string())
+        .collect();
     let report = Report {
         teacher_accuracy,
         architectures,
         kendall_tau: tau,
         blocks,
+        peak_rss_bytes: ctx.dir.resources()?.peak_rss_bytes,
+        skipped_images,
     };
     let md = ctx.dir.report("md");
     write_atomic(&md, report.markdown().as_bytes())?;

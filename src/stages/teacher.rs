@@ -95,7 +95,7 @@ fn loaded_accuracy(ctx: &mut Ctx, t: &Teacher, run: &str) -> Result<f64, RunErro
         &Preprocess::new(&ctx.plan.data, false),
         ctx.plan.data.batch_size,
         &ctx.device,
-    );
+    )?;
     let state = TrainState {
         accuracy: Some(acc),
         ..TrainState::default()
@@ -108,7 +108,20 @@ fn loaded_accuracy(ctx: &mut Ctx, t: &Teacher, run: &str) -> Result<f64, RunErro
 /// Runs one image through the teacher and compares every tap's shape with the recipe's.
 fn check_taps(ctx: &Ctx, teacher: &Teacher) -> Result<(), RunError> {
     let pre = Preprocess::new(&ctx.plan.data, false);
-    let b: HostBatch = pre.batch(&ctx.data.test, &ctx.data.test_idx[..1], 0);
+    // The first test image that decodes (with `data.skip_bad`, broken ones are passed over).
+    let mut b: Option<HostBatch> = None;
+    for &i in &ctx.data.test_idx {
+        let one = pre.batch(&ctx.data.test, &[i], 0)?;
+        if !one.labels.is_empty() {
+            b = Some(one);
+            break;
+        }
+    }
+    let Some(b) = b else {
+        return Err(RunError::Usage(
+            "no test image can be decoded; check `data.test`".into(),
+        ));
+    };
     let x: Tensor<4> = b.images(&ctx.device);
     let stages: Vec<usize> = ctx.plan.taps.iter().map(|t| t.stage).collect();
     let taps = teacher.forward_taps(x, &stages, Mode::Eval);

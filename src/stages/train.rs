@@ -10,7 +10,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
 
 use super::{Ctx, progress};
-use crate::data::{Images, Loader, Preprocess, batches};
+use crate::data::{DataError, Images, Loader, Preprocess, batches};
 use crate::error::RunError;
 use crate::nn::{Mode, Student, Teacher};
 use crate::plan::TrainSpec;
@@ -42,9 +42,17 @@ pub fn evaluate<M: Classifier>(
     pre: &Preprocess,
     batch: usize,
     device: &Device,
-) -> f64 {
+) -> Result<f64, DataError> {
     let mut correct = 0usize;
-    for b in Loader::start(images.clone(), batches(idx, batch, None), pre.clone(), 0, 1) {
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    for b in Loader::start(
+        images.clone(),
+        batches(idx, batch, None),
+        pre.clone(),
+        0,
+        workers,
+    ) {
+        let b = b?;
         let pred = model
             .logits(b.images(device), Mode::Eval)
             .argmax(1)
@@ -56,7 +64,7 @@ pub fn evaluate<M: Classifier>(
             .unwrap_or_default();
         correct += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();
     }
-    correct as f64 / idx.len().max(1) as f64
+    Ok(correct as f64 / idx.len().max(1) as f64)
 }
 
 /// Trains `init`'s model from scratch on the training images, checkpointing into `ck` after
@@ -106,6 +114,7 @@ pub fn train_classifier<M: Classifier>(
             plan.seeds.train_augment(epoch),
             plan.data.workers,
         ) {
+            let b = b?;
             if ctx.stopping() {
                 pb.abandon();
                 return Err(ctx.stopped());
@@ -146,7 +155,7 @@ pub fn train_classifier<M: Classifier>(
         &Preprocess::new(&plan.data, false),
         settings.batch_size,
         &ctx.device,
-    );
+    )?;
     state.accuracy = Some(acc);
     write_json(&ck.state(), &state)?;
     ctx.track

@@ -66,6 +66,40 @@ enum CallError {
     Fatal(String),
 }
 
+/// A failed request: worth retrying when the server could not be reached or timed out, never
+/// when the request itself is wrong (a bad URL, a body that cannot be encoded), so that one bad
+/// call cannot hold every later one in the spool.
+fn request_error(e: ureq::Error) -> CallError {
+    use ureq::Error as E;
+    match e {
+        E::Io(_)
+        | E::Timeout(_)
+        | E::HostNotFound
+        | E::ConnectionFailed
+        | E::Protocol(_)
+        | E::BodyStalled
+        | E::ConnectProxyFailed(_) => CallError::Transient(format!("cannot be reached: {e}")),
+        other => CallError::Fatal(format!("cannot take this request: {other}")),
+    }
+}
+
+/// A path for a URL: every segment percent-encoded (RFC 3986 unreserved characters kept).
+fn url_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            seg.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn post(agent: &ureq::Agent, uri: &str, endpoint: &str, body: &Value) -> Result<Value, CallError> {
     let url = format!("{uri}/api/2.0/mlflow/{endpoint}");
     match agent.post(&url).send_json(body) {
@@ -82,7 +116,7 @@ fn post(agent: &ureq::Agent, uri: &str, endpoint: &str, body: &Value) -> Result<
                 ))),
             }
         }
-        Err(e) => Err(CallError::Transient(format!("cannot be reached: {e}"))),
+        Err(e) => Err(request_error(e)),
     }
 }
 
@@ -103,7 +137,7 @@ fn get(
             let text = r.body_mut().read_to_string().unwrap_or_default();
             Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
         }
-        Err(e) => Err(CallError::Transient(format!("cannot be reached: {e}"))),
+        Err(e) => Err(request_error(e)),
     }
 }
 
@@ -173,7 +207,8 @@ fn send(agent: &ureq::Agent, uri: &str, op: &Op) -> Result<(), CallError> {
                 format!("{dir}/{name}")
             };
             let url = format!(
-                "{uri}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/{path}"
+                "{uri}/api/2.0/mlflow-artifacts/artifacts/{}",
+                url_path(&format!("{experiment_id}/{run_id}/artifacts/{path}"))
             );
             match agent.put(&url).send(&bytes[..]) {
                 Ok(r) if r.status().is_success() => Ok(()),
@@ -184,7 +219,7 @@ fn send(agent: &ureq::Agent, uri: &str, op: &Op) -> Result<(), CallError> {
                     "refused an artifact upload ({})",
                     r.status()
                 ))),
-                Err(e) => Err(CallError::Transient(format!("cannot be reached: {e}"))),
+                Err(e) => Err(request_error(e)),
             }
         }
         Op::End {
