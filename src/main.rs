@@ -78,6 +78,23 @@ enum Command {
     Plan {
         #[command(flatten)]
         recipe: RecipeArgs,
+        /// Time a few real steps of every stage on the device (random inputs at the recipe's
+        /// shapes) and project the whole run: seconds per stage and block, device-hours, peak
+        /// memory. Creates no run directory.
+        #[arg(long)]
+        measure: bool,
+        /// With `--measure`: the device to measure on (`cpu`, `cuda:N`, `wgpu:N`); the first of
+        /// `runtime.devices` by default.
+        #[arg(long, requires = "measure")]
+        device: Option<String>,
+        /// With `--measure`: run the steps at this batch and scale times linearly to the recipe's
+        /// batch sizes (for batches that do not fit this machine).
+        #[arg(long, requires = "measure", value_name = "N")]
+        measure_batch: Option<usize>,
+        /// With `--measure`: print one JSON object (`stages.<stage>.seconds`, `total_seconds`,
+        /// `peak_rss_bytes`, `blocks`) instead of the table.
+        #[arg(long, requires = "measure")]
+        json: bool,
     },
     /// Print the recipe JSON schema, or write it to a file.
     Schema {
@@ -240,7 +257,20 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             commands::load_plan(&recipe.recipe, &recipe.sets)?;
             println!("`{}` is valid", recipe.recipe.display());
         }
-        Command::Plan { recipe } => {
+        Command::Plan {
+            recipe,
+            measure: true,
+            device,
+            measure_batch,
+            json,
+        } => {
+            let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
+            print!(
+                "{}",
+                commands::measure(&plan, device.as_deref(), measure_batch, json)?
+            );
+        }
+        Command::Plan { recipe, .. } => {
             if commands::is_arch_file(&recipe.recipe) {
                 print!("{}", commands::describe_arch(&recipe.recipe)?);
             } else {

@@ -533,6 +533,9 @@ fn an_imagenet_shaped_folder_streams_in_bounded_memory() {
         let peak = peaks[stage];
         eprintln!("{stage}: peak RSS {:.0} MiB", peak as f64 / 1048576.0);
         assert!(peak > 0 && peak < 1 << 30, "{stage}: {peak} bytes");
-        assert!(peak < whole / 2, "{stage}: {peak} bytes against {whole} decoded");
+        assert!(
+            peak < whole / 2,
+            "{stage}: {peak} bytes against {whole} decoded"
+        );
     }
 }

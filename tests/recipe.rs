@@ -410,9 +410,19 @@ fn the_single_cell_paper_space() {
     .unwrap();
     let plan = Plan::resolve(&l).unwrap();
     // The public code's default supernet: [2, 4, 4, 4, 4, 1] layers of 6 ops, 6^19 networks.
-    let layers: Vec<usize> = plan.space.blocks.iter().map(|b| b.cells[0].layers).collect();
+    let layers: Vec<usize> = plan
+        .space
+        .blocks
+        .iter()
+        .map(|b| b.cells[0].layers)
+        .collect();
     assert_eq!(layers, [2, 4, 4, 4, 4, 1]);
-    let hidden: Vec<usize> = plan.space.blocks.iter().map(|b| b.cells[0].hidden).collect();
+    let hidden: Vec<usize> = plan
+        .space
+        .blocks
+        .iter()
+        .map(|b| b.cells[0].hidden)
+        .collect();
     assert_eq!(hidden, [24, 40, 80, 112, 192, 320]);
     assert_eq!(plan.space.size(), 6f64.powi(19));
 }

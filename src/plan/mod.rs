@@ -63,6 +63,8 @@ pub struct TrainSpec {
     pub weight_decay: f64,
     /// Batch size.
     pub batch_size: usize,
+    /// Steps per epoch at most (all when `None`).
+    pub max_steps: Option<usize>,
 }
 
 /// Block-wise distillation.
@@ -78,6 +80,8 @@ pub struct DistillSpec {
     pub lr_decay: f64,
     /// L2 weight decay.
     pub weight_decay: f64,
+    /// Steps per epoch at most (all when `None`).
+    pub max_steps: Option<usize>,
 }
 
 impl DistillSpec {
@@ -94,6 +98,8 @@ pub struct RateSpec {
     pub batch_size: usize,
     /// Calibration batches for each path's BatchNorm statistics.
     pub calibration_batches: usize,
+    /// Images of the rating subset rated on, at most (all when `None`).
+    pub max_images: Option<usize>,
 }
 
 /// The search under the budget.
@@ -206,10 +212,12 @@ impl Plan {
                 block_lr,
                 lr_decay: r.distill.lr_decay,
                 weight_decay: r.distill.weight_decay,
+                max_steps: r.distill.max_steps,
             },
             rate: RateSpec {
                 batch_size: batch(r.rate.batch_size),
                 calibration_batches: r.rate.calibration_batches,
+                max_images: r.rate.max_images,
             },
             retrain: RetrainSpec {
                 train: train_spec(&r.retrain.settings(), r.data.batch_size),
@@ -242,6 +250,7 @@ fn train_spec(t: &crate::recipe::TrainSettings, default_batch: usize) -> TrainSp
         lr_decay: t.lr_decay,
         weight_decay: t.weight_decay,
         batch_size: t.batch_size.unwrap_or(default_batch),
+        max_steps: t.max_steps,
     }
 }
 

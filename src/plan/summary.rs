@@ -189,8 +189,10 @@ impl Plan {
             })
             .sum();
         let batch = self.distill.batch_size;
-        let steps =
-            (self.data.samples_per_class * self.data.classes).div_ceil(batch) * self.distill.epochs;
+        let steps = (self.data.samples_per_class * self.data.classes)
+            .div_ceil(batch)
+            .min(self.distill.max_steps.unwrap_or(usize::MAX))
+            * self.distill.epochs;
         let _ = writeln!(
             s,
             "work: {steps} teacher forwards feeding {} blocks ({} epochs of {} steps, batch {batch}); {paths:.4e} paths to rate ({layer_evals:.4e} layer evaluations with prefix sharing); retrain top {} for {} epochs",

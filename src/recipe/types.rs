@@ -393,6 +393,11 @@ pub struct TrainSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub batch_size: Option<usize>,
+    /// End every epoch after this many steps (the whole training set when unset): for smoke
+    /// runs at full shapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_steps: Option<usize>,
 }
 
 fn default_train_epochs() -> usize {
@@ -416,6 +421,7 @@ impl Default for TrainSettings {
             lr_decay: default_train_decay(),
             weight_decay: default_wd(),
             batch_size: None,
+            max_steps: None,
         }
     }
 }
@@ -524,6 +530,11 @@ pub struct Distill {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub batch_size: Option<usize>,
+    /// End every epoch after this many steps (all of the search subset when unset): for smoke
+    /// runs at full shapes and quick looks; the method distills on every sampled image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_steps: Option<usize>,
 }
 
 fn default_distill_epochs() -> usize {
@@ -544,6 +555,7 @@ impl Default for Distill {
             lr_decay: default_distill_decay(),
             weight_decay: default_wd(),
             batch_size: None,
+            max_steps: None,
         }
     }
 }
@@ -560,6 +572,11 @@ pub struct Rate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub batch_size: Option<usize>,
+    /// Rate on at most this many images of the rating subset (all when unset): for smoke runs
+    /// at full shapes; fewer images make noisier ratings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_images: Option<usize>,
 }
 
 impl Default for Rate {
@@ -567,6 +584,7 @@ impl Default for Rate {
         Self {
             calibration_batches: 1,
             batch_size: None,
+            max_images: None,
         }
     }
 }
@@ -634,6 +652,11 @@ pub struct Retrain {
     /// Also retrain this many random architectures within the budget, as a control.
     #[serde(default)]
     pub random_controls: usize,
+    /// End every epoch after this many steps (the whole training set when unset): for smoke
+    /// runs at full shapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_steps: Option<usize>,
 }
 
 impl Retrain {
@@ -645,6 +668,7 @@ impl Retrain {
             lr_decay: self.lr_decay,
             weight_decay: self.weight_decay,
             batch_size: self.batch_size,
+            max_steps: self.max_steps,
         }
     }
 }
@@ -659,6 +683,7 @@ impl Default for Retrain {
             weight_decay: t.weight_decay,
             batch_size: None,
             random_controls: 0,
+            max_steps: None,
         }
     }
 }

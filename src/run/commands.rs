@@ -237,3 +237,29 @@ pub fn replay(run_dir: &Path) -> Result<String, RunError> {
         plan.tracking.uri
     ))
 }
+
+/// `dnarun plan --measure`: the projected cost of the run, as a table or as JSON.
+pub fn measure(
+    plan: &Plan,
+    device: Option<&str>,
+    batch: Option<usize>,
+    json: bool,
+) -> Result<String, RunError> {
+    let device = device
+        .map(|d| {
+            crate::plan::DeviceSpec::parse(d)
+                .map_err(|m| RunError::Usage(format!("`--device`: {m}")))
+        })
+        .transpose()?;
+    if batch == Some(0) {
+        return Err(RunError::Usage(
+            "`--measure-batch` must be at least 1".into(),
+        ));
+    }
+    let p = super::measure::measure(plan, device.as_ref(), batch)?;
+    Ok(if json {
+        serde_json::to_string(&p).expect("a projection is JSON") + "\n"
+    } else {
+        p.table()
+    })
+}

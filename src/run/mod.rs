@@ -3,6 +3,7 @@
 //! several devices, distillation and rating run as one worker process per device (`workers`).
 
 pub mod commands;
+pub mod measure;
 pub mod resources;
 mod workers;
 

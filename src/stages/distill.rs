@@ -147,11 +147,12 @@ fn run_epoch(
     epoch: usize,
 ) -> Result<usize, RunError> {
     let plan = ctx.plan;
-    let order = batches(
+    let mut order = batches(
         &ctx.data.search,
         plan.distill.batch_size,
         Some(plan.seeds.distill_order(epoch)),
     );
+    order.truncate(plan.distill.max_steps.unwrap_or(usize::MAX));
     let skip = jobs
         .iter()
         .filter(|j| j.state.epochs_done == epoch)

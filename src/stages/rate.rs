@@ -249,7 +249,12 @@ impl Features {
             Ok((xs, taps))
         };
         let (cal_x, cal_taps) = run(cal_order)?;
-        let (x, taps) = run(batches(&ctx.data.rate, batch, None))?;
+        let rated = &ctx.data.rate[..plan
+            .rate
+            .max_images
+            .unwrap_or(usize::MAX)
+            .min(ctx.data.rate.len())];
+        let (x, taps) = run(batches(rated, batch, None))?;
         Ok(Features {
             cal_x,
             cal_taps,

@@ -100,11 +100,12 @@ pub fn train_classifier<M: Classifier>(
         .into_owned();
     for epoch in state.epochs_done..settings.epochs {
         let lr = settings.lr * settings.lr_decay.powi(epoch as i32);
-        let order = batches(
+        let mut order = batches(
             &ctx.data.train_idx,
             settings.batch_size,
             Some(plan.seeds.train_order(epoch)),
         );
+        order.truncate(settings.max_steps.unwrap_or(usize::MAX));
         let pb = progress(order.len() as u64, &format!("{name} e{}", epoch + 1));
         let (mut sum, mut n) = (0.0, 0usize);
         for b in Loader::start(
