@@ -148,6 +148,11 @@ enum Command {
         /// The run directory.
         run_dir: PathBuf,
     },
+    /// Print a shell completion script: `dnarun completions bash > ~/.local/share/bash-completion/completions/dnarun`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Tracking tools.
     Track {
         #[command(subcommand)]
@@ -186,6 +191,7 @@ fn main() -> ExitCode {
         "track",
         "submit",
         "status",
+        "completions",
         "help",
         "--help",
         "-h",
@@ -311,6 +317,10 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             print!("{}", s.describe(&recipe.recipe, dry_run));
         }
         Command::Status { run_dir } => print!("{}", commands::status(&run_dir)?),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "dnarun", &mut std::io::stdout());
+        }
         Command::Track {
             command: TrackCommand::Replay { run_dir },
         } => println!("{}", commands::replay(&run_dir)?),

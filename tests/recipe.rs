@@ -538,3 +538,110 @@ fn cost_model_hand_computed_mbconv() {
         16 * 96 + 2 * 96 + 96 * 9 + 2 * 96 + (96 * 4 + 4) + (4 * 96 + 96) + 96 * 24 + 2 * 24;
     assert_eq!(c.params, params as u64);
 }
+
+#[test]
+fn taplo_applies_the_committed_schema_to_full_and_partial_recipes() {
+    // taplo is the engine of Even Better TOML: what it reports is what editors show.
+    let taplo = std::env::var("DNARUN_TEST_TAPLO")
+        .expect("DNARUN_TEST_TAPLO must name taplo: run the suite with `scripts/test`");
+    let schema = format!(
+        "file://{}",
+        std::fs::canonicalize("schemas/recipe.schema.json")
+            .unwrap()
+            .display()
+    );
+    let lint = |files: &[std::path::PathBuf]| {
+        std::process::Command::new(&taplo)
+            .args([
+                "lint",
+                "--no-auto-config",
+                "--colors",
+                "never",
+                "--schema",
+                &schema,
+            ])
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let mut valid: Vec<std::path::PathBuf> = Vec::new();
+    for dir in ["recipes", "tests/fixtures"] {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "toml") {
+                valid.push(e.path());
+            }
+        }
+    }
+    assert!(
+        valid.iter().any(|p| p.ends_with("fashion-mnist.toml")),
+        "a recipe with extends"
+    );
+    let out = lint(&valid);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Wrong recipes, full and partial, are reported.
+    let dir = std::path::Path::new("target/recipe-tests/taplo");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let base = std::fs::read_to_string("tests/fixtures/tiny.toml").unwrap();
+    let bad = [
+        (
+            "unknown-key.toml",
+            base.replace("[distill]\n", "[distill]\nepochz = 2\n"),
+        ),
+        ("missing-key.toml", base.replace("classes = 10\n", "")),
+        (
+            "wrong-type.toml",
+            base.replace("epochs = 3", "epochs = \"three\""),
+        ),
+        (
+            "partial-wrong-type.toml",
+            "extends = \"tiny.toml\"\n[distill]\nepochs = \"three\"\n".into(),
+        ),
+        (
+            "partial-unknown-key.toml",
+            "extends = \"tiny.toml\"\n[data]\nbatchsize = 8\n".into(),
+        ),
+    ];
+    for (name, text) in bad {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        let out = lint(&[f]);
+        assert!(!out.status.success(), "{name} should be reported");
+    }
+    // A partial recipe that only overrides is fine.
+    let ok = dir.join("partial-ok.toml");
+    std::fs::write(&ok, "extends = \"tiny.toml\"\n[distill]\nepochs = 2\n").unwrap();
+    assert!(lint(&[ok]).status.success());
+}
+
+#[test]
+fn shell_completions_are_valid_scripts() {
+    let bin = env!("CARGO_BIN_EXE_dnarun");
+    let out = std::process::Command::new(bin)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("resume") && script.contains("--set") && script.contains("--measure"));
+    let f = std::path::Path::new("target/recipe-tests/dnarun.bash");
+    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+    std::fs::write(f, &script).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(f)
+        .status()
+        .unwrap();
+    assert!(check.success(), "bash cannot parse the completion script");
+    for shell in ["zsh", "fish"] {
+        let out = std::process::Command::new(bin)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+}

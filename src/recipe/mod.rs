@@ -11,11 +11,67 @@ pub use diag::{
 pub use load::{Loaded, Origins, Overrides, load, schema, schema_diagnostics};
 pub use types::*;
 
-/// The schema as committed in `schemas/recipe.schema.json` (pretty JSON, trailing newline).
+/// The schema as committed in `schemas/recipe.schema.json` for editors (pretty JSON, trailing
+/// newline): [`editor_schema`] of the generated one.
 pub fn schema_text() -> String {
-    let mut s = serde_json::to_string_pretty(&schema()).expect("a schema is JSON");
+    let mut s = serde_json::to_string_pretty(&editor_schema(schema())).expect("a schema is JSON");
     s.push('\n');
     s
+}
+
+/// The schema editors apply to recipe files. A recipe with `extends` is partial (the base it
+/// names supplies the rest), so it is checked against `Partial*` copies of every definition
+/// without `required`; a recipe without `extends` must also match the full recipe
+/// (`FullRecipe`, the generated schema). Key completion and descriptions are the same for both.
+/// (`dnarun validate` checks the merged recipe against the generated schema itself.)
+pub fn editor_schema(full: serde_json::Value) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    fn partial(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != "required")
+                    .map(|(k, x)| match (k.as_str(), x.as_str()) {
+                        ("$ref", Some(r)) => (
+                            k.clone(),
+                            Value::from(r.replace("#/$defs/", "#/$defs/Partial")),
+                        ),
+                        _ => (k.clone(), partial(x)),
+                    })
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(partial).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut full = full;
+    let defs = full
+        .as_object_mut()
+        .and_then(|m| m.remove("$defs"))
+        .unwrap_or_else(|| json!({}));
+    let mut out = Map::new();
+    let mut all_defs = Map::new();
+    for (name, def) in defs.as_object().into_iter().flatten() {
+        all_defs.insert(name.clone(), def.clone());
+        all_defs.insert(format!("Partial{name}"), partial(def));
+    }
+    let mut body = full.as_object().cloned().unwrap_or_default();
+    for key in ["$schema", "title", "description"] {
+        if let Some(v) = body.remove(key) {
+            out.insert(key.into(), v);
+        }
+    }
+    out.insert("type".into(), json!("object"));
+    for key in ["properties", "additionalProperties"] {
+        if let Some(v) = body.get(key) {
+            out.insert(key.into(), partial(v));
+        }
+    }
+    out.insert("if".into(), json!({"required": ["extends"]}));
+    out.insert("else".into(), json!({"$ref": "#/$defs/FullRecipe"}));
+    all_defs.insert("FullRecipe".into(), Value::Object(body));
+    out.insert("$defs".into(), Value::Object(all_defs));
+    Value::Object(out)
 }
 
 /// The recipe reference as Markdown, generated from the schema: every key with its type,
