@@ -104,6 +104,26 @@ fn main() {
         images.len(),
         t.elapsed().as_secs_f64()
     );
+    // Where one image's time goes, on one core: decoding, then scaling to the base size.
+    let sample: Vec<PathBuf> = images.files.iter().take(200).cloned().collect();
+    let t = Instant::now();
+    let decoded: Vec<image::RgbImage> = sample
+        .iter()
+        .map(|p| image::open(p).unwrap().to_rgb8())
+        .collect();
+    let decode = t.elapsed().as_secs_f64() / sample.len() as f64;
+    let t = Instant::now();
+    for p in &sample {
+        let _ = dnarun::data::decode_photo(p, 256).unwrap();
+    }
+    let both = t.elapsed().as_secs_f64() / sample.len() as f64;
+    println!(
+        "one core: JPEG decode {:.2} ms, decode + resize to 256 {:.2} ms per image ({} x {} px)",
+        decode * 1e3,
+        both * 1e3,
+        decoded[0].width(),
+        decoded[0].height()
+    );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut counts = vec![1, 2, cores];
     counts.dedup();

@@ -17,5 +17,6 @@ pub mod rundir;
 pub mod slurm;
 pub mod space;
 pub mod stages;
+pub mod stats;
 pub mod status;
 pub mod track;

@@ -64,6 +64,22 @@ enum Command {
         #[arg(long, value_name = "RUN_DIR", conflicts_with = "resume")]
         run_dir: Option<PathBuf>,
     },
+    /// The ranking study: distill, rate and search as `run` does, then retrain
+    /// `study.architectures` sampled nets with `study.seeds` seeds each (and the searched top-1)
+    /// and report how well the summed rating, a learned additive predictor (cross-validated),
+    /// FLOPs and params rank them: Kendall tau-b, Spearman, Pearson with 95 % bootstrap intervals,
+    /// the seed noise and the tau it allows. Writes `study.{json,md,svg}` and `predictor.json`
+    /// (for `search.objective = "predicted"`). Resumable like a run.
+    Study {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Continue the newest run of this recipe.
+        #[arg(long)]
+        resume: bool,
+        /// Continue this run directory.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with = "resume")]
+        run_dir: Option<PathBuf>,
+    },
     /// Continue a stopped or killed run from its last completed unit.
     Resume {
         /// The run directory (holds `dnarun.lock`).
@@ -191,6 +207,7 @@ fn main() -> ExitCode {
         "track",
         "submit",
         "status",
+        "study",
         "completions",
         "help",
         "--help",
@@ -253,6 +270,21 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                 worker,
                 resume,
                 run_dir,
+                study: false,
+            };
+            commands::run(&plan, req, stop)?;
+        }
+        Command::Study {
+            recipe,
+            resume,
+            run_dir,
+        } => {
+            let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
+            let req = commands::RunRequest {
+                resume,
+                run_dir,
+                study: true,
+                ..Default::default()
             };
             commands::run(&plan, req, stop)?;
         }

@@ -526,9 +526,11 @@ fn an_imagenet_shaped_folder_streams_in_bounded_memory() {
     }
     let run = out_abs.join("photos-001");
     assert!(run.join("rate/block1.json").exists());
-    let peaks: std::collections::BTreeMap<String, u64> =
+    let resources: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("resources.json")).unwrap())
             .unwrap();
+    let peaks: std::collections::BTreeMap<String, u64> =
+        serde_json::from_value(resources["peak_rss_bytes"].clone()).unwrap();
     for stage in ["teacher", "distill", "rate"] {
         let peak = peaks[stage];
         eprintln!("{stage}: peak RSS {:.0} MiB", peak as f64 / 1048576.0);

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use image::RgbImage;
-use image::imageops::FilterType;
 
 use super::DataError;
 
@@ -232,10 +231,5 @@ pub fn decode_photo(path: &std::path::Path, base: usize) -> Result<RgbImage, Dat
     } else {
         (scaled(w), base)
     };
-    Ok(image::imageops::resize(
-        &img,
-        nw as u32,
-        nh as u32,
-        FilterType::Triangle,
-    ))
+    Ok(super::preprocess::resize(&img, None, nw as u32, nh as u32))
 }

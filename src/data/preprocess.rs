@@ -6,7 +6,6 @@
 //! a batch is the same bit for bit however many threads build it.
 
 use image::RgbImage;
-use image::imageops::FilterType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -168,8 +167,7 @@ impl Preprocess {
             )
         });
         let flip = self.hflip && rng.random_bool(0.5);
-        let sub = image::imageops::crop_imm(img, x, y, cw, ch).to_image();
-        let mut out = image::imageops::resize(&sub, s as u32, s as u32, FilterType::Triangle);
+        let mut out = resize(img, Some((x, y, cw, ch)), s as u32, s as u32);
         if flip {
             image::imageops::flip_horizontal_in_place(&mut out);
         }
@@ -181,13 +179,39 @@ impl Preprocess {
 pub fn centre_crop(img: &RgbImage, s: usize, c: usize) -> Vec<u8> {
     let (w, h) = (img.width(), img.height());
     let side = (s as u32).min(w).min(h);
-    let sub = image::imageops::crop_imm(img, (w - side) / 2, (h - side) / 2, side, side).to_image();
+    let (x, y) = ((w - side) / 2, (h - side) / 2);
     let sub = if side as usize == s {
-        sub
+        image::imageops::crop_imm(img, x, y, side, side).to_image()
     } else {
-        image::imageops::resize(&sub, s as u32, s as u32, FilterType::Triangle)
+        resize(img, Some((x, y, side, side)), s as u32, s as u32)
     };
     to_chw(&sub, c)
+}
+
+/// A (cropped) region of `img` resized bilinearly to `w`x`h` with SIMD (`fast_image_resize`:
+/// several times faster than `image`'s generic filter, which made resizing cost more than JPEG
+/// decoding).
+pub(crate) fn resize(
+    img: &RgbImage,
+    crop: Option<(u32, u32, u32, u32)>,
+    w: u32,
+    h: u32,
+) -> RgbImage {
+    use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+    thread_local! {
+        static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
+    }
+    let mut out = RgbImage::new(w, h);
+    let mut opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    if let Some((x, y, cw, ch)) = crop {
+        opts = opts.crop(x as f64, y as f64, cw as f64, ch as f64);
+    }
+    RESIZER.with(|r| {
+        r.borrow_mut()
+            .resize(img, &mut out, &opts)
+            .expect("RGB to RGB within the image")
+    });
+    out
 }
 
 /// HWC RGB to CHW with `c` channels (1: the mean of R, G, B).

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::SearchSpec;
 use super::problems::Problems;
-use crate::recipe::Search;
+use crate::recipe::{Objective, Search};
+use crate::space::predictor::Predictor;
 use crate::space::{Cost, FlopsConvention, Space};
 
 /// What a budget limits.
@@ -92,5 +93,64 @@ pub(super) fn resolve(s: &Search, space: &Space, p: &mut Problems) -> SearchSpec
         flops_convention: s.flops_convention,
         measures,
         limits,
+        predictor: None,
+    }
+}
+
+/// The learned predictor `search.objective = "predicted"` names, checked against the blocks.
+pub(super) fn predictor(
+    s: &Search,
+    base: &std::path::Path,
+    blocks: usize,
+    p: &mut Problems,
+) -> Option<Predictor> {
+    match (s.objective, &s.predictor) {
+        (Objective::Rating, _) => None,
+        (Objective::Predicted, None) => {
+            p.err(
+                "/search/objective",
+                "`search.objective` is `\"predicted\"`, but `search.predictor` is missing".into(),
+                Some(
+                    "point `search.predictor` at a `predictor.json` written by `dnarun study`"
+                        .into(),
+                ),
+            );
+            None
+        }
+        (Objective::Predicted, Some(file)) => {
+            let path = base.join(file);
+            let read = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot be read ({e})"))
+                .and_then(|t| {
+                    serde_json::from_str::<Predictor>(&t)
+                        .map_err(|e| format!("is not a predictor file ({e})"))
+                });
+            match read {
+                Ok(pred) if pred.weights.len() == blocks => Some(pred),
+                Ok(pred) => {
+                    p.err(
+                        "/search/predictor",
+                        format!(
+                            "`search.predictor` `{}` has weights for {} blocks, but the recipe has {blocks}",
+                            path.display(),
+                            pred.weights.len()
+                        ),
+                        Some("fit it with `dnarun study` on a recipe with the same blocks".into()),
+                    );
+                    None
+                }
+                Err(m) => {
+                    p.err(
+                        "/search/predictor",
+                        format!("`search.predictor` `{}` {m}", path.display()),
+                        Some(
+                            "write it with `dnarun study`; the path is relative to the recipe"
+                                .into(),
+                        ),
+                    );
+                    None
+                }
+            }
+        }
     }
 }

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::recipe::{DataFormat, TeacherArch, WeightFormat};
+pub use crate::recipe::{DataFormat, StudySample, TeacherArch, WeightFormat};
 pub use budget::Measure;
 pub use data::{DataSpec, SplitSpec, format_name};
 pub use devices::{DeviceSpec, Devices};
@@ -27,6 +27,7 @@ pub use seeds::Seeds;
 pub use teacher::{StageSpec, TapSpec, TeacherSpec};
 
 use crate::recipe::{Diagnostics, Loaded, SCHEMA_VERSION};
+use crate::space::predictor::Predictor;
 use crate::space::{FlopsConvention, Space};
 use problems::Problems;
 
@@ -113,6 +114,35 @@ pub struct SearchSpec {
     pub measures: [Measure; 2],
     /// Budget limits in absolute units (infinity where unset).
     pub limits: [f64; 2],
+    /// With `search.objective = "predicted"`: the predictor whose accuracy the search maximises.
+    pub predictor: Option<Predictor>,
+}
+
+impl SearchSpec {
+    /// What the search minimises for block `i`'s path of rating `r`.
+    pub fn score(&self, i: usize, r: f64) -> f64 {
+        match &self.predictor {
+            Some(p) => p.block_score(i, r),
+            None => r,
+        }
+    }
+}
+
+/// A ranking study.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudySpec {
+    /// Architectures sampled.
+    pub architectures: usize,
+    /// Seeds per architecture.
+    pub seeds: usize,
+    /// How they are chosen.
+    pub sample: StudySample,
+    /// The band below the first budget, as a fraction of it.
+    pub band: f64,
+    /// With `sample = "files"`: the files, absolute.
+    pub files: Vec<PathBuf>,
+    /// Ridge strength of the predictor.
+    pub ridge: f64,
 }
 
 /// Retraining the chosen architectures.
@@ -169,6 +199,8 @@ pub struct Plan {
     pub search: SearchSpec,
     /// Retraining.
     pub retrain: RetrainSpec,
+    /// The ranking study (`dnarun study`).
+    pub study: StudySpec,
     /// Every seed of the run, derived from `experiment.seed`.
     pub seeds: Seeds,
     /// Tracking.
@@ -197,7 +229,8 @@ impl Plan {
         let teacher = teacher::resolve(r, &base, &mut p);
         let taps = teacher::taps(r, &teacher, &mut p);
         let (space, block_lr) = blocks::resolve(r, &taps, &mut p);
-        let search = budget::resolve(&r.search, &space, &mut p);
+        let mut search = budget::resolve(&r.search, &space, &mut p);
+        search.predictor = budget::predictor(&r.search, &base, space.blocks.len(), &mut p);
         let devices = devices::resolve(&r.runtime, &mut p);
         p.finish()?;
         let batch = |b: Option<usize>| b.unwrap_or(r.data.batch_size);
@@ -222,6 +255,14 @@ impl Plan {
             retrain: RetrainSpec {
                 train: train_spec(&r.retrain.settings(), r.data.batch_size),
                 random_controls: r.retrain.random_controls,
+            },
+            study: StudySpec {
+                architectures: r.study.architectures,
+                seeds: r.study.seeds,
+                sample: r.study.sample,
+                band: r.study.band,
+                files: r.study.files.iter().map(|f| base.join(f)).collect(),
+                ridge: r.study.ridge,
             },
             seeds: Seeds {
                 base: r.experiment.seed,

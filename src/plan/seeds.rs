@@ -14,6 +14,7 @@ const SUPERNET_INIT: u64 = 0xB10C;
 const DISTILL_ORDER: u64 = 0xD15;
 const CALIBRATION: u64 = 0xCA1;
 const CONTROLS: u64 = 0x5EED;
+const STUDY: u64 = 0x57D1;
 
 impl Seeds {
     /// Initial weights of a trained teacher.
@@ -59,6 +60,16 @@ impl Seeds {
     /// The random control architectures.
     pub fn controls(&self) -> u64 {
         self.base ^ CONTROLS
+    }
+
+    /// The architectures a study samples (and its bootstrap).
+    pub fn study(&self) -> u64 {
+        self.base ^ STUDY
+    }
+
+    /// The seeds of a study's `k`-th retraining of every net (order, augmentation, weights).
+    pub fn study_retrain(&self, k: usize) -> u64 {
+        self.base ^ STUDY.wrapping_mul(k as u64 + 1) << 20
     }
 
     /// The order of the training set in an epoch of a from-scratch training.

@@ -45,6 +45,10 @@ pub struct Recipe {
     /// Retraining the chosen architectures from scratch.
     #[serde(default)]
     pub retrain: Retrain,
+    /// Does the rating predict accuracy? `dnarun study` retrains sampled architectures and
+    /// correlates (read by `dnarun study` only).
+    #[serde(default)]
+    pub study: Study,
     /// Where metrics, params and artifacts go.
     #[serde(default)]
     pub tracking: Tracking,
@@ -608,10 +612,29 @@ pub struct Search {
     #[serde(default = "default_top_k")]
     #[schemars(range(min = 1))]
     pub top_k: usize,
+    /// What the search minimises: `"rating"`, the summed block ratings (DNA), or `"predicted"`,
+    /// minus the accuracy a learned additive predictor (`search.predictor`) gives the ratings.
+    #[serde(default)]
+    pub objective: Objective,
+    /// With `objective = "predicted"`: a `predictor.json` written by `dnarun study` (relative to
+    /// the recipe), fitted on the same blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictor: Option<String>,
 }
 
 fn default_top_k() -> usize {
     3
+}
+
+/// What the search minimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// The summed block ratings.
+    #[default]
+    Rating,
+    /// Minus the accuracy the learned predictor gives the block ratings.
+    Predicted,
 }
 
 impl Default for Search {
@@ -621,6 +644,78 @@ impl Default for Search {
             max_mparams: None,
             flops_convention: FlopsConvention::Dna,
             top_k: default_top_k(),
+            objective: Objective::Rating,
+            predictor: None,
+        }
+    }
+}
+
+/// A ranking study: retrain sampled architectures from scratch with several seeds and measure
+/// how well the ratings (and a learned predictor) rank them against accuracy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Study {
+    /// Architectures to retrain (besides the searched top-1).
+    #[serde(default = "default_study_nets")]
+    #[schemars(range(min = 2))]
+    pub architectures: usize,
+    /// Seeds each architecture is retrained with.
+    #[serde(default = "default_study_seeds")]
+    #[schemars(range(min = 1))]
+    pub seeds: usize,
+    /// How architectures are chosen: `"band"`, stratified by rating quantile among those whose
+    /// first cost lies within `band` below the budget (where the search decides); `"space"`,
+    /// stratified by cost over the whole space (cheap to dear); `"files"`, the `files` given.
+    #[serde(default)]
+    pub sample: StudySample,
+    /// With `sample = "band"`: the band's width below the first budget, as a fraction of it.
+    #[serde(default = "default_band")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub band: f64,
+    /// With `sample = "files"`: `arch.toml` files, relative to the recipe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Ridge strength of the learned predictor, relative to the ratings' variance.
+    #[serde(default = "default_ridge")]
+    #[schemars(range(min = 0.0))]
+    pub ridge: f64,
+}
+
+/// How a study chooses architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StudySample {
+    /// Stratified by rating within the budget band.
+    #[default]
+    Band,
+    /// Stratified by cost over the whole space.
+    Space,
+    /// The files listed in `study.files`.
+    Files,
+}
+
+fn default_study_nets() -> usize {
+    20
+}
+fn default_study_seeds() -> usize {
+    2
+}
+fn default_band() -> f64 {
+    0.1
+}
+fn default_ridge() -> f64 {
+    0.1
+}
+
+impl Default for Study {
+    fn default() -> Self {
+        Self {
+            architectures: default_study_nets(),
+            seeds: default_study_seeds(),
+            sample: StudySample::Band,
+            band: default_band(),
+            files: Vec::new(),
+            ridge: default_ridge(),
         }
     }
 }

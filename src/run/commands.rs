@@ -52,6 +52,8 @@ pub struct RunRequest {
     pub resume: bool,
     /// Continue this run directory.
     pub run_dir: Option<PathBuf>,
+    /// Run the ranking study instead of retraining and reporting.
+    pub study: bool,
 }
 
 /// `dnarun run`: checks the request against the plan and runs it; returns the run directory.
@@ -96,6 +98,7 @@ pub fn run(plan: &Plan, req: RunRequest, stop: Arc<AtomicBool>) -> Result<PathBu
             worker: req.worker,
             resume,
             stop,
+            study: req.study,
         },
     )
 }
@@ -205,6 +208,7 @@ pub fn retrain(path: &Path, stop: Arc<AtomicBool>) -> Result<(String, f64), RunE
         macs: c.macs,
         flops_dna: c.flops(FlopsConvention::Dna),
         params: c.params,
+        predicted_accuracy: None,
     };
     let acc = super::retrain_arch(&plan, &chosen, stop)?;
     Ok((file.name, acc))

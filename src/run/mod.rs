@@ -69,6 +69,8 @@ pub struct Options {
     pub resume: Option<PathBuf>,
     /// Set by Ctrl-C.
     pub stop: Arc<AtomicBool>,
+    /// Run the ranking study after the search instead of retraining and reporting.
+    pub study: bool,
 }
 
 /// A run directory made ready: lock file written or checked, data loaded, tracking open.
@@ -224,6 +226,14 @@ fn run_stages(
     } else {
         None
     };
+    if opts.study {
+        let found = result.as_ref().expect("search");
+        let ratings = stages::rate::load_all(&ctx)?;
+        let report = measured_study(&mut ctx, &ratings, found)?;
+        println!("{}", report.markdown());
+        println!("study: {}", dir.root().join("study.md").display());
+        return Ok(());
+    }
     if want(Stage::Retrain) || want(Stage::Report) {
         let found = result.as_ref().expect("search");
         let retrained = measured(&mut ctx, Stage::Retrain, |c| stages::retrain::run(c, found))?;
@@ -260,6 +270,21 @@ fn measured<T>(
             stage.name(),
             peak as f64 / 1048576.0
         );
+    }
+    Ok(out)
+}
+
+fn measured_study(
+    ctx: &mut Ctx,
+    ratings: &[stages::rate::BlockRatings],
+    found: &stages::search::SearchResult,
+) -> Result<stages::study::StudyReport, RunError> {
+    resources::reset_peak_rss();
+    let started = std::time::Instant::now();
+    let out = stages::study::run(ctx, ratings, found)?;
+    if let Some(peak) = resources::peak_rss_bytes() {
+        ctx.dir
+            .record_stage("study", peak, started.elapsed().as_secs_f64())?;
     }
     Ok(out)
 }

@@ -12,6 +12,7 @@
 //! RUN_DIR/search/                     result.json, pareto.svg
 //! RUN_DIR/retrain/NAME/               arch.toml, state.json, model.bpk, model.safetensors
 //! RUN_DIR/report.{md,csv,json}
+//! RUN_DIR/study/NAME/sK/              a study net's seed K; study.{json,md,svg}, predictor.json
 //! RUN_DIR/resources.json              peak resident memory and seconds per stage
 //! RUN_DIR/tracking/NAME.id            MLflow run ids; tracking-spool-PID.jsonl unsent calls
 //! RUN_DIR/workers/STAGE-K.log         logs of per-device workers
@@ -219,6 +220,15 @@ impl RunDir {
     /// A retrained architecture's files.
     pub fn retrain(&self, name: &str) -> Checkpoints {
         Checkpoints::new(self.retrain_dir(name), "model", "optim")
+    }
+
+    /// A study net's files for its `k`-th seed.
+    pub fn study_net(&self, name: &str, k: usize) -> Checkpoints {
+        Checkpoints::new(
+            self.root.join("study").join(name).join(format!("s{k}")),
+            "model",
+            "optim",
+        )
     }
 
     /// The report in a format: `md`, `csv` or `json`.

@@ -7,6 +7,7 @@ pub mod rate;
 pub mod report;
 pub mod retrain;
 pub mod search;
+pub mod study;
 pub mod teacher;
 mod train;
 

@@ -117,9 +117,15 @@ pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, recipe_rel: &str) -> Result<f
     )?;
     let plan = ctx.plan;
     let seed = plan.seeds.student_init(&chosen.name);
-    let (model, acc) = train_classifier(ctx, &plan.retrain.train, seed, ck, &run, |dev| {
-        Student::new(&plan.space, &architecture, dev)
-    })?;
+    let (model, acc) = train_classifier(
+        ctx,
+        &plan.retrain.train,
+        plan.seeds,
+        seed,
+        ck,
+        &run,
+        |dev| Student::new(&plan.space, &architecture, dev),
+    )?;
     crate::nn::weights::export_safetensors(&model, &dir.join("model.safetensors"))?;
     let done = ArchFile {
         accuracy: Some(acc),

@@ -32,6 +32,9 @@ pub struct Chosen {
     pub flops_dna: u64,
     /// Parameters.
     pub params: u64,
+    /// The learned predictor's accuracy (with `search.objective = "predicted"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_accuracy: Option<f64>,
 }
 
 /// What the search found.
@@ -73,6 +76,7 @@ pub fn describe(plan: &Plan, name: &str, arch: &Architecture, rating: f64) -> Ch
         macs: c.macs,
         flops_dna: c.flops(FlopsConvention::Dna),
         params: c.params,
+        predicted_accuracy: None,
     }
 }
 
@@ -82,7 +86,8 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
     let blocks: Vec<Vec<Candidate>> = ratings
         .iter()
         .zip(&plan.space.blocks)
-        .map(|(r, b)| {
+        .enumerate()
+        .map(|(bi, (r, b))| {
             r.ratings
                 .iter()
                 .map(|x| {
@@ -91,7 +96,7 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
                         ops: x.ops.clone(),
                     });
                     Candidate {
-                        rating: x.rating,
+                        rating: plan.search.score(bi, x.rating),
                         cost: [
                             plan.search.measures[0].of(&c) as f64,
                             plan.search.measures[1].of(&c) as f64,
@@ -123,16 +128,31 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
             })
             .collect(),
     };
+    // The summed ratings of a choice (what the report shows whatever the objective).
+    let raw = |choice: &[usize]| -> Vec<f64> {
+        choice
+            .iter()
+            .zip(ratings)
+            .map(|(&c, r)| r.ratings[c].rating)
+            .collect()
+    };
     let top = found
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            describe(
+            let block_ratings = raw(&f.choice);
+            let mut c = describe(
                 plan,
                 &format!("top{}", i + 1),
                 &arch_of(&f.choice),
-                f.rating,
-            )
+                block_ratings.iter().sum(),
+            );
+            c.predicted_accuracy = plan
+                .search
+                .predictor
+                .as_ref()
+                .map(|p| p.predict(&block_ratings));
+            c
         })
         .collect();
     let mut controls = Vec::new();
@@ -148,11 +168,7 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
             [a[0] + blocks[i][c].cost[0], a[1] + blocks[i][c].cost[1]]
         });
         if cost[0] <= plan.search.limits[0] && cost[1] <= plan.search.limits[1] {
-            let rating = choice
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| blocks[i][c].rating)
-                .sum();
+            let rating = raw(&choice).iter().sum();
             controls.push(describe(
                 plan,
                 &format!("random{}", controls.len() + 1),

@@ -36,6 +36,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
             let (t, acc) = train_classifier(
                 ctx,
                 &plan.teacher.train,
+                plan.seeds,
                 plan.seeds.teacher_init(),
                 ctx.dir.teacher(),
                 &run,

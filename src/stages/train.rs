@@ -13,7 +13,7 @@ use super::{Ctx, progress};
 use crate::data::{DataError, Images, Loader, Preprocess, batches};
 use crate::error::RunError;
 use crate::nn::{Mode, Student, Teacher};
-use crate::plan::TrainSpec;
+use crate::plan::{Seeds, TrainSpec};
 use crate::rundir::{Checkpoints, TrainState, read_json, write_json};
 
 /// A network that maps images to class logits.
@@ -72,6 +72,7 @@ pub fn evaluate<M: Classifier>(
 pub fn train_classifier<M: Classifier>(
     ctx: &mut Ctx,
     settings: &TrainSpec,
+    seeds: Seeds,
     init_seed: u64,
     ck: Checkpoints,
     run: &str,
@@ -103,7 +104,7 @@ pub fn train_classifier<M: Classifier>(
         let mut order = batches(
             &ctx.data.train_idx,
             settings.batch_size,
-            Some(plan.seeds.train_order(epoch)),
+            Some(seeds.train_order(epoch)),
         );
         order.truncate(settings.max_steps.unwrap_or(usize::MAX));
         let pb = progress(order.len() as u64, &format!("{name} e{}", epoch + 1));
@@ -112,7 +113,7 @@ pub fn train_classifier<M: Classifier>(
             ctx.data.train.clone(),
             order,
             train_pre.clone(),
-            plan.seeds.train_augment(epoch),
+            seeds.train_augment(epoch),
             plan.data.workers,
         ) {
             let b = b?;

@@ -1,0 +1,480 @@
+//! The ranking study (`dnarun study`): does the rating predict accuracy? Samples architectures
+//! where the search decides (stratified by rating within the budget band) or across the space,
+//! retrains each from scratch with several seeds, and reports for each predictor (summed rating,
+//! a learned additive predictor cross-validated, FLOPs, params) Kendall's tau-b, Spearman's rho
+//! and Pearson's r with bootstrap intervals, the seed noise and the tau it allows, and the
+//! searched top-1's percentile among the sampled nets of its budget. Resumable: finished nets
+//! are never retrained.
+
+use std::collections::{BTreeMap, HashSet};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::rate::BlockRatings;
+use super::retrain::ArchFile;
+use super::search::SearchResult;
+use super::{Ctx, train_classifier};
+use crate::error::RunError;
+use crate::nn::Student;
+use crate::plan::{Plan, Seeds, StudySample};
+use crate::rundir::{write_atomic, write_json};
+use crate::space::predictor::Predictor;
+use crate::space::{Architecture, FlopsConvention, Path};
+use crate::stats::{Estimate, bootstrap, kendall_tau, pearson, pooled_std, spearman, tau_ceiling};
+use crate::track::RunStatus;
+
+/// One retrained net of a study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyNet {
+    /// Name in the study (`net01`, ..., `top1`).
+    pub name: String,
+    /// Each block's path.
+    pub paths: Vec<String>,
+    /// Each block's rating.
+    pub block_ratings: Vec<f64>,
+    /// Summed rating.
+    pub rating: f64,
+    /// FLOPs, DNA convention.
+    pub flops_dna: u64,
+    /// Parameters.
+    pub params: u64,
+    /// Test accuracy of each seed.
+    pub accuracies: Vec<f64>,
+    /// Their mean.
+    pub mean_accuracy: f64,
+}
+
+/// How well one predictor ranks the nets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Kendall's tau-b.
+    pub kendall_tau: f64,
+    /// Its 95 % bootstrap interval.
+    pub kendall_tau_ci: [f64; 2],
+    /// Spearman's rho.
+    pub spearman: f64,
+    /// Its 95 % bootstrap interval.
+    pub spearman_ci: [f64; 2],
+    /// Pearson's r.
+    pub pearson: f64,
+    /// Its 95 % bootstrap interval.
+    pub pearson_ci: [f64; 2],
+}
+
+/// The study's result (`study.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyReport {
+    /// Nets correlated (the searched top-1 is not among them).
+    pub n: usize,
+    /// Seeds per net.
+    pub seeds: usize,
+    /// How the nets were chosen.
+    pub sample: String,
+    /// Pooled seed-to-seed standard deviation of accuracy.
+    pub noise_std: f64,
+    /// The mean tau a perfect predictor reaches against accuracies this noisy.
+    pub tau_ceiling: f64,
+    /// Percentage of the sampled nets whose mean accuracy is below the searched top-1's.
+    pub top1_percentile: Option<f64>,
+    /// Per predictor: `rating` (lower is better, so negated), `predicted` (leave-one-out),
+    /// `flops`, `params`.
+    pub predictors: BTreeMap<String, Figures>,
+    /// The sampled nets.
+    pub nets: Vec<StudyNet>,
+    /// The searched top-1, retrained the same way.
+    pub top1: Option<StudyNet>,
+}
+
+/// Block candidates' costs in the plan's measures.
+fn costs(plan: &Plan, ratings: &[BlockRatings]) -> Vec<Vec<[f64; 2]>> {
+    let m = &plan.search.measures;
+    ratings
+        .iter()
+        .zip(&plan.space.blocks)
+        .map(|(r, b)| {
+            r.ratings
+                .iter()
+                .map(|x| {
+                    let c = b.path_cost(&Path {
+                        cell: x.cell,
+                        ops: x.ops.clone(),
+                    });
+                    [m[0].of(&c) as f64, m[1].of(&c) as f64]
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The sampled nets: per block, an index into its ratings.
+fn choose(plan: &Plan, ratings: &[BlockRatings]) -> Result<Vec<Vec<usize>>, RunError> {
+    let s = &plan.study;
+    if s.sample == StudySample::Files {
+        return s
+            .files
+            .iter()
+            .map(|f| {
+                let arch = ArchFile::read(f)?.architecture(plan)?;
+                index_of(&arch, ratings)
+                    .ok_or_else(|| RunError::file(f, "names a path that was not rated"))
+            })
+            .collect();
+    }
+    let costs = costs(plan, ratings);
+    let fixed = plan.space.fixed_cost();
+    let m = &plan.search.measures;
+    let fixed = [m[0].of(&fixed) as f64, m[1].of(&fixed) as f64];
+    let limits = plan.search.limits;
+    let band = s.sample == StudySample::Band && limits[0].is_finite();
+    let lo = if band {
+        limits[0] * (1.0 - s.band)
+    } else {
+        f64::NEG_INFINITY
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seeds.study());
+    let want = 50 * s.architectures;
+    let mut seen = HashSet::new();
+    let mut pool: Vec<(f64, Vec<usize>)> = Vec::new();
+    for _ in 0..2_000_000 {
+        if pool.len() >= want {
+            break;
+        }
+        let c: Vec<usize> = costs.iter().map(|b| rng.random_range(0..b.len())).collect();
+        let cost = c.iter().enumerate().fold(fixed, |a, (i, &k)| {
+            [a[0] + costs[i][k][0], a[1] + costs[i][k][1]]
+        });
+        let fits = !band || (cost[0] >= lo && cost[0] <= limits[0] && cost[1] <= limits[1]);
+        if fits && seen.insert(c.clone()) {
+            let key = if band {
+                c.iter()
+                    .enumerate()
+                    .map(|(i, &k)| ratings[i].ratings[k].rating)
+                    .sum()
+            } else {
+                cost[0]
+            };
+            pool.push((key, c));
+        }
+    }
+    if pool.len() < s.architectures {
+        return Err(RunError::Usage(format!(
+            "`study.architectures` is {}, but only {} distinct architectures lie in the band of `study.band` = {} below the budget; widen the band or study fewer",
+            s.architectures,
+            pool.len(),
+            s.band
+        )));
+    }
+    // Stratified: evenly spaced quantiles of the key (rating in the band, cost over the space).
+    pool.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = s.architectures;
+    Ok((0..n)
+        .map(|q| {
+            pool[((q as f64 + 0.5) / n as f64 * pool.len() as f64) as usize]
+                .1
+                .clone()
+        })
+        .collect())
+}
+
+/// Per block, the index of the architecture's path in the ratings.
+fn index_of(arch: &Architecture, ratings: &[BlockRatings]) -> Option<Vec<usize>> {
+    arch.paths
+        .iter()
+        .zip(ratings)
+        .map(|(p, r)| {
+            r.ratings
+                .iter()
+                .position(|x| x.cell == p.cell && x.ops == p.ops)
+        })
+        .collect()
+}
+
+/// Retrains a net with every seed (resuming where it stopped).
+fn retrain(
+    ctx: &mut Ctx,
+    run: &str,
+    name: &str,
+    choice: &[usize],
+    ratings: &[BlockRatings],
+) -> Result<StudyNet, RunError> {
+    let plan = ctx.plan;
+    let arch = Architecture {
+        paths: choice
+            .iter()
+            .zip(ratings)
+            .map(|(&k, r)| Path {
+                cell: r.ratings[k].cell,
+                ops: r.ratings[k].ops.clone(),
+            })
+            .collect(),
+    };
+    let mut accuracies = Vec::new();
+    for k in 0..plan.study.seeds {
+        if ctx.stopping() {
+            return Err(ctx.stopped());
+        }
+        let seeds = Seeds {
+            base: plan.seeds.study_retrain(k),
+        };
+        let ck = ctx.dir.study_net(name, k);
+        let init = seeds.student_init(name);
+        let (_, acc) = train_classifier(ctx, &plan.retrain.train, seeds, init, ck, run, |dev| {
+            Student::new(&plan.space, &arch, dev)
+        })?;
+        tracing::info!("study {name} seed {k}: test accuracy {:.2}%", acc * 100.0);
+        accuracies.push(acc);
+    }
+    let block_ratings: Vec<f64> = choice
+        .iter()
+        .zip(ratings)
+        .map(|(&k, r)| r.ratings[k].rating)
+        .collect();
+    let cost = plan.space.cost(&arch);
+    Ok(StudyNet {
+        name: name.to_string(),
+        paths: plan
+            .space
+            .blocks
+            .iter()
+            .zip(&arch.paths)
+            .map(|(b, p)| b.path_name(p))
+            .collect(),
+        rating: block_ratings.iter().sum(),
+        block_ratings,
+        flops_dna: cost.flops(FlopsConvention::Dna),
+        params: cost.params,
+        mean_accuracy: accuracies.iter().sum::<f64>() / accuracies.len() as f64,
+        accuracies,
+    })
+}
+
+fn figures(pred: &[f64], acc: &[f64], seed: u64) -> Figures {
+    let e = |f: fn(&[f64], &[f64]) -> f64, s: u64| -> Estimate {
+        bootstrap(pred, acc, f, 2000, seed ^ s)
+    };
+    let (t, r, p) = (e(kendall_tau, 1), e(spearman, 2), e(pearson, 3));
+    Figures {
+        kendall_tau: t.value,
+        kendall_tau_ci: t.ci,
+        spearman: r.value,
+        spearman_ci: r.ci,
+        pearson: p.value,
+        pearson_ci: p.ci,
+    }
+}
+
+/// The statistics of retrained nets.
+pub fn analyse(plan: &Plan, nets: Vec<StudyNet>, top1: Option<StudyNet>) -> StudyReport {
+    let acc: Vec<f64> = nets.iter().map(|n| n.mean_accuracy).collect();
+    let x: Vec<Vec<f64>> = nets.iter().map(|n| n.block_ratings.clone()).collect();
+    let seed = plan.seeds.study();
+    let mut predictors = BTreeMap::new();
+    let neg_rating: Vec<f64> = nets.iter().map(|n| -n.rating).collect();
+    predictors.insert("rating".to_string(), figures(&neg_rating, &acc, seed));
+    predictors.insert(
+        "predicted".to_string(),
+        figures(&Predictor::loo(&x, &acc, plan.study.ridge), &acc, seed),
+    );
+    let flops: Vec<f64> = nets.iter().map(|n| n.flops_dna as f64).collect();
+    predictors.insert("flops".to_string(), figures(&flops, &acc, seed));
+    let params: Vec<f64> = nets.iter().map(|n| n.params as f64).collect();
+    predictors.insert("params".to_string(), figures(&params, &acc, seed));
+    let groups: Vec<Vec<f64>> = nets.iter().map(|n| n.accuracies.clone()).collect();
+    let noise_std = pooled_std(&groups);
+    let per_mean = noise_std / (plan.study.seeds as f64).sqrt();
+    let tau_ceiling = if noise_std.is_finite() {
+        tau_ceiling(&acc, per_mean, 500, seed)
+    } else {
+        f64::NAN
+    };
+    let top1_percentile = top1.as_ref().map(|t| {
+        100.0 * acc.iter().filter(|&&a| a < t.mean_accuracy).count() as f64
+            / acc.len().max(1) as f64
+    });
+    StudyReport {
+        n: nets.len(),
+        seeds: plan.study.seeds,
+        sample: format!("{:?}", plan.study.sample).to_lowercase(),
+        noise_std,
+        tau_ceiling,
+        top1_percentile,
+        predictors,
+        nets,
+        top1,
+    }
+}
+
+/// Runs the study: retrains the sampled nets and the searched top-1, writes `study.json`,
+/// `study.svg`, `study.md` and `predictor.json`, and logs the figures.
+pub fn run(
+    ctx: &mut Ctx,
+    ratings: &[BlockRatings],
+    searched: &SearchResult,
+) -> Result<StudyReport, RunError> {
+    let plan = ctx.plan;
+    let chosen = choose(plan, ratings)?;
+    let run = ctx.track.child("study", &[])?;
+    let mut nets = Vec::new();
+    for (i, choice) in chosen.iter().enumerate() {
+        nets.push(retrain(
+            ctx,
+            &run,
+            &format!("net{:02}", i + 1),
+            choice,
+            ratings,
+        )?);
+    }
+    let top1 = match searched.top.first() {
+        Some(t) => {
+            let arch = ArchFile {
+                recipe: String::new(),
+                name: t.name.clone(),
+                blocks: t.paths.clone(),
+                rating: None,
+                macs: None,
+                flops_dna: None,
+                params: None,
+                accuracy: None,
+            }
+            .architecture(plan)?;
+            match index_of(&arch, ratings) {
+                Some(choice) => Some(retrain(ctx, &run, "top1", &choice, ratings)?),
+                None => None,
+            }
+        }
+        None => None,
+    };
+    let x: Vec<Vec<f64>> = nets.iter().map(|n| n.block_ratings.clone()).collect();
+    let y: Vec<f64> = nets.iter().map(|n| n.mean_accuracy).collect();
+    let predictor = Predictor::fit(&x, &y, plan.study.ridge);
+    let report = analyse(plan, nets, top1);
+    write_json(&ctx.dir.root().join("predictor.json"), &predictor)?;
+    write_json(&ctx.dir.root().join("study.json"), &report)?;
+    let svg = ctx.dir.root().join("study.svg");
+    write_atomic(&svg, scatter_svg(&report).as_bytes())?;
+    let md = ctx.dir.root().join("study.md");
+    write_atomic(&md, report.markdown().as_bytes())?;
+    let mut metrics: Vec<(String, f64)> = vec![
+        ("n".into(), report.n as f64),
+        ("noise_std".into(), report.noise_std),
+        ("tau_ceiling".into(), report.tau_ceiling),
+    ];
+    if let Some(p) = report.top1_percentile {
+        metrics.push(("top1_percentile".into(), p));
+    }
+    for (name, f) in &report.predictors {
+        metrics.push((format!("{name}_kendall_tau"), f.kendall_tau));
+        metrics.push((format!("{name}_kendall_tau_low"), f.kendall_tau_ci[0]));
+        metrics.push((format!("{name}_kendall_tau_high"), f.kendall_tau_ci[1]));
+        metrics.push((format!("{name}_spearman"), f.spearman));
+        metrics.push((format!("{name}_pearson"), f.pearson));
+    }
+    let refs: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    ctx.track.metrics(&run, 0, &refs)?;
+    for f in ["study.json", "study.svg", "study.md", "predictor.json"] {
+        ctx.track.artifact(&run, &ctx.dir.root().join(f), "")?;
+    }
+    ctx.track.end("study", RunStatus::Finished)?;
+    Ok(report)
+}
+
+impl StudyReport {
+    /// The figures as Markdown (also what the terminal shows).
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "{} nets ({} sampling) x {} seeds; seed-to-seed accuracy std {:.2} points; a perfect predictor would reach tau {:.2} at this noise\n\n",
+            self.n,
+            self.sample,
+            self.seeds,
+            self.noise_std * 100.0,
+            self.tau_ceiling
+        );
+        s += "| predictor | Kendall tau [95 % CI] | Spearman rho [95 % CI] | Pearson r [95 % CI] |\n|---|---|---|---|\n";
+        for (name, f) in &self.predictors {
+            let label = match name.as_str() {
+                "rating" => "summed rating (lower = better)",
+                "predicted" => "learned predictor (leave-one-out)",
+                "flops" => "FLOPs",
+                _ => "params",
+            };
+            s += &format!(
+                "| {label} | {:.2} [{:.2}, {:.2}] | {:.2} [{:.2}, {:.2}] | {:.2} [{:.2}, {:.2}] |\n",
+                f.kendall_tau,
+                f.kendall_tau_ci[0],
+                f.kendall_tau_ci[1],
+                f.spearman,
+                f.spearman_ci[0],
+                f.spearman_ci[1],
+                f.pearson,
+                f.pearson_ci[0],
+                f.pearson_ci[1]
+            );
+        }
+        if let (Some(t), Some(p)) = (&self.top1, self.top1_percentile) {
+            s += &format!(
+                "\nsearched top-1: {:.2} % (seeds {}), above {p:.0} % of the sampled nets\n",
+                t.mean_accuracy * 100.0,
+                t.accuracies
+                    .iter()
+                    .map(|a| format!("{:.2}", a * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            );
+        }
+        if self.n < 5 {
+            s += &format!("\nn = {}: too few to judge.\n", self.n);
+        }
+        s
+    }
+}
+
+/// Accuracy against summed rating, one point per net with its seeds' range, the top-1 in red.
+pub fn scatter_svg(r: &StudyReport) -> String {
+    let (w, h, m) = (640.0, 420.0, 60.0);
+    let all: Vec<&StudyNet> = r.nets.iter().chain(r.top1.as_ref()).collect();
+    let lo_hi = |v: &mut dyn Iterator<Item = f64>| {
+        v.fold((f64::INFINITY, f64::NEG_INFINITY), |a, x| {
+            (a.0.min(x), a.1.max(x))
+        })
+    };
+    let (x0, x1) = lo_hi(&mut all.iter().map(|n| n.rating));
+    let (y0, y1) = lo_hi(&mut all.iter().flat_map(|n| n.accuracies.iter().copied()));
+    let sx = |x: f64| m + (x - x0) / (x1 - x0).max(1e-9) * (w - 2.0 * m);
+    let sy = |y: f64| h - m - (y - y0) / (y1 - y0).max(1e-9) * (h - 2.0 * m);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    s += &format!(
+        "<line x1=\"{m}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"black\"/><line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{0}\" stroke=\"black\"/>\n",
+        h - m,
+        w - m
+    );
+    s += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">summed rating ({x0:.3} .. {x1:.3}), lower is better</text>\n",
+        w / 2.0,
+        h - 20.0
+    );
+    s += &format!(
+        "<text x=\"15\" y=\"{0}\" transform=\"rotate(-90 15 {0})\" text-anchor=\"middle\">test accuracy ({1:.1} .. {2:.1} %)</text>\n",
+        h / 2.0,
+        y0 * 100.0,
+        y1 * 100.0
+    );
+    for n in &all {
+        let top = r.top1.as_ref().is_some_and(|t| t.name == n.name);
+        let color = if top { "crimson" } else { "steelblue" };
+        let (a, b) = lo_hi(&mut n.accuracies.iter().copied());
+        s += &format!(
+            "<line x1=\"{0:.1}\" y1=\"{1:.1}\" x2=\"{0:.1}\" y2=\"{2:.1}\" stroke=\"{color}\"/>\n<circle cx=\"{0:.1}\" cy=\"{3:.1}\" r=\"4\" fill=\"{color}\"><title>{4}: {5:.2} %</title></circle>\n",
+            sx(n.rating),
+            sy(a),
+            sy(b),
+            sy(n.mean_accuracy),
+            n.name,
+            n.mean_accuracy * 100.0
+        );
+    }
+    s + "</svg>\n"
+}

@@ -1,0 +1,163 @@
+//! Rank and linear correlations with honest uncertainty: Kendall's tau-b, Spearman's rho and
+//! Pearson's r, percentile bootstrap confidence intervals, and the ceiling on tau that
+//! measurement noise alone allows. Pure Rust.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Kendall's tau-b (ties in either list are accounted for; 0 when either list is constant).
+pub fn kendall_tau(a: &[f64], b: &[f64]) -> f64 {
+    let (mut conc, mut disc, mut ta, mut tb) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for i in 0..a.len() {
+        for j in i + 1..a.len() {
+            let (da, db) = (a[i] - a[j], b[i] - b[j]);
+            if da == 0.0 && db == 0.0 {
+                continue;
+            } else if da == 0.0 {
+                ta += 1.0;
+            } else if db == 0.0 {
+                tb += 1.0;
+            } else if da.signum() == db.signum() {
+                conc += 1.0;
+            } else {
+                disc += 1.0;
+            }
+        }
+    }
+    let denom = ((conc + disc + ta) * (conc + disc + tb)).sqrt();
+    if denom == 0.0 {
+        0.0
+    } else {
+        (conc - disc) / denom
+    }
+}
+
+/// Ranks from 1, ties sharing their mean rank.
+pub fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut out = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let mean = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            out[k] = mean;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// Pearson's r (0 when either list is constant).
+pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    if a.len() < 2 {
+        return 0.0;
+    }
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    if saa == 0.0 || sbb == 0.0 {
+        0.0
+    } else {
+        sab / (saa * sbb).sqrt()
+    }
+}
+
+/// Spearman's rho: Pearson's r of the ranks.
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    pearson(&ranks(a), &ranks(b))
+}
+
+/// A correlation with its 95 % percentile-bootstrap interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// The value on the data.
+    pub value: f64,
+    /// 2.5th and 97.5th percentiles over bootstrap resamples of the pairs.
+    pub ci: [f64; 2],
+}
+
+/// `f` on the pairs, with a 95 % interval from `resamples` bootstrap resamples (seeded).
+pub fn bootstrap(
+    a: &[f64],
+    b: &[f64],
+    f: fn(&[f64], &[f64]) -> f64,
+    resamples: usize,
+    seed: u64,
+) -> Estimate {
+    let n = a.len();
+    let value = f(a, b);
+    if n < 2 {
+        return Estimate {
+            value,
+            ci: [f64::NAN, f64::NAN],
+        };
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut vals: Vec<f64> = (0..resamples)
+        .map(|_| {
+            let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
+            let ra: Vec<f64> = idx.iter().map(|&i| a[i]).collect();
+            let rb: Vec<f64> = idx.iter().map(|&i| b[i]).collect();
+            f(&ra, &rb)
+        })
+        .collect();
+    vals.sort_by(f64::total_cmp);
+    let at = |q: f64| vals[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    Estimate {
+        value,
+        ci: [at(0.025), at(0.975)],
+    }
+}
+
+/// The mean Kendall tau between the observed means and the same means re-measured with
+/// Gaussian noise of `noise_std` (the seed-to-seed std over the square root of the seeds per
+/// net): what a perfect predictor could reach at this noise.
+pub fn tau_ceiling(means: &[f64], noise_std: f64, draws: usize, seed: u64) -> f64 {
+    if means.len() < 2 || draws == 0 {
+        return f64::NAN;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut sum = 0.0;
+    for _ in 0..draws {
+        let noisy: Vec<f64> = means
+            .iter()
+            .map(|m| m + noise_std * normal(&mut rng))
+            .collect();
+        sum += kendall_tau(means, &noisy);
+    }
+    sum / draws as f64
+}
+
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// The pooled seed-to-seed standard deviation of repeated measurements (groups of one add
+/// nothing).
+pub fn pooled_std(groups: &[Vec<f64>]) -> f64 {
+    let (mut ss, mut dof) = (0.0, 0.0);
+    for g in groups.iter().filter(|g| g.len() > 1) {
+        let m = g.iter().sum::<f64>() / g.len() as f64;
+        ss += g.iter().map(|x| (x - m) * (x - m)).sum::<f64>();
+        dof += (g.len() - 1) as f64;
+    }
+    if dof == 0.0 {
+        f64::NAN
+    } else {
+        (ss / dof).sqrt()
+    }
+}
