@@ -757,3 +757,100 @@ fn ratings_of(run_dir: &Path, i: usize) -> Vec<serde_json::Value> {
     .unwrap();
     v["ratings"].as_array().unwrap().clone()
 }
+
+fn study_args(dir: &Path) -> Vec<String> {
+    let mut v = vec!["study".to_string()];
+    v.extend(args(
+        dir,
+        &[
+            "study.architectures=5",
+            "study.seeds=2",
+            "study.band=0.6",
+            "retrain.epochs=2",
+        ],
+    ));
+    v
+}
+
+#[test]
+fn a_tiny_study_end_to_end_and_resumed_after_a_kill() {
+    let dir = out_dir("study");
+    // Start, kill once the first net's first seed is finished, resume.
+    let mut child = Command::new(BIN)
+        .args(study_args(&dir))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = dir.join("tiny-001/study/net01/s0/state.json");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let done = |p: &Path| {
+        std::fs::read_to_string(p)
+            .is_ok_and(|t| t.contains("\"accuracy\": 0") || t.contains("\"accuracy\": 1"))
+    };
+    while !done(&first) {
+        assert!(
+            Instant::now() < deadline,
+            "the first study net did not finish"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let before = std::fs::read_to_string(&first).unwrap();
+    let modified = std::fs::metadata(&first).unwrap().modified().unwrap();
+    let mut resume = study_args(&dir);
+    resume.extend([
+        "--run-dir".into(),
+        dir.join("tiny-001").display().to_string(),
+    ]);
+    let out = run(&resume);
+    // The finished net was not retrained.
+    assert_eq!(std::fs::read_to_string(&first).unwrap(), before);
+    assert_eq!(
+        std::fs::metadata(&first).unwrap().modified().unwrap(),
+        modified
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("| summed rating (lower = better) |"),
+        "{text}"
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tiny-001/study.json")).unwrap())
+            .unwrap();
+    assert_eq!(s["n"], 5);
+    assert_eq!(s["seeds"], 2);
+    for p in ["rating", "predicted", "flops", "params"] {
+        let f = &s["predictors"][p];
+        for k in ["kendall_tau", "spearman", "pearson"] {
+            assert!(f[k].is_number(), "{p}.{k}");
+        }
+        assert_eq!(f["kendall_tau_ci"].as_array().unwrap().len(), 2);
+    }
+    assert!(s["noise_std"].is_number() && s["top1_percentile"].is_number());
+    assert_eq!(s["nets"][0]["accuracies"].as_array().unwrap().len(), 2);
+    for f in ["study.svg", "study.md", "predictor.json"] {
+        assert!(dir.join("tiny-001").join(f).exists(), "{f}");
+    }
+    // The fitted predictor drives a search: `search.objective = "predicted"`.
+    let predictor = dir.join("tiny-001/predictor.json").display().to_string();
+    let mut a = args(
+        &dir,
+        &[
+            "search.objective=\"predicted\"",
+            &format!("search.predictor=\"{predictor}\""),
+            "retrain.epochs=1",
+        ],
+    );
+    a.insert(0, "run".into());
+    run(&a);
+    let result: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("tiny-002/search/result.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(result["top"][0]["predicted_accuracy"].is_number());
+}

@@ -138,3 +138,102 @@ fn plan_estimates_how_many_architectures_fit() {
         "estimate {estimate:.0}, exact {exact}"
     );
 }
+
+#[test]
+fn correlations_match_hand_computed_values() {
+    use dnarun::stats::{kendall_tau, pearson, ranks, spearman};
+    let (a, b) = ([1.0, 2.0, 3.0, 4.0, 5.0], [3.0, 1.0, 2.0, 5.0, 4.0]);
+    // 7 concordant, 3 discordant pairs; sum of squared rank differences 8.
+    assert!((kendall_tau(&a, &b) - 0.4).abs() < 1e-12);
+    assert!((spearman(&a, &b) - 0.6).abs() < 1e-12);
+    assert!((pearson(&a, &b) - 0.6).abs() < 1e-12);
+    // Ties: tau-b = 5 / sqrt(6 * 5) and rho of mid-ranks (scipy: 0.9128709, 0.9486833).
+    let (a, b) = ([1.0, 2.0, 2.0, 3.0], [1.0, 3.0, 2.0, 4.0]);
+    assert_eq!(ranks(&a), vec![1.0, 2.5, 2.5, 4.0]);
+    assert!((kendall_tau(&a, &b) - 5.0 / 30f64.sqrt()).abs() < 1e-12);
+    assert!((spearman(&a, &b) - 4.5 / 22.5f64.sqrt()).abs() < 1e-12);
+    // Reversed order is -1; a constant list correlates with nothing.
+    assert_eq!(kendall_tau(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), -1.0);
+    assert_eq!(kendall_tau(&[1.0, 1.0, 1.0], &[3.0, 2.0, 1.0]), 0.0);
+    assert_eq!(pearson(&[1.0, 1.0, 1.0], &[3.0, 2.0, 1.0]), 0.0);
+}
+
+#[test]
+fn bootstrap_intervals_and_the_noise_ceiling() {
+    use dnarun::stats::{bootstrap, kendall_tau, pooled_std, tau_ceiling};
+    let a: Vec<f64> = (0..30).map(|i| i as f64).collect();
+    let b: Vec<f64> = a
+        .iter()
+        .map(|x| x + if (*x as i64) % 3 == 0 { 5.0 } else { 0.0 })
+        .collect();
+    let e = bootstrap(&a, &b, kendall_tau, 1000, 1);
+    assert!(e.ci[0] <= e.value && e.value <= e.ci[1], "{e:?}");
+    assert!(e.ci[0] > 0.5 && e.ci[1] <= 1.0, "{e:?}");
+    // Seeded: the same interval again.
+    assert_eq!(e, bootstrap(&a, &b, kendall_tau, 1000, 1));
+    // No noise: a perfect predictor reaches 1; noise as wide as the spread pulls it far down.
+    assert!((tau_ceiling(&a, 0.0, 50, 1) - 1.0).abs() < 1e-12);
+    assert!(tau_ceiling(&a, 30.0, 200, 1) < 0.5);
+    // Pooled std of (1, 3) and (2, 2, 5): sqrt((2 + 6) / (1 + 2)).
+    let s = pooled_std(&[vec![1.0, 3.0], vec![2.0, 2.0, 5.0], vec![7.0]]);
+    assert!((s - (8.0f64 / 3.0).sqrt()).abs() < 1e-12);
+}
+
+#[test]
+fn the_predictor_recovers_known_weights() {
+    use dnarun::space::predictor::Predictor;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let w = [-0.3, -0.1, -0.05];
+    let x: Vec<Vec<f64>> = (0..60)
+        .map(|_| (0..3).map(|_| rng.random_range(0.2..1.0)).collect())
+        .collect();
+    let y: Vec<f64> = x
+        .iter()
+        .map(|r| 0.9 + r.iter().zip(w).map(|(a, b)| a * b).sum::<f64>())
+        .collect();
+    let p = Predictor::fit(&x, &y, 0.0);
+    for (got, want) in p.weights.iter().zip(w) {
+        assert!((got - want).abs() < 1e-9, "{:?}", p.weights);
+    }
+    assert!((p.bias - 0.9).abs() < 1e-9);
+    // The ridge shrinks the weights towards zero; leave-one-out predicts held-out nets.
+    let shrunk = Predictor::fit(&x, &y, 1.0);
+    assert!(shrunk.weights[0].abs() < w[0].abs());
+    let loo = Predictor::loo(&x, &y, 0.0);
+    assert!(loo.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-9));
+}
+
+#[test]
+fn the_exact_search_stays_exact_under_a_learned_predictor() {
+    use dnarun::space::predictor::Predictor;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for trial in 0..40 {
+        let nb = rng.random_range(2..5);
+        let p = Predictor {
+            bias: 0.5,
+            weights: (0..nb).map(|_| rng.random_range(-1.0..0.5)).collect(),
+            ridge: 0.0,
+            n: 0,
+        };
+        let blocks: Vec<Vec<Candidate>> = (0..nb)
+            .map(|i| {
+                (0..rng.random_range(1..7))
+                    .map(|_| Candidate {
+                        rating: p.block_score(i, rng.random_range(0.1..2.0)),
+                        cost: [rng.random_range(1.0..10.0), rng.random_range(1.0..10.0)],
+                    })
+                    .collect()
+            })
+            .collect();
+        let limits = [rng.random_range(5.0..30.0), rng.random_range(5.0..40.0)];
+        let got = top_k(&blocks, [1.0, 0.5], limits, 4);
+        let want = brute_force(&blocks, [1.0, 0.5], limits, 4);
+        assert_eq!(
+            got.iter().map(|f| f.choice.clone()).collect::<Vec<_>>(),
+            want.iter().map(|f| f.choice.clone()).collect::<Vec<_>>(),
+            "trial {trial}"
+        );
+    }
+}

@@ -104,8 +104,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
         }
         for r in c + 1..p {
             let f = a[r][c] / d;
-            for k in c..p {
-                a[r][k] -= f * a[c][k];
+            let (top, bottom) = a.split_at_mut(r);
+            for (x, y) in bottom[0][c..].iter_mut().zip(&top[c][c..]) {
+                *x -= f * y;
             }
             b[r] -= f * b[c];
         }

@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
-use super::retrain::{Retrained, kendall_tau};
+use super::retrain::Retrained;
 use crate::error::RunError;
 use crate::rundir::{read_json, write_atomic, write_json};
+use crate::stats::kendall_tau;
 
 /// The run's final numbers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,6 +18,9 @@ pub struct Report {
     pub architectures: Vec<Retrained>,
     /// Kendall's tau between -rating and accuracy (3 or more architectures).
     pub kendall_tau: Option<f64>,
+    /// Its 95 % bootstrap interval.
+    #[serde(default)]
+    pub kendall_tau_ci: Option<[f64; 2]>,
     /// Where each block ran and how long it took.
     pub blocks: Vec<BlockWork>,
     /// Peak resident memory of each stage, in bytes.
@@ -62,9 +66,7 @@ impl Report {
         if let Some(t) = self.teacher_accuracy {
             s += &format!("\nteacher accuracy: {:.2}%\n", t * 100.0);
         }
-        if let Some(t) = self.kendall_tau {
-            s += &format!("Kendall's tau (lower rating vs higher accuracy): {t:.3}\n");
-        }
+        s += &format!("{}\n", self.tau_line());
         s += "\n| block | device | distill s | rate s | paths |\n|---:|---|---:|---:|---:|\n";
         for b in &self.blocks {
             s += &format!(
@@ -95,10 +97,21 @@ impl Report {
         if let Some(t) = self.teacher_accuracy {
             s += &format!("teacher accuracy {:.2}%\n", t * 100.0);
         }
-        if let Some(t) = self.kendall_tau {
-            s += &format!("Kendall's tau (rating vs accuracy) {t:.3}\n");
-        }
+        s += &format!("{}\n", self.tau_line());
         s
+    }
+
+    /// Kendall's tau between rating and accuracy with n and its interval, or why there is none.
+    pub fn tau_line(&self) -> String {
+        let n = self.architectures.len();
+        match (self.kendall_tau, self.kendall_tau_ci) {
+            (Some(t), Some([lo, hi])) if n >= 5 => format!(
+                "Kendall's tau (lower rating vs higher accuracy) {t:.3}, 95 % CI [{lo:.2}, {hi:.2}], n = {n} nets, one seed each (see `dnarun study` for a ranking study)"
+            ),
+            _ => format!(
+                "Kendall's tau (rating vs accuracy): n = {n} nets, too few to judge (`dnarun study` measures the ranking)"
+            ),
+        }
     }
 }
 
@@ -108,11 +121,12 @@ pub fn run(
     teacher_accuracy: Option<f64>,
     architectures: Vec<Retrained>,
 ) -> Result<Report, RunError> {
-    let tau = (architectures.len() >= 3).then(|| {
-        let neg_rating: Vec<f64> = architectures.iter().map(|r| -r.chosen.rating).collect();
-        let acc: Vec<f64> = architectures.iter().map(|r| r.accuracy).collect();
-        kendall_tau(&neg_rating, &acc)
+    let neg_rating: Vec<f64> = architectures.iter().map(|r| -r.chosen.rating).collect();
+    let acc: Vec<f64> = architectures.iter().map(|r| r.accuracy).collect();
+    let est = (architectures.len() >= 3).then(|| {
+        crate::stats::bootstrap(&neg_rating, &acc, kendall_tau, 2000, ctx.plan.seeds.study())
     });
+    let tau = est.map(|e| e.value);
     let mut blocks = Vec::new();
     for i in 0..ctx.plan.space.blocks.len() {
         let d = ctx.dir.distill_state(i)?;
@@ -144,6 +158,7 @@ pub fn run(
         teacher_accuracy,
         architectures,
         kendall_tau: tau,
+        kendall_tau_ci: est.map(|e| e.ci),
         blocks,
         peak_rss_bytes: ctx.dir.resources()?.peak_rss_bytes,
         skipped_images,

@@ -167,30 +167,3 @@ pub fn run(ctx: &mut Ctx, result: &SearchResult) -> Result<Vec<Retrained>, RunEr
     }
     Ok(out)
 }
-
-/// Kendall's tau-b between two lists.
-pub fn kendall_tau(a: &[f64], b: &[f64]) -> f64 {
-    let (mut conc, mut disc, mut ta, mut tb) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    for i in 0..a.len() {
-        for j in i + 1..a.len() {
-            let (da, db) = (a[i] - a[j], b[i] - b[j]);
-            if da == 0.0 && db == 0.0 {
-                continue;
-            } else if da == 0.0 {
-                ta += 1.0;
-            } else if db == 0.0 {
-                tb += 1.0;
-            } else if da.signum() == db.signum() {
-                conc += 1.0;
-            } else {
-                disc += 1.0;
-            }
-        }
-    }
-    let denom = ((conc + disc + ta) * (conc + disc + tb)).sqrt();
-    if denom == 0.0 {
-        0.0
-    } else {
-        (conc - disc) / denom
-    }
-}
