@@ -39,6 +39,68 @@ pub struct Submitted {
     pub jobs: Jobs,
 }
 
+/// Refuses an `sbatch` option value that could change the script: only the characters Slurm's
+/// own syntax for that option uses.
+fn check_option(
+    flag: &str,
+    value: &str,
+    allowed: fn(char) -> bool,
+    example: &str,
+) -> Result<(), RunError> {
+    if value.is_empty() || !value.chars().all(allowed) {
+        return Err(RunError::Usage(format!(
+            "`--{flag}` is {value:?}, which is not a Slurm {flag}: write it like `{example}` (letters, digits and `{}` only)",
+            match flag {
+                "partition" => "-_.,",
+                "time" => ":-",
+                _ => "",
+            }
+        )));
+    }
+    Ok(())
+}
+
+impl SlurmOptions {
+    /// Checks every value that goes into an `#SBATCH` line.
+    pub fn check(&self) -> Result<(), RunError> {
+        if let Some(p) = &self.partition {
+            check_option(
+                "partition",
+                p,
+                |c| c.is_ascii_alphanumeric() || "-_.,".contains(c),
+                "gpu",
+            )?;
+        }
+        if let Some(t) = &self.time {
+            check_option(
+                "time",
+                t,
+                |c| c.is_ascii_digit() || ":-".contains(c),
+                "1-12:00:00",
+            )?;
+        }
+        if let Some(m) = &self.mem {
+            check_option("mem", m, |c| c.is_ascii_alphanumeric(), "64G")?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a run directory whose path `sbatch` would misread in `--output` (whitespace, `%`
+/// patterns, quotes, control characters).
+fn check_path(dir: &Path) -> Result<(), RunError> {
+    let text = dir.display().to_string();
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "%\"'\\".contains(*c))
+    {
+        return Err(RunError::Usage(format!(
+            "the run directory `{text}` holds {c:?}, which `sbatch --output` cannot take; choose an `experiment.output_dir` without whitespace, `%`, quotes or backslashes"
+        )));
+    }
+    Ok(())
+}
+
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -75,6 +137,9 @@ fn script(
     if let Some(m) = &opts.mem {
         s += &format!("#SBATCH --mem={m}\n");
     }
+    // Slurm sends SIGTERM two minutes before the time limit: dnarun saves and stops (resubmit
+    // to continue).
+    s += "#SBATCH --signal=B:TERM@120\n";
     s += "# Written by `dnarun submit`. Edit and resubmit freely: every stage resumes from its\n";
     s += "# checkpoints. One task of an array alone: `sbatch --array=I THIS_FILE`.\n";
     s += "set -euo pipefail\n";
@@ -190,7 +255,11 @@ pub fn submit(
     opts: &SlurmOptions,
     resubmit: Option<&Path>,
 ) -> Result<Submitted, RunError> {
-    let dir = crate::run::prepare(plan, resubmit, 0)?.dir.canonical();
+    opts.check()?;
+    let dir = crate::run::prepare(plan, resubmit, 0, None)?
+        .dir
+        .canonical();
+    check_path(dir.root())?;
     if !opts.dry_run {
         let old = dir.jobs()?;
         if !old.jobs.is_empty() {

@@ -452,45 +452,47 @@ fn device_names_parse() {
 }
 
 #[test]
-fn ctrl_c_stops_after_saving_and_the_run_resumes() {
-    let dir = out_dir("sigint");
-    let extra = ["distill.epochs=40", "search.top_k=1", "retrain.epochs=1"];
-    let mut child = Command::new(BIN)
-        .args(args(&dir, &extra))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let state = dir.join("tiny-001/distill/block0/state.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !state.exists() {
-        assert!(
-            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
-            "distillation did not start"
+fn ctrl_c_and_sigterm_stop_after_saving_and_the_run_resumes() {
+    for (name, signal) in [("sigint", "INT"), ("sigterm", "TERM")] {
+        let dir = out_dir(name);
+        let extra = ["distill.epochs=40", "search.top_k=1", "retrain.epochs=1"];
+        let mut child = Command::new(BIN)
+            .args(args(&dir, &extra))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let state = dir.join("tiny-001/distill/block0/state.json");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !state.exists() {
+            assert!(
+                Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+                "distillation did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill")
+            .args(["-s", signal, &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        std::thread::sleep(Duration::from_millis(20));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("dnarun resume"), "{err}");
+        let resumed = Command::new(BIN)
+            .args(["resume", &dir.join("tiny-001").display().to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        assert!(dir.join("tiny-001/report.md").exists());
     }
-    let _ = Command::new("kill")
-        .args(["-s", "INT", &child.id().to_string()])
-        .status();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("dnarun resume"), "{err}");
-    let resumed = Command::new(BIN)
-        .args(["resume", &dir.join("tiny-001").display().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    assert!(dir.join("tiny-001/report.md").exists());
 }
 
 #[test]
@@ -853,4 +855,35 @@ fn a_tiny_study_end_to_end_and_resumed_after_a_kill() {
     )
     .unwrap();
     assert!(result["top"][0]["predicted_accuracy"].is_number());
+}
+
+#[test]
+fn a_second_writer_of_a_run_directory_is_refused() {
+    let dir = out_dir("second-writer");
+    let mut first = Command::new(BIN)
+        .args(args(&dir, &["distill.epochs=30"]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = dir.join("tiny-001/distill/block0/state.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !state.exists() {
+        assert!(Instant::now() < deadline, "distillation did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut a = args(&dir, &["distill.epochs=30"]);
+    a.extend([
+        "--run-dir".into(),
+        dir.join("tiny-001").display().to_string(),
+    ]);
+    let second = Command::new(BIN).args(&a).output().unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(second.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("is in use by another dnarun process (pid"),
+        "{err}"
+    );
 }

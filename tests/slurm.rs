@@ -213,3 +213,45 @@ fn a_cancelled_block_task_resubmitted_alone_loses_nothing() {
     let log = std::fs::read_to_string(run.join("slurm/distill.sbatch")).unwrap();
     assert!(log.contains("--run-dir"));
 }
+
+#[test]
+fn values_that_could_change_a_batch_script_are_refused() {
+    // Checked before anything is written or submitted, so no Slurm is needed.
+    let dir = out_dir("injection");
+    for (flag, value) in [
+        ("--partition", "debug\n#SBATCH --wrap=rm"),
+        ("--time", "1:00:00; rm -rf /"),
+        ("--mem", "4G --exclusive"),
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "submit",
+                "tests/fixtures/tiny.toml",
+                "--slurm",
+                "--dry-run",
+                flag,
+                value,
+            ])
+            .args(sets(&dir, &[]))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("`{flag}` is")), "{err}");
+    }
+    let spaced = dir.join("a dir with space");
+    let out = Command::new(BIN)
+        .args(["submit", "tests/fixtures/tiny.toml", "--slurm", "--dry-run"])
+        .args(sets(&spaced, &[]))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot take"));
+    let out = Command::new(BIN)
+        .args(["submit", "tests/fixtures/tiny.toml", "--slurm", "--dry-run"])
+        .args(sets(&dir, &["experiment.name=\"x\\n#SBATCH --wrap=id\""]))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`experiment.name` is"));
+}

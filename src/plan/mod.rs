@@ -10,6 +10,7 @@ mod blocks;
 mod budget;
 mod data;
 mod devices;
+mod limits;
 mod problems;
 mod seeds;
 mod summary;
@@ -225,6 +226,7 @@ impl Plan {
                 Some("upgrade dnarun, or write the recipe for version 1".into()),
             );
         }
+        check_name(&r.experiment.name, &mut p);
         let data = data::resolve(&r.data, &base, &mut p);
         let teacher = teacher::resolve(r, &base, &mut p);
         let taps = teacher::taps(r, &teacher, &mut p);
@@ -232,8 +234,16 @@ impl Plan {
         let mut search = budget::resolve(&r.search, &space, &mut p);
         search.predictor = budget::predictor(&r.search, &base, space.blocks.len(), &mut p);
         let devices = devices::resolve(&r.runtime, &mut p);
-        p.finish()?;
         let batch = |b: Option<usize>| b.unwrap_or(r.data.batch_size);
+        let rate = RateSpec {
+            batch_size: batch(r.rate.batch_size),
+            calibration_batches: r.rate.calibration_batches,
+            max_images: r.rate.max_images,
+        };
+        if p.is_empty() {
+            limits::check(&space, &taps, &data, &rate, &mut p);
+        }
+        p.finish()?;
         Ok(Plan {
             experiment: ExperimentSpec {
                 name: r.experiment.name.clone(),
@@ -247,11 +257,7 @@ impl Plan {
                 weight_decay: r.distill.weight_decay,
                 max_steps: r.distill.max_steps,
             },
-            rate: RateSpec {
-                batch_size: batch(r.rate.batch_size),
-                calibration_batches: r.rate.calibration_batches,
-                max_images: r.rate.max_images,
-            },
+            rate,
             retrain: RetrainSpec {
                 train: train_spec(&r.retrain.settings(), r.data.batch_size),
                 random_controls: r.retrain.random_controls,
@@ -280,6 +286,26 @@ impl Plan {
             search,
             devices,
         })
+    }
+}
+
+/// `experiment.name` becomes a folder name, an MLflow run name and a Slurm job's log name: plain
+/// characters only.
+fn check_name(name: &str, p: &mut Problems) {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with('.');
+    if !ok {
+        p.err(
+            "/experiment/name",
+            format!("`experiment.name` is {name:?}; a name becomes a folder name and a job name"),
+            Some(
+                "use letters, digits, `-`, `_` and `.` (not first), at most 100 characters".into(),
+            ),
+        );
     }
 }
 

@@ -130,7 +130,7 @@ pub struct Data {
     #[schemars(range(min = 2))]
     pub classes: usize,
     /// Side of the square images the models see, in pixels (images are resized to it).
-    #[schemars(range(min = 4))]
+    #[schemars(range(min = 4, max = 4096))]
     pub image_size: usize,
     /// Channels the models see: 1 (grey) or 3 (RGB; grey images are repeated).
     #[schemars(range(min = 1, max = 3))]

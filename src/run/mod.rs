@@ -77,6 +77,8 @@ pub struct Options {
 pub struct Prepared {
     /// The run directory.
     pub dir: RunDir,
+    /// This process's hold on it.
+    pub lock: crate::rundir::RunLock,
     /// The data.
     pub data: data::Dataset,
     /// The device.
@@ -88,7 +90,12 @@ pub struct Prepared {
 /// [`prepare`] for a process that computes on `runtime.devices[device]`: makes a new run
 /// directory (or reopens `resume`), writes or checks the lock file, loads the data and opens
 /// tracking. Every listed device is opened first, so a missing one is reported before any work.
-pub fn prepare(plan: &Plan, resume: Option<&Path>, device: usize) -> Result<Prepared, RunError> {
+pub fn prepare(
+    plan: &Plan,
+    resume: Option<&Path>,
+    device: usize,
+    part: Option<&str>,
+) -> Result<Prepared, RunError> {
     let device_spec = &plan.devices.list[device];
     check_devices(&plan.devices.list)?;
     let device = open_device(device_spec)?;
@@ -97,6 +104,13 @@ pub fn prepare(plan: &Plan, resume: Option<&Path>, device: usize) -> Result<Prep
         Some(d) => RunDir::open(plan, d),
         None => RunDir::create(plan)?,
     };
+    if !dir.root().is_dir() {
+        return Err(RunError::Usage(format!(
+            "`{}` is not a run directory: it does not exist",
+            dir.root().display()
+        )));
+    }
+    let lock = dir.lock(part)?;
     let info = LockInfo::current(plan, device_spec, &data.fingerprint);
     dir.write_or_check_lock(&plan.source.value, &info)?;
     let mut tracker = track::open(&plan.tracking, &dir.spool())?;
@@ -127,6 +141,7 @@ pub fn prepare(plan: &Plan, resume: Option<&Path>, device: usize) -> Result<Prep
     );
     Ok(Prepared {
         dir,
+        lock,
         data,
         device,
         track,
@@ -135,12 +150,23 @@ pub fn prepare(plan: &Plan, resume: Option<&Path>, device: usize) -> Result<Prep
 
 /// Runs the plan; returns the run directory.
 pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
+    let part = match (opts.block, opts.worker) {
+        (Some(b), _) => Some(format!("block{b}")),
+        (None, Some(k)) => Some(format!("worker{k}")),
+        _ => None,
+    };
     let Prepared {
         dir,
+        lock: _lock,
         data,
         device,
         mut track,
-    } = prepare(plan, opts.resume.as_deref(), process_device(plan, opts))?;
+    } = prepare(
+        plan,
+        opts.resume.as_deref(),
+        process_device(plan, opts),
+        part.as_deref(),
+    )?;
     let parent = track.parent.clone();
     let result = run_stages(plan, opts, &data, device, &dir, &mut track);
     let status = match &result {

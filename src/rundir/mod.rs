@@ -46,6 +46,12 @@ pub struct RunDir {
     distill_epochs: usize,
 }
 
+/// A process's hold on a run directory (see [`RunDir::lock`]); released when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    _files: Vec<std::fs::File>,
+}
+
 /// What is finished in a run directory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
@@ -165,6 +171,60 @@ impl RunDir {
             };
             write_atomic(&path, lock.text().as_bytes())
         }
+    }
+
+    /// Takes the run directory for this process: exclusively, or with `part` (a block:
+    /// `block3`) shared with the processes that run other blocks at once and exclusively for
+    /// that block, or as a worker of the process that holds it (`worker1`: that part only). A second writer is refused with a clear message; the lock goes
+    /// with the returned value (and with the process).
+    pub fn lock(&self, part: Option<&str>) -> Result<RunLock, RunError> {
+        let open = |name: &str| -> Result<(std::fs::File, PathBuf), RunError> {
+            let path = self.root.join(name);
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| RunError::write(&path, e))?;
+            Ok((f, path))
+        };
+        let busy = |path: &Path, what: &str| {
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
+            RunError::Usage(format!(
+                "`{}` is in use by another dnarun process{} ({what}); wait for it to finish or stop it, then resume",
+                self.root.display(),
+                if holder.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {})", holder.trim())
+                }
+            ))
+        };
+        let (whole, whole_path) = open(".lock")?;
+        let mut files = Vec::new();
+        match part {
+            None => {
+                whole
+                    .try_lock()
+                    .map_err(|_| busy(&whole_path, "the whole run"))?;
+                let _ = std::fs::write(&whole_path, std::process::id().to_string());
+            }
+            Some(part) => {
+                // A worker runs under its parent's exclusive hold.
+                if !part.starts_with("worker") {
+                    whole
+                        .try_lock_shared()
+                        .map_err(|_| busy(&whole_path, "the whole run"))?;
+                }
+                let (own, own_path) = open(&format!(".lock-{part}"))?;
+                own.try_lock().map_err(|_| busy(&own_path, part))?;
+                let _ = std::fs::write(&own_path, std::process::id().to_string());
+                files.push(own);
+            }
+        }
+        files.push(whole);
+        Ok(RunLock { _files: files })
     }
 
     /// The teacher's files.

@@ -240,7 +240,10 @@ impl BlockSpace {
         let k = self.ops.len();
         let mut out = Vec::new();
         for (ci, cell) in self.cells.iter().enumerate() {
-            let n = k.pow(cell.layers as u32);
+            // Plans refuse blocks with more paths than `plan::limits` allows, so this fits.
+            let n = k
+                .checked_pow(cell.layers as u32)
+                .expect("a checked number of paths");
             for mut code in 0..n {
                 let mut ops = vec![0; cell.layers];
                 for slot in ops.iter_mut().rev() {
