@@ -541,3 +541,118 @@ fn an_imagenet_shaped_folder_streams_in_bounded_memory() {
         );
     }
 }
+
+fn mutate(rng: &mut rand_chacha::ChaCha8Rng, bytes: &mut Vec<u8>, region: usize) {
+    use rand::Rng;
+    for _ in 0..rng.random_range(1..6) {
+        if bytes.is_empty() {
+            return;
+        }
+        let at = rng.random_range(0..region.min(bytes.len()));
+        match rng.random_range(0..3) {
+            0 => bytes[at] = rng.random(),
+            1 => bytes.truncate(at),
+            _ => {
+                let x: u8 = rng.random();
+                bytes.insert(at, x);
+            }
+        }
+    }
+}
+
+#[test]
+fn fuzzed_dataset_files_never_crash_the_readers() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+    let dir = scratch("fuzz");
+    let (mut cases, mut errors) = (0usize, 0usize);
+    let mut tally = |r: std::thread::Result<bool>, what: &str| {
+        assert!(r.is_ok(), "{what} panicked");
+        cases += 1;
+        errors += usize::from(!r.unwrap());
+    };
+    // IDX: the raw quickstart files, headers included.
+    let gz = |name: &str| {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(
+                &std::fs::read(format!("data/fashion-mnist-small/{name}")).unwrap()[..],
+            ),
+            &mut out,
+        )
+        .unwrap();
+        out
+    };
+    let (images, labels) = (
+        gz("t10k-images-idx3-ubyte.gz"),
+        gz("t10k-labels-idx1-ubyte.gz"),
+    );
+    for case in 0..120 {
+        let (mut i, mut l) = (images.clone(), labels.clone());
+        if case % 2 == 0 {
+            mutate(&mut rng, &mut i, 64);
+        } else {
+            mutate(&mut rng, &mut l, 32);
+        }
+        std::fs::write(dir.join("i"), &i).unwrap();
+        std::fs::write(dir.join("l"), &l).unwrap();
+        let r =
+            std::panic::catch_unwind(|| read_idx(&dir.join("i"), &dir.join("l"), 1, 8, 10).is_ok());
+        tally(r, "IDX");
+    }
+    // CIFAR: a generated batch.
+    let mut batch = Vec::new();
+    for k in 0..4u8 {
+        batch.extend(cifar_record(k, k * 40));
+    }
+    for _ in 0..60 {
+        let mut b = batch.clone();
+        mutate(&mut rng, &mut b, 3073 * 4);
+        std::fs::write(dir.join("c.bin"), &b).unwrap();
+        let r =
+            std::panic::catch_unwind(|| read_cifar(&[dir.join("c.bin")], false, 3, 8, 10).is_ok());
+        tally(r, "CIFAR");
+    }
+    // Photos: a real JPEG and PNG from foolbox, mutated, decoded on demand.
+    let photos = std::env::var_os("DNARUN_TEST_FOOLBOX").expect("DNARUN_TEST_FOOLBOX must be set");
+    for (src, ext) in [("imagenet_00_243.jpg", "jpg"), ("cifar10_00_3.png", "png")] {
+        let clean = std::fs::read(Path::new(&photos).join(src)).unwrap();
+        for _ in 0..60 {
+            let mut b = clean.clone();
+            mutate(&mut rng, &mut b, 2048);
+            let flat = dir.join("flat");
+            let _ = std::fs::remove_dir_all(&flat);
+            std::fs::create_dir_all(&flat).unwrap();
+            std::fs::write(flat.join(format!("x_1.{ext}")), &b).unwrap();
+            let r = std::panic::catch_unwind(|| {
+                read_flat_folder(&flat, 3, 32, 10, 0.875).is_ok_and(|im| im.image(0).is_ok())
+            });
+            tally(r, "photo");
+        }
+    }
+    // A 16-byte IDX header whose sizes multiply past 2^64, and 0x0 images.
+    let mut h = vec![0, 0, 8, 3];
+    for d in [u32::MAX, u32::MAX, u32::MAX] {
+        h.extend(d.to_be_bytes());
+    }
+    std::fs::write(dir.join("wrap"), &h).unwrap();
+    std::fs::write(dir.join("l"), &labels).unwrap();
+    assert!(
+        read_idx(&dir.join("wrap"), &dir.join("l"), 1, 8, 10)
+            .unwrap_err()
+            .to_string()
+            .contains("truncated")
+    );
+    let mut z = vec![0, 0, 8, 3];
+    for d in [10u32, 0, 0] {
+        z.extend(d.to_be_bytes());
+    }
+    std::fs::write(dir.join("zero"), &z).unwrap();
+    assert!(
+        read_idx(&dir.join("zero"), &dir.join("l"), 1, 8, 10)
+            .unwrap_err()
+            .to_string()
+            .contains("0x0 pixels")
+    );
+    eprintln!("fuzzed dataset readers: {cases} cases, {errors} refused with an error, 0 crashes");
+}

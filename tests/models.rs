@@ -601,3 +601,202 @@ fn batchnorm_kernels_match_burn_and_their_gradients() {
     let r = batch_norm_train(x2, ones, zeros, 1e-5).output;
     assert!(max_abs_diff(y.reshape([1, 1, 8, 3]), r.reshape([1, 1, 8, 3])) < 1e-4);
 }
+
+/// A legacy torch file around a hand-written state-dict pickle and raw storages.
+fn legacy_file(dict_pickle: &[u8], keys: &[&str], storages: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut b = vec![0x80, 0x02, b'J', 0x0a, 0x0c, 0x00, 0x00, b'.']; // magic number
+    b.extend([0x80, 0x02, b'K', 1001u16 as u8, b'.']); // protocol
+    b.extend([0x80, 0x02, b'}', b'.']); // system info
+    b.extend(dict_pickle);
+    b.extend([0x80, 0x02, b']', b'(']);
+    for k in keys {
+        b.push(b'X');
+        b.extend((k.len() as u32).to_le_bytes());
+        b.extend(k.as_bytes());
+    }
+    b.extend([b'e', b'.']);
+    for (n, data) in storages {
+        b.extend(n.to_le_bytes());
+        b.extend(*data);
+    }
+    b
+}
+
+/// `{name: _rebuild_tensor_v2(PersId(('storage', FloatStorage, key, 'cpu', numel)), 0, shape,
+/// strides)}` as a protocol-2 pickle.
+fn tensor_dict(name: &str, key: &str, shape: &[i64], strides: &[i64]) -> Vec<u8> {
+    let s = |t: &str| {
+        let mut v = vec![b'X'];
+        v.extend((t.len() as u32).to_le_bytes());
+        v.extend(t.as_bytes());
+        v
+    };
+    let int = |i: i64| {
+        let mut v = vec![0x8a, 8];
+        v.extend(i.to_le_bytes());
+        v
+    };
+    let mut b = vec![0x80, 0x02, b'}'];
+    b.extend(s(name));
+    b.extend(b"ctorch._utils\n_rebuild_tensor_v2\n");
+    b.push(b'(');
+    b.push(b'(');
+    b.extend(s("storage"));
+    b.extend(b"ctorch\nFloatStorage\n");
+    b.extend(s(key));
+    b.extend(s("cpu"));
+    b.extend(int(4));
+    b.extend([b't', b'Q']);
+    b.extend(int(0));
+    b.push(b'(');
+    for &d in shape {
+        b.extend(int(d));
+    }
+    b.push(b't');
+    b.push(b'(');
+    for &d in strides {
+        b.extend(int(d));
+    }
+    b.extend([b't', b't', b'R', b's', b'.']);
+    b
+}
+
+#[test]
+fn hostile_weights_files_get_errors_not_crashes() {
+    let dir = Path::new("target/hostile-weights");
+    std::fs::create_dir_all(dir).unwrap();
+    let read = |name: &str, bytes: &[u8]| {
+        let f = dir.join(name);
+        std::fs::write(&f, bytes).unwrap();
+        weights::read_legacy(&f)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let data = [0u8; 16];
+    // A well-formed 2x2 tensor reads.
+    let ok = legacy_file(
+        &tensor_dict("w", "0", &[2, 2], &[2, 1]),
+        &["0"],
+        &[(4, &data)],
+    );
+    read("ok.pth", &ok).unwrap();
+    // A declared shape of petabytes over a 4-element storage: refused before allocating.
+    let huge = legacy_file(
+        &tensor_dict("w", "0", &[1 << 24, 1 << 24], &[1, 1]),
+        &["0"],
+        &[(4, &data)],
+    );
+    assert!(
+        read("huge.pth", &huge)
+            .unwrap_err()
+            .contains("lies outside its storage")
+    );
+    let wraps = legacy_file(
+        &tensor_dict("w", "0", &[1 << 40, 1 << 40], &[1, 1]),
+        &["0"],
+        &[(4, &data)],
+    );
+    assert!(
+        read("wraps.pth", &wraps)
+            .unwrap_err()
+            .contains("outside its storage")
+    );
+    // A storage whose element count times its size wraps.
+    let storage = legacy_file(
+        &tensor_dict("w", "0", &[2], &[1]),
+        &["0"],
+        &[(u64::MAX / 2, &data)],
+    );
+    assert!(read("storage.pth", &storage).is_err());
+    // A short argument tuple.
+    let short = b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n)Rs.";
+    assert!(
+        read("short.pth", &legacy_file(short, &[], &[]))
+            .unwrap_err()
+            .contains("malformed")
+    );
+    // Deep nesting (a list in a list, 100,000 deep).
+    let mut deep = vec![0x80, 0x02];
+    deep.extend(std::iter::repeat_n(b']', 100_000));
+    deep.extend(std::iter::repeat_n(b'a', 99_999));
+    deep.push(b'.');
+    assert!(
+        read("deep.pth", &legacy_file(&deep, &[], &[]))
+            .unwrap_err()
+            .contains("deeper")
+    );
+    // Memo references that double a value 64 times.
+    let mut bomb = vec![0x80, 0x02, b']', b'q', 0];
+    for _ in 0..64 {
+        bomb.extend([b'h', 0, b'h', 0, 0x86, b'q', 0, b'0']);
+    }
+    bomb.push(b'.');
+    let e = read("bomb.pth", &legacy_file(&bomb, &[], &[])).unwrap_err();
+    assert!(e.contains("values") || e.contains("opcode"), "{e}");
+}
+
+#[test]
+fn fuzzed_weights_files_never_crash_the_readers() {
+    use rand::{Rng, SeedableRng};
+    let Some(weights) = lite0_file() else {
+        panic!("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`")
+    };
+    let original = std::fs::read(&weights).unwrap();
+    let dir = Path::new("target/fuzz-weights");
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    // The pickles are the first ~40 KB; mutate there (and sometimes anywhere).
+    let (mut cases, mut errors) = (0, 0);
+    for case in 0..150 {
+        let mut bytes = original.clone();
+        let region = if case % 5 == 0 { bytes.len() } else { 40_000 };
+        for _ in 0..rng.random_range(1..8) {
+            let at = rng.random_range(0..region.min(bytes.len()));
+            match rng.random_range(0..4) {
+                0 => bytes[at] = rng.random(),
+                1 => bytes.truncate(at.max(1)),
+                2 => bytes
+                    .splice(
+                        at..at,
+                        (0..rng.random_range(1..16)).map(|_| rng.random::<u8>()),
+                    )
+                    .for_each(drop),
+                _ => {
+                    let end = (at + rng.random_range(1..64)).min(bytes.len());
+                    bytes.drain(at..end);
+                }
+            }
+        }
+        let f = dir.join("case.pth");
+        std::fs::write(&f, &bytes).unwrap();
+        let r = std::panic::catch_unwind(|| weights::read_legacy(&f).map(|_| ()));
+        assert!(r.is_ok(), "case {case} panicked");
+        cases += 1;
+        errors += usize::from(r.unwrap().is_err());
+    }
+    // And safetensors: an export of random tensors, mutated.
+    let st = dir.join("ok.safetensors");
+    let p = plan("tests/fixtures/tiny.toml", &[]);
+    let device = Device::flex();
+    let net = dnarun::nn::initialize(SuperBlock::new(&p.space, 0, &device), &device, 1);
+    weights::export_safetensors(&net, &st).unwrap();
+    let clean = std::fs::read(&st).unwrap();
+    for case in 0..150 {
+        let mut bytes = clean.clone();
+        for _ in 0..rng.random_range(1..6) {
+            let at = rng.random_range(0..bytes.len());
+            if rng.random_bool(0.7) {
+                bytes[at] = rng.random();
+            } else {
+                bytes.truncate(at.max(1));
+            }
+        }
+        let f = dir.join("case.safetensors");
+        std::fs::write(&f, &bytes).unwrap();
+        let r = std::panic::catch_unwind(|| weights::read_safetensors(&f).map(|_| ()));
+        assert!(r.is_ok(), "safetensors case {case} panicked");
+        cases += 1;
+        errors += usize::from(r.unwrap().is_err());
+    }
+    eprintln!("fuzzed weights readers: {cases} cases, {errors} refused with an error, 0 crashes");
+}

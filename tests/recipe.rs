@@ -645,3 +645,43 @@ fn shell_completions_are_valid_scripts() {
         assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
     }
 }
+
+#[test]
+fn fuzzed_recipes_never_crash_the_loader() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(31);
+    let clean = std::fs::read_to_string("tests/fixtures/tiny.toml").unwrap();
+    let dir = std::path::Path::new("target/recipe-tests/fuzz");
+    std::fs::create_dir_all(dir).unwrap();
+    let alphabet: Vec<char> = "[]{}=\"'.,#\n 0123456789-_abcxyzé\\".chars().collect();
+    let (mut cases, mut errors) = (0, 0);
+    for case in 0..300 {
+        let mut chars: Vec<char> = clean.chars().collect();
+        for _ in 0..rng.random_range(1..6) {
+            let at = rng.random_range(0..chars.len());
+            match rng.random_range(0..3) {
+                0 => chars[at] = alphabet[rng.random_range(0..alphabet.len())],
+                1 => {
+                    chars.remove(at);
+                }
+                _ => chars.insert(at, alphabet[rng.random_range(0..alphabet.len())]),
+            }
+        }
+        let f = dir.join(format!("case{}.toml", case % 4));
+        std::fs::write(&f, chars.iter().collect::<String>()).unwrap();
+        let r = std::panic::catch_unwind(|| {
+            recipe::load(&f, &Overrides::default())
+                .map_err(|d| d.render())
+                .and_then(|l| {
+                    Plan::resolve(&l)
+                        .map(|p| p.summary())
+                        .map_err(|d| d.render())
+                })
+                .is_ok()
+        });
+        assert!(r.is_ok(), "case {case} panicked");
+        cases += 1;
+        errors += usize::from(!r.unwrap());
+    }
+    eprintln!("fuzzed recipe loader: {cases} cases, {errors} refused with diagnostics, 0 crashes");
+}

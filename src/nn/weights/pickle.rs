@@ -87,7 +87,7 @@ impl<'a> Reader<'a> {
         loop {
             let op = self.u8()?;
             if op == b'.' {
-                return m.pop();
+                return m.pop().map(|i| i.v);
             }
             if !(m.literal(self, op)?
                 || m.container(op)?
@@ -107,29 +107,107 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A value on the machine's stack with its nesting depth and node count, so that hostile files
+/// (deep nesting, memo references that copy large values again and again) are refused before
+/// they exhaust the stack or memory.
+#[derive(Clone)]
+struct Item {
+    v: V,
+    depth: usize,
+    nodes: usize,
+}
+
+impl Item {
+    fn leaf(v: V) -> Item {
+        Item {
+            v,
+            depth: 0,
+            nodes: 1,
+        }
+    }
+
+    /// A value built of `parts`.
+    fn of(v: V, parts: &[&Item]) -> Item {
+        Item {
+            v,
+            depth: 1 + parts.iter().map(|p| p.depth).max().unwrap_or(0),
+            nodes: 1 + parts.iter().map(|p| p.nodes).sum::<usize>(),
+        }
+    }
+}
+
+/// Deeper nesting than a state dict ever has.
+const MAX_DEPTH: usize = 256;
+/// More values than a state dict of even the largest models holds (EfficientNet-B7: ~10^4).
+const MAX_NODES: usize = 1 << 22;
+
 /// The pickle machine's stack and memo.
 #[derive(Default)]
 struct Machine {
-    stack: Vec<V>,
-    memo: HashMap<usize, V>,
+    stack: Vec<Item>,
+    memo: HashMap<usize, Item>,
+    nodes: usize,
 }
 
 impl Machine {
-    fn pop(&mut self) -> Result<V, String> {
+    fn push(&mut self, item: Item) -> Result<(), String> {
+        self.nodes = self.nodes.saturating_add(item.nodes);
+        if item.depth > MAX_DEPTH {
+            return Err(format!(
+                "has a malformed pickle (nested deeper than {MAX_DEPTH})"
+            ));
+        }
+        if self.nodes > MAX_NODES {
+            return Err(format!(
+                "has a malformed pickle (more than {MAX_NODES} values)"
+            ));
+        }
+        self.stack.push(item);
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Result<Item, String> {
         self.stack
             .pop()
             .ok_or_else(|| "has a malformed pickle (stack underflow)".to_string())
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<V>, String> {
+    fn pop_mark(&mut self) -> Result<Vec<Item>, String> {
         let at = self
             .stack
             .iter()
-            .rposition(|v| matches!(v, V::Mark))
+            .rposition(|v| matches!(v.v, V::Mark))
             .ok_or("has a malformed pickle (no mark)")?;
         let items = self.stack.split_off(at + 1);
         self.stack.pop();
         Ok(items)
+    }
+
+    /// Adds `parts` to the container on top of the stack (a dict takes key-value pairs).
+    fn extend_top(&mut self, parts: Vec<Item>) -> Result<(), String> {
+        let Some(top) = self.stack.last_mut() else {
+            return Err("has a malformed pickle (stack underflow)".into());
+        };
+        for p in &parts {
+            top.depth = top.depth.max(p.depth + 1);
+            top.nodes += p.nodes;
+        }
+        if top.depth > MAX_DEPTH {
+            return Err(format!(
+                "has a malformed pickle (nested deeper than {MAX_DEPTH})"
+            ));
+        }
+        match &mut top.v {
+            V::Dict(d) => {
+                let mut it = parts.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    d.push((k.v, v.v));
+                }
+            }
+            V::List(l) => l.extend(parts.into_iter().map(|p| p.v)),
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Constants, numbers, strings and bytes; `false` when `op` is not one of them.
@@ -181,19 +259,19 @@ impl Machine {
             }
             _ => return Ok(false),
         };
-        self.stack.push(v);
+        self.push(Item::leaf(v))?;
         Ok(true)
     }
 
     /// Dicts, lists and tuples; `false` when `op` is not one of them.
     fn container(&mut self, op: u8) -> Result<bool, String> {
         match op {
-            b'}' => self.stack.push(V::Dict(Vec::new())),
-            b']' => self.stack.push(V::List(Vec::new())),
-            b')' => self.stack.push(V::Tuple(Vec::new())),
+            b'}' => self.push(Item::of(V::Dict(Vec::new()), &[]))?,
+            b']' => self.push(Item::of(V::List(Vec::new()), &[]))?,
+            b')' => self.push(Item::of(V::Tuple(Vec::new()), &[]))?,
             b't' => {
                 let items = self.pop_mark()?;
-                self.stack.push(V::Tuple(items));
+                self.push(tuple(items))?;
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
@@ -201,35 +279,24 @@ impl Machine {
                     return Err("has a malformed pickle (stack underflow)".into());
                 }
                 let items = self.stack.split_off(self.stack.len() - n);
-                self.stack.push(V::Tuple(items));
+                self.push(tuple(items))?;
             }
             b's' => {
                 let v = self.pop()?;
                 let k = self.pop()?;
-                if let Some(V::Dict(d)) = self.stack.last_mut() {
-                    d.push((k, v));
-                }
+                self.extend_top(vec![k, v])?;
             }
             b'u' => {
                 let items = self.pop_mark()?;
-                if let Some(V::Dict(d)) = self.stack.last_mut() {
-                    let mut it = items.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        d.push((k, v));
-                    }
-                }
+                self.extend_top(items)?;
             }
             b'a' => {
                 let v = self.pop()?;
-                if let Some(V::List(l)) = self.stack.last_mut() {
-                    l.push(v);
-                }
+                self.extend_top(vec![v])?;
             }
             b'e' => {
                 let items = self.pop_mark()?;
-                if let Some(V::List(l)) = self.stack.last_mut() {
-                    l.extend(items);
-                }
+                self.extend_top(items)?;
             }
             _ => return Ok(false),
         }
@@ -245,8 +312,8 @@ impl Machine {
             _ => None,
         };
         if let Some(i) = put {
-            self.memo
-                .insert(i, self.stack.last().cloned().unwrap_or(V::None));
+            let top = self.stack.last().cloned().unwrap_or(Item::leaf(V::None));
+            self.memo.insert(i, top);
             return Ok(true);
         }
         let get = match op {
@@ -259,7 +326,7 @@ impl Machine {
             .get(&get)
             .cloned()
             .ok_or("has a malformed pickle (memo)")?;
-        self.stack.push(v);
+        self.push(v)?;
         Ok(true)
     }
 
@@ -269,38 +336,56 @@ impl Machine {
             b'c' => {
                 let module = r.line()?;
                 let name = r.line()?;
-                self.stack.push(V::Global(module, name));
+                self.push(Item::leaf(V::Global(module, name)))?;
             }
             0x93 => {
                 let name = self.pop()?;
                 let module = self.pop()?;
-                self.stack.push(V::Global(
-                    module.as_str().unwrap_or_default().into(),
-                    name.as_str().unwrap_or_default().into(),
-                ));
+                self.push(Item::leaf(V::Global(
+                    module.v.as_str().unwrap_or_default().into(),
+                    name.v.as_str().unwrap_or_default().into(),
+                )))?;
             }
             b'R' | 0x81 => {
                 let args = self.pop()?;
                 let f = self.pop()?;
                 // An OrderedDict() is filled by SETITEMS afterwards: make it a dict now.
-                let v = match &f {
+                let item = match &f.v {
                     V::Global(m, n) if m == "collections" && n == "OrderedDict" => {
-                        V::Dict(Vec::new())
+                        Item::of(V::Dict(Vec::new()), &[])
                     }
-                    _ => V::Call(Box::new(f), Box::new(args)),
+                    _ => {
+                        let meta = Item::of(V::None, &[&f, &args]);
+                        Item {
+                            v: V::Call(Box::new(f.v), Box::new(args.v)),
+                            ..meta
+                        }
+                    }
                 };
-                self.stack.push(v);
+                self.push(item)?;
             }
             b'b' => {
                 self.pop()?; // state set on an object: not needed
             }
             b'Q' => {
                 let pid = self.pop()?;
-                self.stack.push(V::PersId(Box::new(pid)));
+                let meta = Item::of(V::None, &[&pid]);
+                self.push(Item {
+                    v: V::PersId(Box::new(pid.v)),
+                    ..meta
+                })?;
             }
             _ => return Ok(false),
         }
         Ok(true)
+    }
+}
+
+fn tuple(items: Vec<Item>) -> Item {
+    let meta = Item::of(V::None, &items.iter().collect::<Vec<_>>());
+    Item {
+        v: V::Tuple(items.into_iter().map(|i| i.v).collect()),
+        ..meta
     }
 }
 
