@@ -685,3 +685,28 @@ fn fuzzed_recipes_never_crash_the_loader() {
     }
     eprintln!("fuzzed recipe loader: {cases} cases, {errors} refused with diagnostics, 0 crashes");
 }
+
+#[test]
+fn nested_schema_errors_point_at_the_innermost_key() {
+    let l = recipe::load(
+        Path::new("tests/fixtures/photos.toml"),
+        &Overrides {
+            sets: vec![
+                "teacher.cnn.stem_stride=4".into(),
+                "teacher.cnn.stages.0.kernal=3".into(),
+            ],
+            env: false,
+        },
+    );
+    let text = l.unwrap_err().render();
+    assert!(
+        text.contains("unknown key `teacher.cnn.stages[0].kernal`"),
+        "{text}"
+    );
+    assert!(text.contains("did you mean `kernel`?"), "{text}");
+    assert!(
+        text.contains("`teacher.cnn.stem_stride` must be at most 2, found 4"),
+        "{text}"
+    );
+    assert!(!text.contains("must be a table, found a table"), "{text}");
+}

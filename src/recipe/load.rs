@@ -682,8 +682,28 @@ pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
     // A misspelt required key shows up twice (unknown + missing): report it once, as unknown.
     let mut suggested: Vec<String> = Vec::new();
     let mut missing: Vec<(String, Diagnostic)> = Vec::new();
-    for err in validator.iter_errors(value) {
+    let mut queue: std::collections::VecDeque<jsonschema::ValidationError<'static>> =
+        validator.iter_errors(value).map(|e| e.to_owned()).collect();
+    while let Some(err) = queue.pop_front() {
         let pointer = err.instance_path.as_str().to_string();
+        // A value of the right kind that fails inside (an optional table with a bad key): report
+        // the innermost problems, with their own expected and found, instead of "must be a table".
+        let inner = match &err.kind {
+            K::AnyOf { context } | K::OneOfNotValid { context } => context.iter().position(|b| {
+                !b.is_empty()
+                    && b.iter()
+                        .all(|e| e.instance_path.as_str().len() > pointer.len())
+            }),
+            _ => None,
+        };
+        if let Some(i) = inner {
+            if let K::AnyOf { context } | K::OneOfNotValid { context } = err.kind {
+                for e in context.into_iter().nth(i).into_iter().flatten().rev() {
+                    queue.push_front(e);
+                }
+            }
+            continue;
+        }
         let key = display_key(&pointer);
         let node = schema_at(&schema, &pointer);
         let d = match &err.kind {
