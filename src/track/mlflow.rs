@@ -51,12 +51,121 @@ pub struct MlflowServer {
     worker: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The connection settings MLflow's own client reads from the environment: a bearer token
+/// (`MLFLOW_TRACKING_TOKEN`) or basic credentials (`MLFLOW_TRACKING_USERNAME`,
+/// `MLFLOW_TRACKING_PASSWORD`), a CA bundle (`MLFLOW_TRACKING_SERVER_CERT_PATH`), and
+/// `MLFLOW_TRACKING_INSECURE_TLS=true` to skip certificate checks. Credentials are sent as a
+/// header only, never logged, printed or written to the spool.
+struct Connection {
+    authorization: Option<String>,
+    tls: ureq::tls::TlsConfig,
+}
+
+fn connection() -> &'static Connection {
+    static C: std::sync::OnceLock<Connection> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let authorization = match (
+            var("MLFLOW_TRACKING_TOKEN"),
+            var("MLFLOW_TRACKING_USERNAME"),
+            var("MLFLOW_TRACKING_PASSWORD"),
+        ) {
+            (Some(t), _, _) => Some(format!("Bearer {t}")),
+            (None, Some(u), Some(p)) => Some(format!("Basic {}", base64(format!("{u}:{p}").as_bytes()))),
+            _ => None,
+        };
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if var("MLFLOW_TRACKING_INSECURE_TLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            tls = tls.disable_verification(true);
+        }
+        if let Some(path) = var("MLFLOW_TRACKING_SERVER_CERT_PATH") {
+            match std::fs::read(&path) {
+                Ok(pem) => {
+                    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                        .filter_map(|i| match i {
+                            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                            _ => None,
+                        })
+                        .collect();
+                    tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+                }
+                Err(e) => tracing::warn!(
+                    "`MLFLOW_TRACKING_SERVER_CERT_PATH` = `{path}` cannot be read ({e}); using the default roots"
+                ),
+            }
+        }
+        Connection {
+            authorization,
+            tls: tls.build(),
+        }
+    })
+}
+
+/// Standard base64 (for the basic-auth header).
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |a, (i, &b)| a | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A request with the credentials of [`connection`].
+fn authorized<B>(req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    match &connection().authorization {
+        Some(a) => req.header("Authorization", a),
+        None => req,
+    }
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(20)))
         .http_status_as_error(false)
+        .tls_config(connection().tls.clone())
         .build()
         .into()
+}
+
+/// MLflow's limits on a param (`MAX_PARAM_VAL_LENGTH`, `MAX_ENTITY_KEY_LENGTH` in
+/// `mlflow/utils/validation.py`): the server refuses longer ones, so they are truncated with a
+/// warning, as MLflow's autologging does.
+const MAX_PARAM_VALUE: usize = 6000;
+const MAX_PARAM_KEY: usize = 250;
+
+fn truncated(params: &[(String, String)]) -> Vec<(String, String)> {
+    let cut = |s: &str, n: usize| -> String {
+        let mut end = n.min(s.len());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_string()
+    };
+    params
+        .iter()
+        .map(|(k, v)| {
+            if k.len() > MAX_PARAM_KEY || v.len() > MAX_PARAM_VALUE {
+                tracing::warn!(
+                    "the param `{}` is longer than MLflow takes ({} / {} characters for keys / values); logged truncated",
+                    cut(k, 80),
+                    MAX_PARAM_KEY,
+                    MAX_PARAM_VALUE
+                );
+            }
+            (cut(k, MAX_PARAM_KEY), cut(v, MAX_PARAM_VALUE))
+        })
+        .collect()
 }
 
 enum CallError {
@@ -102,7 +211,7 @@ fn url_path(path: &str) -> String {
 
 fn post(agent: &ureq::Agent, uri: &str, endpoint: &str, body: &Value) -> Result<Value, CallError> {
     let url = format!("{uri}/api/2.0/mlflow/{endpoint}");
-    match agent.post(&url).send_json(body) {
+    match authorized(agent.post(&url)).send_json(body) {
         Ok(mut r) => {
             let status = r.status().as_u16();
             let text = r.body_mut().read_to_string().unwrap_or_default();
@@ -127,7 +236,7 @@ fn get(
     query: &[(&str, &str)],
 ) -> Result<(u16, Value), CallError> {
     let url = format!("{uri}/api/2.0/mlflow/{endpoint}");
-    let mut req = agent.get(&url);
+    let mut req = authorized(agent.get(&url));
     for (k, v) in query {
         req = req.query(*k, *v);
     }
@@ -210,7 +319,7 @@ fn send(agent: &ureq::Agent, uri: &str, op: &Op) -> Result<(), CallError> {
                 "{uri}/api/2.0/mlflow-artifacts/artifacts/{}",
                 url_path(&format!("{experiment_id}/{run_id}/artifacts/{path}"))
             );
-            match agent.put(&url).send(&bytes[..]) {
+            match authorized(agent.put(&url)).send(&bytes[..]) {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => Err(
                     CallError::Transient(format!("answered {} to an artifact upload", r.status())),
@@ -249,6 +358,25 @@ fn write_spool(path: &Path, pending: &VecDeque<Op>) {
     let _ = crate::rundir::write_atomic_io(path, |tmp| std::fs::write(tmp, text));
 }
 
+/// Appends a call the server refused for good to `<spool>.rejected.jsonl` (kept, never retried);
+/// returns that file.
+fn set_aside(spool: &Path, op: Option<Op>) -> PathBuf {
+    let path = spool.with_extension("rejected.jsonl");
+    if let Some(op) = op
+        && let Ok(line) = serde_json::to_string(&op)
+    {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    path
+}
+
 fn read_spool(path: &Path) -> VecDeque<Op> {
     std::fs::read_to_string(path)
         .map(|t| {
@@ -273,8 +401,11 @@ fn worker(uri: String, spool: PathBuf, rx: Receiver<Msg>) {
                     *backoff = Duration::from_millis(200);
                 }
                 Err(CallError::Fatal(m)) => {
-                    tracing::warn!("MLflow dropped a call it will never accept: {m}");
-                    pending.pop_front();
+                    let rejected = set_aside(&spool, pending.pop_front());
+                    tracing::warn!(
+                        "the MLflow server will never take a call ({m}); set aside in `{}`, the others go on",
+                        rejected.display()
+                    );
                 }
                 Err(CallError::Transient(m)) => {
                     tracing::debug!(
@@ -355,7 +486,7 @@ impl MlflowServer {
             uri: uri.clone(),
             problem,
         };
-        match agent.get(format!("{uri}/health")).call() {
+        match authorized(agent.get(format!("{uri}/health"))).call() {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => {
                 return Err(fail(format!(
@@ -485,7 +616,7 @@ impl Tracker for MlflowServer {
         self.enqueue(Op::LogBatch {
             run_id: run.into(),
             metrics: vec![],
-            params: params.to_vec(),
+            params: truncated(params),
             tags: vec![],
         });
         Ok(())
@@ -563,8 +694,15 @@ pub fn replay(uri: &str, spool: &Path) -> Result<(usize, usize), TrackError> {
     let total = pending.len();
     while let Some(op) = pending.front() {
         match send(&agent, uri, op) {
-            Ok(()) | Err(CallError::Fatal(_)) => {
+            Ok(()) => {
                 pending.pop_front();
+            }
+            Err(CallError::Fatal(m)) => {
+                let rejected = set_aside(spool, pending.pop_front());
+                tracing::warn!(
+                    "the MLflow server will never take a call ({m}); set aside in `{}`",
+                    rejected.display()
+                );
             }
             Err(CallError::Transient(m)) => {
                 write_spool(spool, &pending);
@@ -581,4 +719,24 @@ pub fn replay(uri: &str, spool: &Path) -> Result<(usize, usize), TrackError> {
     }
     write_spool(spool, &pending);
     Ok((total, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{base64, truncated};
+
+    #[test]
+    fn basic_auth_is_standard_base64() {
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+    }
+
+    #[test]
+    fn oversized_params_are_truncated_at_mlflows_limits() {
+        let long = "é".repeat(4000);
+        let t = truncated(&[("k".repeat(300), long.clone())]);
+        assert_eq!(t[0].0.len(), 250);
+        assert!(t[0].1.len() <= 6000 && long.starts_with(&t[0].1));
+    }
 }
