@@ -265,13 +265,56 @@ fn a_run_on_a_real_server() {
         free_port(),
         &format!("sqlite:///{}/mlflow.db", dir.display()),
     );
-    let out = run_tiny(&dir.join("runs"), &server.uri(), "tiny-server", &[]);
+    let out = run_tiny(
+        &dir.join("runs"),
+        &server.uri(),
+        "tiny-server",
+        &["tracking.system_metrics_seconds=0.3"],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     check_tree(&server, "tiny-server", &dir.join("runs/tiny-001"), 3);
+    // The link printed opens the training-runs view.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/#/experiments/") && err.contains("/runs"),
+        "{err}"
+    );
+    // Dataset inputs (the Dataset column) and system metrics on the parent run.
+    let (_, runs) = server.runs("tiny-server");
+    let parent = runs
+        .iter()
+        .find(|r| tag(r, "mlflow.parentRunId").is_none())
+        .unwrap();
+    let inputs = parent["inputs"]["dataset_inputs"].as_array().unwrap();
+    let contexts: Vec<&str> = inputs
+        .iter()
+        .filter_map(|i| {
+            i["tags"]
+                .as_array()?
+                .iter()
+                .find(|t| t["key"] == "mlflow.data.context")?["value"]
+                .as_str()
+        })
+        .collect();
+    for c in ["train", "distill", "rate", "test"] {
+        assert!(contexts.contains(&c), "{contexts:?}");
+    }
+    assert!(
+        inputs
+            .iter()
+            .all(|i| i["dataset"]["digest"].as_str().unwrap().len() == 12)
+    );
+    let id = parent["info"]["run_id"].as_str().unwrap();
+    for key in [
+        "system/cpu_utilization_percentage",
+        "system/system_memory_usage_megabytes",
+    ] {
+        assert!(!server.history(id, key).is_empty(), "{key}");
+    }
     let exp = server.get(
         "experiments/get-by-name",
         &[("experiment_name", "tiny-server")],
@@ -331,7 +374,8 @@ fn a_run_on_a_real_server() {
         .unwrap()
         .flatten()
         .flat_map(|e| walk_files(&e.path()))
-        .any(|p| p.ends_with("sub dir?/my recipe#1 100%.toml"));
+        .any(|p| p.ends_with("sub dir?/my recipe_1 100%.toml"));
+    // (MLflow refuses `#` in artifact paths: it becomes `_`.)
     assert!(stored, "the artifact is stored under its own name");
     server.stop();
 }

@@ -175,6 +175,8 @@ pub struct TrackingSpec {
     pub experiment: String,
     /// The local store to write to when the server cannot be reached at start, if allowed.
     pub fallback: Option<PathBuf>,
+    /// Seconds between `system/*` samples (`None`: off).
+    pub system_metrics: Option<std::time::Duration>,
 }
 
 /// The fully resolved, checked run.
@@ -343,5 +345,7 @@ fn tracking(r: &crate::recipe::Recipe, base: &std::path::Path) -> TrackingSpec {
             .clone()
             .unwrap_or_else(|| r.experiment.name.clone()),
         fallback: t.fallback_to_local.then(|| local("file:./mlruns")),
+        system_metrics: (t.system_metrics_seconds > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(t.system_metrics_seconds)),
     }
 }

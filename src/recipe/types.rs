@@ -797,6 +797,16 @@ pub struct Tracking {
     /// When the server cannot be reached at start, write to the local store instead of failing.
     #[serde(default)]
     pub fallback_to_local: bool,
+    /// Seconds between samples of the machine's load, logged to the run as `system/*` metrics
+    /// (CPU and memory utilisation, named as MLflow's system-metrics logger names them); 0
+    /// turns them off.
+    #[serde(default = "default_system_seconds")]
+    #[schemars(range(min = 0.0))]
+    pub system_metrics_seconds: f64,
+}
+
+fn default_system_seconds() -> f64 {
+    10.0
 }
 
 fn default_tracking_uri() -> String {
@@ -809,6 +819,7 @@ impl Default for Tracking {
             uri: default_tracking_uri(),
             experiment: None,
             fallback_to_local: false,
+            system_metrics_seconds: default_system_seconds(),
         }
     }
 }

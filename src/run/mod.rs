@@ -127,13 +127,17 @@ pub fn prepare(
             ];
             let id = tracker.start_run(&dir.name(), None, &tags)?;
             tracker.log_params(&id, &flatten_params(&plan.source.value))?;
+            tracker.log_inputs(&id, &dataset_inputs(plan, &data))?;
             tracker.log_artifact(&id, &dir.lock_file(), "")?;
             tracker.log_artifact(&id, &plan.source.path, "")?;
             dir.write_tracking_id("parent", &id)?;
             id
         }
     };
-    let track = Track::new(tracker, parent, dir.clone());
+    let mut track = Track::new(tracker, parent, dir.clone());
+    if let Some(every) = plan.tracking.system_metrics {
+        track = track.with_system_metrics(every);
+    }
     eprintln!(
         "run directory `{}`; tracking to {}",
         dir.root().display(),
@@ -146,6 +150,35 @@ pub fn prepare(
         device,
         track,
     })
+}
+
+/// The datasets of a run as MLflow dataset inputs: the training split, the distillation and
+/// rating subsets drawn from it, and the test split, with the run's data fingerprint as digest.
+fn dataset_inputs(plan: &Plan, data: &data::Dataset) -> Vec<track::DatasetInput> {
+    let source = |s: &crate::plan::SplitSpec| match s {
+        crate::plan::SplitSpec::Idx { images, .. } => images.display().to_string(),
+        crate::plan::SplitSpec::Cifar { files } => files
+            .first()
+            .map(|f| f.display().to_string())
+            .unwrap_or_default(),
+        crate::plan::SplitSpec::Folder { dir } => dir.display().to_string(),
+    };
+    let digest = data.fingerprint.chars().take(12).collect::<String>();
+    [
+        ("train", &plan.data.train, data.train_idx.len()),
+        ("distill", &plan.data.train, data.search.len()),
+        ("rate", &plan.data.train, data.rate.len()),
+        ("test", &plan.data.test, data.test_idx.len()),
+    ]
+    .into_iter()
+    .map(|(role, split, rows)| track::DatasetInput {
+        name: format!("{}-{role}", plan.experiment.name),
+        digest: digest.clone(),
+        source: source(split),
+        context: role.into(),
+        rows,
+    })
+    .collect()
 }
 
 /// Runs the plan; returns the run directory.
@@ -177,6 +210,7 @@ pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
         Err(RunError::Stopped(_)) => Some(RunStatus::Killed),
         Err(_) => Some(RunStatus::Failed),
     };
+    let _ = track.log_system();
     if let Some(s) = status {
         let _ = track.tracker.end_run(&parent, s);
     }

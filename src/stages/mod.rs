@@ -34,6 +34,7 @@ pub struct Track {
     pub parent: String,
     dir: RunDir,
     last_ts: i64,
+    system: Option<crate::track::system::SystemMetrics>,
 }
 
 impl Track {
@@ -44,7 +45,25 @@ impl Track {
             parent,
             dir,
             last_ts: 0,
+            system: None,
         }
+    }
+
+    /// Samples the machine's load every `interval` into the parent run (`system/*` metrics).
+    pub fn with_system_metrics(mut self, interval: std::time::Duration) -> Track {
+        self.system = Some(crate::track::system::SystemMetrics::start(interval));
+        self
+    }
+
+    /// Logs the system samples taken so far to the parent run.
+    pub fn log_system(&mut self) -> Result<(), RunError> {
+        if let Some(s) = &self.system {
+            let samples = s.drain();
+            if !samples.is_empty() {
+                self.tracker.log_metrics(&self.parent, &samples)?;
+            }
+        }
+        Ok(())
     }
 
     /// The child run `name`, started on first use.
@@ -72,6 +91,7 @@ impl Track {
         step: i64,
         values: &[(&str, f64)],
     ) -> Result<(), RunError> {
+        self.log_system()?;
         let mut ts = now_ms();
         if ts <= self.last_ts {
             ts = self.last_ts + 1;

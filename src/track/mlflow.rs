@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Metric, RunStatus, TrackError, Tracker, now_ms};
+use super::{DatasetInput, Metric, RunStatus, TrackError, Tracker, now_ms};
 
 /// One queued call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +34,10 @@ enum Op {
         run_id: String,
         status: String,
         end_time: i64,
+    },
+    Inputs {
+        run_id: String,
+        datasets: Value,
     },
 }
 
@@ -315,6 +319,8 @@ fn send(agent: &ureq::Agent, uri: &str, op: &Op) -> Result<(), CallError> {
             } else {
                 format!("{dir}/{name}")
             };
+            // The server refuses `#` in artifact paths (it would read it as a URL fragment).
+            let path = path.replace('#', "_");
             let url = format!(
                 "{uri}/api/2.0/mlflow-artifacts/artifacts/{}",
                 url_path(&format!("{experiment_id}/{run_id}/artifacts/{path}"))
@@ -331,6 +337,13 @@ fn send(agent: &ureq::Agent, uri: &str, op: &Op) -> Result<(), CallError> {
                 Err(e) => Err(request_error(e)),
             }
         }
+        Op::Inputs { run_id, datasets } => post(
+            agent,
+            uri,
+            "runs/log-inputs",
+            &json!({"run_id": run_id, "datasets": datasets}),
+        )
+        .map(|_| ()),
         Op::End {
             run_id,
             status,
@@ -666,6 +679,29 @@ impl Tracker for MlflowServer {
         Ok(())
     }
 
+    fn log_inputs(&mut self, run: &str, datasets: &[DatasetInput]) -> Result<(), TrackError> {
+        let datasets: Vec<Value> = datasets
+            .iter()
+            .map(|d| {
+                json!({
+                    "dataset": {
+                        "name": d.name,
+                        "digest": d.digest,
+                        "source_type": "local",
+                        "source": json!({"uri": d.source}).to_string(),
+                        "profile": json!({"num_rows": d.rows}).to_string(),
+                    },
+                    "tags": [{"key": "mlflow.data.context", "value": d.context}],
+                })
+            })
+            .collect();
+        self.enqueue(Op::Inputs {
+            run_id: run.into(),
+            datasets: Value::Array(datasets),
+        });
+        Ok(())
+    }
+
     fn flush(&mut self) -> usize {
         let (tx, rx) = channel();
         if self
@@ -680,7 +716,7 @@ impl Tracker for MlflowServer {
 
     fn describe(&self) -> String {
         format!(
-            "MLflow server {} (experiment {})",
+            "MLflow server {0} (experiment {1}): {0}/#/experiments/{1}/runs",
             self.uri, self.experiment_id
         )
     }

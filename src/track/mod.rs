@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod system;
+
 pub use local::LocalStore;
 pub use mlflow::{MlflowServer, replay};
 
@@ -71,6 +73,21 @@ pub struct Metric {
     pub timestamp: i64,
 }
 
+/// A dataset a run used, as MLflow's dataset inputs describe it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DatasetInput {
+    /// Name (`<experiment>-<role>`).
+    pub name: String,
+    /// Digest (the start of the run's data fingerprint).
+    pub digest: String,
+    /// Where it is read from.
+    pub source: String,
+    /// Its role: `train`, `distill`, `rate`, `test`.
+    pub context: String,
+    /// Images in it.
+    pub rows: usize,
+}
+
 /// What the stages log through.
 pub trait Tracker: Send {
     /// Starts a run (a child of `parent` when given); returns its id.
@@ -90,6 +107,12 @@ pub trait Tracker: Send {
     fn log_artifact(&mut self, run: &str, file: &Path, dir: &str) -> Result<(), TrackError>;
     /// Ends a run.
     fn end_run(&mut self, run: &str, status: RunStatus) -> Result<(), TrackError>;
+    /// Records the datasets a run used (MLflow dataset inputs: the Dataset column and panel).
+    /// The local store keeps them as the run's `dnarun.datasets` tag instead.
+    fn log_inputs(&mut self, run: &str, datasets: &[DatasetInput]) -> Result<(), TrackError> {
+        let text = serde_json::to_string(datasets).unwrap_or_default();
+        self.set_tags(run, &[("dnarun.datasets".into(), text)])
+    }
     /// Sends anything held back; returns how many items are still unsent.
     fn flush(&mut self) -> usize {
         0
