@@ -673,6 +673,34 @@ fn unknown_keys<'a>(
     out
 }
 
+/// "`key` must be <what the schema allows>, found <what it is>", with a "did you mean".
+fn mismatch(key: &str, node: Option<&Value>, instance: &Value) -> Diagnostic {
+    let options = node.map(enum_options).unwrap_or_default();
+    let expected = if options.is_empty() {
+        node.map(expected_kind)
+            .unwrap_or_else(|| "a valid value".into())
+    } else {
+        format!(
+            "one of {}",
+            options
+                .iter()
+                .map(|o| format!("`\"{o}\"`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut d = Diagnostic::new(format!(
+        "`{key}` must be {expected}, found {}",
+        json_kind(instance)
+    ));
+    if let Some(found) = instance.as_str()
+        && let Some(s) = did_you_mean(found, options.iter().map(String::as_str))
+    {
+        d = d.help(format!("did you mean `\"{s}\"`?"));
+    }
+    d
+}
+
 /// Checks the merged recipe against the schema; one diagnostic per problem.
 pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
     use jsonschema::error::ValidationErrorKind as K;
@@ -746,31 +774,7 @@ pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
                 d
             }
             K::Type { .. } | K::OneOfNotValid { .. } | K::AnyOf { .. } => {
-                let options = node.map(enum_options).unwrap_or_default();
-                let expected = if options.is_empty() {
-                    node.map(expected_kind)
-                        .unwrap_or_else(|| "a valid value".into())
-                } else {
-                    format!(
-                        "one of {}",
-                        options
-                            .iter()
-                            .map(|o| format!("`\"{o}\"`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
-                let mut d = Diagnostic::new(format!(
-                    "`{key}` must be {expected}, found {}",
-                    json_kind(&err.instance)
-                ))
-                .at(origins.value(&pointer));
-                if let Some(found) = err.instance.as_str()
-                    && let Some(s) = did_you_mean(found, options.iter().map(String::as_str))
-                {
-                    d = d.help(format!("did you mean `\"{s}\"`?"));
-                }
-                d
+                mismatch(&key, node, &err.instance).at(origins.value(&pointer))
             }
             K::Minimum { limit } => Diagnostic::new(format!(
                 "`{key}` must be at least {limit}, found {}",
