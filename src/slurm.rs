@@ -256,7 +256,8 @@ pub fn submit(
     resubmit: Option<&Path>,
 ) -> Result<Submitted, RunError> {
     opts.check()?;
-    let dir = crate::run::prepare(plan, resubmit, 0, None)?
+    // Shared with block tasks still running (they are cancelled below), exclusive of a whole run.
+    let dir = crate::run::prepare(plan, resubmit, 0, Some("submit"))?
         .dir
         .canonical();
     check_path(dir.root())?;

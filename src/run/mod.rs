@@ -291,7 +291,7 @@ fn run_stages(
         let ratings = stages::rate::load_all(&ctx)?;
         let report = measured_study(&mut ctx, &ratings, found)?;
         println!("{}", report.markdown());
-        println!("study: {}", dir.root().join("study.md").display());
+        println!("study: {}", dir.study("md").display());
         return Ok(());
     }
     if want(Stage::Retrain) || want(Stage::Report) {

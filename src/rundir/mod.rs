@@ -291,6 +291,16 @@ impl RunDir {
         )
     }
 
+    /// The study's results in a format: `json`, `md`, `svg`; `partial.json` while it runs.
+    pub fn study(&self, ext: &str) -> PathBuf {
+        self.root.join(format!("study.{ext}"))
+    }
+
+    /// The learned predictor a study fits.
+    pub fn predictor(&self) -> PathBuf {
+        self.root.join("predictor.json")
+    }
+
     /// The report in a format: `md`, `csv` or `json`.
     pub fn report(&self, ext: &str) -> PathBuf {
         self.root.join(format!("report.{ext}"))

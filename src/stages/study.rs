@@ -350,11 +350,11 @@ pub fn run(
     let y: Vec<f64> = nets.iter().map(|n| n.mean_accuracy).collect();
     let predictor = Predictor::fit(&x, &y, plan.study.ridge);
     let report = analyse(plan, nets, top1);
-    write_json(&ctx.dir.root().join("predictor.json"), &predictor)?;
-    write_json(&ctx.dir.root().join("study.json"), &report)?;
-    let svg = ctx.dir.root().join("study.svg");
+    write_json(&ctx.dir.predictor(), &predictor)?;
+    write_json(&ctx.dir.study("json"), &report)?;
+    let svg = ctx.dir.study("svg");
     write_atomic(&svg, scatter_svg(&report).as_bytes())?;
-    let md = ctx.dir.root().join("study.md");
+    let md = ctx.dir.study("md");
     write_atomic(&md, report.markdown().as_bytes())?;
     let mut metrics: Vec<(String, f64)> = vec![
         ("n".into(), report.n as f64),
@@ -373,8 +373,13 @@ pub fn run(
     }
     let refs: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     ctx.track.metrics(&run, 0, &refs)?;
-    for f in ["study.json", "study.svg", "study.md", "predictor.json"] {
-        ctx.track.artifact(&run, &ctx.dir.root().join(f), "")?;
+    for f in [
+        ctx.dir.study("json"),
+        ctx.dir.study("svg"),
+        ctx.dir.study("md"),
+        ctx.dir.predictor(),
+    ] {
+        ctx.track.artifact(&run, &f, "")?;
     }
     ctx.track.end("study", RunStatus::Finished)?;
     Ok(report)
