@@ -260,7 +260,10 @@ fn prefix_sharing_rating_equals_naive_rating() {
             random([3, 16, 4, 4], &device),
         ],
     };
+    let reads = dnarun::nn::host_reads();
     let (fast, evals) = rate_block(&net, block, &data);
+    // One read for the targets' statistics, then one per cell, however many paths and batches.
+    assert_eq!(dnarun::nn::host_reads() - reads, 1 + block.cells.len());
     let slow = rate_block_naive(&net, block, &data);
     assert_eq!(fast.len(), block.num_paths() as usize);
     assert_eq!(

@@ -13,6 +13,26 @@ pub use models::{STUDENT_EPS, Student, SuperBlock, Teacher};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 
+thread_local! {
+    /// Device-to-host reads made by this thread (each waits for the device to finish what was
+    /// queued): rating reads once per cell, training once every 16 steps and per epoch.
+    static HOST_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many device-to-host reads this thread has made.
+pub fn host_reads() -> usize {
+    HOST_READS.with(std::cell::Cell::get)
+}
+
+/// Reads a tensor back to the host as f32 values, counting the read.
+pub fn read_back<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    HOST_READS.with(|c| c.set(c.get() + 1));
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap_or_default()
+}
+
 struct Touch;
 
 impl ModuleVisitor for Touch {

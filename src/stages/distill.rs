@@ -48,7 +48,7 @@ impl Job {
     /// Adds the device-side losses to `epoch_loss` (one read-back).
     fn flush(&mut self) {
         if let Some(sum) = self.pending.take() {
-            self.epoch_loss += sum.into_scalar::<f32>() as f64;
+            self.epoch_loss += crate::nn::read_back(sum)[0] as f64;
         }
     }
 }

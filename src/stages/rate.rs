@@ -67,24 +67,35 @@ pub fn fair_loss(y: &[Tensor<4>], y_hat: &[Tensor<4>]) -> f64 {
     mae(y, y_hat) / target_std(y)
 }
 
+/// The targets' population std, from per-batch sums and sums of squares read in one go.
 fn target_std(y: &[Tensor<4>]) -> f64 {
-    let (mut s, mut s2, mut n) = (0.0, 0.0, 0.0);
-    for t in y {
-        s += t.clone().sum().into_scalar::<f32>() as f64;
-        s2 += (t.clone() * t.clone()).sum().into_scalar::<f32>() as f64;
-        n += t.shape().num_elements() as f64;
+    let parts: Vec<Tensor<1>> = y
+        .iter()
+        .flat_map(|t| [t.clone().sum(), (t.clone() * t.clone()).sum()])
+        .collect();
+    let v = crate::nn::read_back(Tensor::cat(parts, 0));
+    let (mut s, mut s2) = (0.0, 0.0);
+    for pair in v.chunks(2) {
+        s += pair[0] as f64;
+        s2 += pair[1] as f64;
     }
+    let n: f64 = y.iter().map(|t| t.shape().num_elements() as f64).sum();
     let mean = s / n;
     (s2 / n - mean * mean).max(1e-12).sqrt()
 }
 
+/// Per held-out batch, the summed absolute error, left on the device.
+fn abs_errors(y: &[Tensor<4>], y_hat: &[Tensor<4>]) -> Vec<Tensor<1>> {
+    y.iter()
+        .zip(y_hat)
+        .map(|(a, b)| (a.clone() - b.clone()).abs().sum())
+        .collect()
+}
+
 fn mae(y: &[Tensor<4>], y_hat: &[Tensor<4>]) -> f64 {
-    let (mut abs, mut n) = (0.0, 0.0);
-    for (a, b) in y.iter().zip(y_hat) {
-        abs += (a.clone() - b.clone()).abs().sum().into_scalar::<f32>() as f64;
-        n += a.shape().num_elements() as f64;
-    }
-    abs / n
+    let v = crate::nn::read_back(Tensor::cat(abs_errors(y, y_hat), 0));
+    let n: f64 = y.iter().map(|t| t.shape().num_elements() as f64).sum();
+    v.iter().map(|&x| x as f64).sum::<f64>() / n
 }
 
 /// Runs `f` over the calibration batches in train mode, averaging their statistics into the
@@ -117,10 +128,16 @@ pub fn rate_block(
     let std = target_std(&data.targets);
     let cal = calibrate(&data.calibration, |x, m| net.enter(x, m));
     let inputs = run_all(&data.inputs, |x, m| net.enter(x, m));
+    let n: f64 = data
+        .targets
+        .iter()
+        .map(|t| t.shape().num_elements() as f64)
+        .sum();
     let mut out = Vec::new();
     let mut evals = 0;
     for (ci, cell) in block.cells.iter().enumerate() {
         let mut prefix = Vec::with_capacity(cell.layers);
+        let mut pending = Vec::new();
         dfs(
             net,
             block,
@@ -129,11 +146,18 @@ pub fn rate_block(
             &cal,
             &inputs,
             &data.targets,
-            std,
             &mut prefix,
-            &mut out,
+            &mut pending,
             &mut evals,
         );
+        // One read per cell: every path's per-batch errors, summed on the host.
+        let batches = data.targets.len();
+        let (paths, sums): (Vec<Path>, Vec<Vec<Tensor<1>>>) = pending.into_iter().unzip();
+        let all = crate::nn::read_back(Tensor::cat(sums.into_iter().flatten().collect(), 0));
+        for (path, errs) in paths.into_iter().zip(all.chunks(batches.max(1))) {
+            let abs: f64 = errs.iter().map(|&x| x as f64).sum();
+            out.push((path, abs / n / std));
+        }
     }
     (out, evals)
 }
@@ -147,9 +171,8 @@ fn dfs(
     cal: &[Tensor<4>],
     inputs: &[Tensor<4>],
     targets: &[Tensor<4>],
-    std: f64,
     prefix: &mut Vec<usize>,
-    out: &mut Vec<(Path, f64)>,
+    out: &mut Vec<(Path, Vec<Tensor<1>>)>,
     evals: &mut usize,
 ) {
     let layers = block.cells[cell].layers;
@@ -166,7 +189,7 @@ fn dfs(
                     cell,
                     ops: prefix.clone(),
                 },
-                mae(targets, &y_hat) / std,
+                abs_errors(targets, &y_hat),
             ));
         } else {
             dfs(
@@ -177,7 +200,6 @@ fn dfs(
                 &cal_out,
                 &eval_out,
                 targets,
-                std,
                 prefix,
                 out,
                 evals,

@@ -109,6 +109,8 @@ pub fn train_classifier<M: Classifier>(
         order.truncate(settings.max_steps.unwrap_or(usize::MAX));
         let pb = progress(order.len() as u64, &format!("{name} e{}", epoch + 1));
         let (mut sum, mut n) = (0.0, 0usize);
+        // Losses summed on the device, read back every 16 steps (a read waits for the device).
+        let mut pending: Option<Tensor<1>> = None;
         for b in Loader::start(
             ctx.data.train.clone(),
             order,
@@ -123,14 +125,22 @@ pub fn train_classifier<M: Classifier>(
             }
             let logits = model.logits(b.images(&ad), Mode::TRAIN);
             let loss = loss_fn.forward(logits, b.labels(&ad));
-            let value = loss.clone().into_scalar::<f32>() as f64;
+            let detached = loss.clone().inner();
+            pending = Some(pending.map_or(detached.clone(), |p| p + detached));
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
-            sum += value;
             n += 1;
             pb.inc(1);
-            pb.set_message(format!("loss {:.4}", sum / n as f64));
+            if n % 16 == 0 {
+                sum += pending
+                    .take()
+                    .map_or(0.0, |p| crate::nn::read_back(p)[0] as f64);
+                pb.set_message(format!("loss {:.4}", sum / n as f64));
+            }
         }
+        sum += pending
+            .take()
+            .map_or(0.0, |p| crate::nn::read_back(p)[0] as f64);
         pb.finish_and_clear();
         let mean = sum / n.max(1) as f64;
         // The last epoch's files are the final `model.bpk`/`optim.bpk`; earlier ones are tagged.
