@@ -45,6 +45,16 @@ fn scratch(name: &str) -> PathBuf {
 
 impl Server {
     fn start(dir: &Path, port: u16, backend: &str) -> Server {
+        Server::start_with(dir, port, backend, &[], &[])
+    }
+
+    fn start_with(
+        dir: &Path,
+        port: u16,
+        backend: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mlflow = std::env::var("DNARUN_TEST_MLFLOW").expect(
             "DNARUN_TEST_MLFLOW must name the mlflow executable: run the suite with `scripts/test`",
         );
@@ -65,6 +75,8 @@ impl Server {
                 "--artifacts-destination",
                 &dir.join("artifacts").display().to_string(),
             ])
+            .args(args)
+            .envs(env.iter().copied())
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
             .env("MLFLOW_ALLOW_FILE_STORE", "true")
             .stdout(log.try_clone().unwrap())
@@ -496,4 +508,66 @@ fn a_server_that_goes_away_mid_run_loses_nothing() {
         })
         .count();
     assert_eq!(spools, 0, "the spool was flushed");
+}
+
+#[test]
+fn credentials_from_mlflows_variables_reach_a_server_with_basic_auth() {
+    let _serial = serial();
+    let dir = scratch("auth");
+    let password = "dnarun-test-pass-123";
+    let mut server = Server::start_with(
+        &dir,
+        free_port(),
+        &format!("sqlite:///{}/mlflow.db", dir.display()),
+        &["--app-name", "basic-auth"],
+        &[
+            ("MLFLOW_AUTH_ADMIN_PASSWORD", password),
+            ("MLFLOW_FLASK_SERVER_SECRET_KEY", "dnarun-tests"),
+        ],
+    );
+    let run = |creds: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("tests/fixtures/tiny.toml")
+            .args([
+                "--set",
+                &format!("experiment.output_dir=\"{}/runs\"", dir.display()),
+                "--set",
+                &format!("tracking.uri=\"{}\"", server.uri()),
+                "--set",
+                "tracking.experiment=\"tiny-auth\"",
+            ])
+            .env_remove("MLFLOW_TRACKING_TOKEN")
+            .env_remove("MLFLOW_TRACKING_USERNAME")
+            .env_remove("MLFLOW_TRACKING_PASSWORD");
+        cmd.envs(creds.iter().copied());
+        cmd.output().unwrap()
+    };
+    // Without credentials the server refuses: a clear error, exit 2.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401"), "{err}");
+    // With them the run is tracked; the password is never printed.
+    let out = run(&[
+        ("MLFLOW_TRACKING_USERNAME", "admin"),
+        ("MLFLOW_TRACKING_PASSWORD", password),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains(password) && !String::from_utf8_lossy(&out.stdout).contains(password));
+    let runs = ureq::post(format!("{}/api/2.0/mlflow/runs/search", server.uri()))
+        .header(
+            "Authorization",
+            &format!("Basic {}", "YWRtaW46ZG5hcnVuLXRlc3QtcGFzcy0xMjM="),
+        )
+        .send_json(json!({"experiment_ids": ["1"], "max_results": 100}))
+        .unwrap()
+        .body_mut()
+        .read_json::<Value>()
+        .unwrap();
+    assert!(
+        runs["runs"].as_array().is_some_and(|r| r.len() > 5),
+        "{runs}"
+    );
+    server.stop();
 }
