@@ -571,3 +571,142 @@ fn credentials_from_mlflows_variables_reach_a_server_with_basic_auth() {
     );
     server.stop();
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it (openssl).
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let sh = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dnarun test CA",
+    ]);
+    sh(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn a_server_behind_tls_with_its_own_ca() {
+    let _serial = serial();
+    let dir = scratch("tls").canonicalize().unwrap();
+    let mut server = Server::start(
+        &dir,
+        free_port(),
+        &format!("sqlite:///{}/mlflow.db", dir.display()),
+    );
+    let (ca, cert, key) = certificates(&dir);
+    let port = free_port();
+    let python = Path::new(&std::env::var("DNARUN_TEST_MLFLOW").unwrap()).with_file_name("python");
+    let mut proxy = Command::new(python)
+        .args([
+            "tests/fixtures/tls_proxy.py",
+            &port.to_string(),
+            &cert.display().to_string(),
+            &key.display().to_string(),
+            &server.uri(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("ready"), "{line}");
+    let uri = format!("https://127.0.0.1:{port}");
+    let run = |env: &[(&str, &str)], n: usize| {
+        Command::new(BIN)
+            .arg("tests/fixtures/tiny.toml")
+            .args([
+                "--set",
+                &format!("experiment.output_dir=\"{}/runs{n}\"", dir.display()),
+                "--set",
+                &format!("tracking.uri=\"{uri}\""),
+                "--set",
+                "retrain.epochs=1",
+            ])
+            .env_remove("MLFLOW_TRACKING_SERVER_CERT_PATH")
+            .env_remove("MLFLOW_TRACKING_INSECURE_TLS")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    // The CA is not trusted by default: refused with a clear error.
+    let out = run(&[], 0);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    // Trusted through MLflow's variable, or with verification off.
+    let ca = ca.display().to_string();
+    for (n, env) in [
+        (1, vec![("MLFLOW_TRACKING_SERVER_CERT_PATH", ca.as_str())]),
+        (2, vec![("MLFLOW_TRACKING_INSECURE_TLS", "true")]),
+    ] {
+        let out = run(&env, n);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = proxy.kill();
+    server.stop();
+}
