@@ -708,5 +708,6 @@ fn a_server_behind_tls_with_its_own_ca() {
         );
     }
     let _ = proxy.kill();
+    let _ = proxy.wait();
     server.stop();
 }
