@@ -710,3 +710,40 @@ fn nested_schema_errors_point_at_the_innermost_key() {
     );
     assert!(!text.contains("must be a table, found a table"), "{text}");
 }
+
+#[test]
+fn sizes_that_could_not_run_are_refused_at_validate() {
+    let check = |sets: &[&str]| {
+        recipe::load(
+            Path::new("tests/fixtures/tiny.toml"),
+            &Overrides {
+                sets: sets.iter().map(|s| s.to_string()).collect(),
+                env: false,
+            },
+        )
+        .map_err(|d| d.render())
+        .and_then(|l| Plan::resolve(&l).map(|_| ()).map_err(|d| d.render()))
+    };
+    // 12 ops and an 8-layer cell: 4.3e8 paths, which rating would have to enumerate.
+    let mut sets: Vec<String> = (0..10)
+        .map(|i| format!("ops.x{i}={{ kernel = 3, expansion = {} }}", i % 6 + 1))
+        .collect();
+    sets.push("blocks.0.cells.1.layers=8".into());
+    let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let e = check(&refs).unwrap_err();
+    assert!(e.contains("block 0 has 4.300e8 paths (12 ops"), "{e}");
+    // 256 ops would overflow a path count in integers; it is the same clear error.
+    let mut sets: Vec<String> = (0..254)
+        .map(|i| format!("ops.y{i}={{ kernel = 3, expansion = {} }}", i % 6 + 1))
+        .collect();
+    sets.push("blocks.1.cells.1.layers=8".into());
+    let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let e = check(&refs).unwrap_err();
+    assert!(e.contains("block 1 has") && e.contains("256 ops"), "{e}");
+    // A 65536-pixel image.
+    let e = check(&["data.image_size=65536"]).unwrap_err();
+    assert!(e.contains("`data.image_size` must be at most 4096"), "{e}");
+    // Rating memory beyond the machine's.
+    let e = check(&["data.rate_per_class=100000000"]).unwrap_err();
+    assert!(e.contains("rating would hold") && e.contains("GB"), "{e}");
+}
