@@ -77,6 +77,8 @@ impl Server {
             ])
             .args(args)
             .envs(env.iter().copied())
+            // The basic-auth app keeps its users in `basic_auth.db` in the working directory.
+            .current_dir(dir)
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
             .env("MLFLOW_ALLOW_FILE_STORE", "true")
             .stdout(log.try_clone().unwrap())
