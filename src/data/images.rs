@@ -11,7 +11,7 @@ use image::RgbImage;
 use super::DataError;
 
 /// The images of one split.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Images {
     /// Channels per image as the model sees it.
     pub channels: usize,
@@ -28,18 +28,15 @@ pub struct Images {
     source: Source,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 enum Source {
-    /// No images.
-    #[default]
-    Empty,
     /// Decoded at `size`, CHW u8, image after image.
     Memory(Vec<u8>),
     /// Photos decoded on demand.
     Photos(Photos),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Photos {
     /// Decoded images are scaled so that their shorter side is this long.
     base: usize,
@@ -150,7 +147,6 @@ impl Images {
     /// Image `i`, decoding it if it is a photo.
     pub fn pixels(&self, i: usize) -> Result<Pixels<'_>, DataError> {
         match &self.source {
-            Source::Empty => Err(DataError::Sampling(format!("image {i} does not exist"))),
             Source::Memory(px) => {
                 let n = self.channels * self.size * self.size;
                 Ok(Pixels::Sized(&px[i * n..(i + 1) * n]))

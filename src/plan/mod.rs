@@ -120,6 +120,11 @@ pub struct SearchSpec {
 }
 
 impl SearchSpec {
+    /// A cost in the budget's two measures (primary, secondary).
+    pub fn costs(&self, c: &crate::space::Cost) -> [f64; 2] {
+        [self.measures[0].of(c) as f64, self.measures[1].of(c) as f64]
+    }
+
     /// What the search minimises for block `i`'s path of rating `r`.
     pub fn score(&self, i: usize, r: f64) -> f64 {
         match &self.predictor {

@@ -425,7 +425,6 @@ fn train_step<M: burn::module::Module>(
 /// The search, run for real on random ratings of the real space.
 fn search_stage(plan: &Plan) -> StageCost {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let m = &plan.search.measures;
     let started = Instant::now();
     let blocks: Vec<Vec<Candidate>> = plan
         .space
@@ -434,18 +433,15 @@ fn search_stage(plan: &Plan) -> StageCost {
         .map(|b| {
             b.paths()
                 .iter()
-                .map(|p| {
-                    let c = b.path_cost(p);
-                    Candidate {
-                        rating: rng.random_range(0.1..1.0),
-                        cost: [m[0].of(&c) as f64, m[1].of(&c) as f64],
-                    }
+                .map(|p| Candidate {
+                    rating: rng.random_range(0.1..1.0),
+                    cost: plan.search.costs(&b.path_cost(p)),
                 })
                 .collect()
         })
         .collect();
-    let fixed = plan.space.fixed_cost();
-    let fixed = [m[0].of(&fixed) as f64, m[1].of(&fixed) as f64];
+    let fixed = plan.search.costs(&plan.space.fixed_cost());
+    // As the search stage does: the top-k, then the whole front for the report.
     let _ = suffix_fronts(&blocks);
     let found = top_k(&blocks, fixed, plan.search.limits, plan.search.top_k);
     StageCost {

@@ -51,6 +51,52 @@ pub struct BlockRatings {
     pub seconds: f64,
 }
 
+impl BlockRatings {
+    /// The rated path at index `k`.
+    pub fn path(&self, k: usize) -> Path {
+        Path {
+            cell: self.ratings[k].cell,
+            ops: self.ratings[k].ops.clone(),
+        }
+    }
+}
+
+/// The architecture that takes, in every block, the rated path at the given index.
+pub fn architecture_of(ratings: &[BlockRatings], choice: &[usize]) -> crate::space::Architecture {
+    crate::space::Architecture {
+        paths: choice
+            .iter()
+            .zip(ratings)
+            .map(|(&k, r)| r.path(k))
+            .collect(),
+    }
+}
+
+/// Each block's rating of a choice.
+pub fn ratings_of(ratings: &[BlockRatings], choice: &[usize]) -> Vec<f64> {
+    choice
+        .iter()
+        .zip(ratings)
+        .map(|(&k, r)| r.ratings[k].rating)
+        .collect()
+}
+
+/// The index of each block's path of an architecture in the ratings (`None` if one is unrated).
+pub fn choice_of(
+    arch: &crate::space::Architecture,
+    ratings: &[BlockRatings],
+) -> Option<Vec<usize>> {
+    arch.paths
+        .iter()
+        .zip(ratings)
+        .map(|(p, r)| {
+            r.ratings
+                .iter()
+                .position(|x| x.cell == p.cell && x.ops == p.ops)
+        })
+        .collect()
+}
+
 /// The data a block is rated on: calibration inputs, held-out inputs and targets.
 pub struct RateData {
     /// Calibration batches (block inputs).

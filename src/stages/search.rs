@@ -8,13 +8,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
-use super::rate::BlockRatings;
+use super::rate::{BlockRatings, architecture_of, ratings_of};
 use crate::error::RunError;
 use crate::plan::{Measure, Plan};
 use crate::rundir::{read_json, write_atomic, write_json};
+use crate::space::Architecture;
 use crate::space::FlopsConvention;
 use crate::space::search::{Candidate, Front, suffix_fronts, top_k};
-use crate::space::{Architecture, Path};
 use crate::track::RunStatus;
 
 /// A chosen (or control) architecture.
@@ -90,27 +90,15 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
         .map(|(bi, (r, b))| {
             r.ratings
                 .iter()
-                .map(|x| {
-                    let c = b.path_cost(&Path {
-                        cell: x.cell,
-                        ops: x.ops.clone(),
-                    });
-                    Candidate {
-                        rating: plan.search.score(bi, x.rating),
-                        cost: [
-                            plan.search.measures[0].of(&c) as f64,
-                            plan.search.measures[1].of(&c) as f64,
-                        ],
-                    }
+                .enumerate()
+                .map(|(k, x)| Candidate {
+                    rating: plan.search.score(bi, x.rating),
+                    cost: plan.search.costs(&b.path_cost(&r.path(k))),
                 })
                 .collect()
         })
         .collect();
-    let fixed = plan.space.fixed_cost();
-    let fixed = [
-        plan.search.measures[0].of(&fixed) as f64,
-        plan.search.measures[1].of(&fixed) as f64,
-    ];
+    let fixed = plan.search.costs(&plan.space.fixed_cost());
     let k = plan.search.top_k;
     let found = top_k(&blocks, fixed, plan.search.limits, k);
     if found.is_empty() {
@@ -118,24 +106,9 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
             "no architecture fits the budget in `search`; raise `search.max_mflops` / `search.max_mparams`".into(),
         ));
     }
-    let arch_of = |choice: &[usize]| Architecture {
-        paths: choice
-            .iter()
-            .zip(ratings)
-            .map(|(&c, r)| Path {
-                cell: r.ratings[c].cell,
-                ops: r.ratings[c].ops.clone(),
-            })
-            .collect(),
-    };
-    // The summed ratings of a choice (what the report shows whatever the objective).
-    let raw = |choice: &[usize]| -> Vec<f64> {
-        choice
-            .iter()
-            .zip(ratings)
-            .map(|(&c, r)| r.ratings[c].rating)
-            .collect()
-    };
+    let arch_of = |choice: &[usize]| architecture_of(ratings, choice);
+    // The ratings of a choice (what the report shows whatever the objective).
+    let raw = |choice: &[usize]| ratings_of(ratings, choice);
     let top = found
         .iter()
         .enumerate()

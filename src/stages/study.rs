@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::rate::BlockRatings;
+use super::rate::{BlockRatings, architecture_of, choice_of, ratings_of};
 use super::retrain::ArchFile;
 use super::search::SearchResult;
 use super::{Ctx, train_classifier};
@@ -20,8 +20,8 @@ use crate::error::RunError;
 use crate::nn::Student;
 use crate::plan::{Plan, Seeds, StudySample};
 use crate::rundir::{write_atomic, write_json};
+use crate::space::FlopsConvention;
 use crate::space::predictor::Predictor;
-use crate::space::{Architecture, FlopsConvention, Path};
 use crate::stats::{Estimate, bootstrap, kendall_tau, pearson, pooled_std, spearman, tau_ceiling};
 use crate::track::RunStatus;
 
@@ -89,20 +89,12 @@ pub struct StudyReport {
 
 /// Block candidates' costs in the plan's measures.
 fn costs(plan: &Plan, ratings: &[BlockRatings]) -> Vec<Vec<[f64; 2]>> {
-    let m = &plan.search.measures;
     ratings
         .iter()
         .zip(&plan.space.blocks)
         .map(|(r, b)| {
-            r.ratings
-                .iter()
-                .map(|x| {
-                    let c = b.path_cost(&Path {
-                        cell: x.cell,
-                        ops: x.ops.clone(),
-                    });
-                    [m[0].of(&c) as f64, m[1].of(&c) as f64]
-                })
+            (0..r.ratings.len())
+                .map(|k| plan.search.costs(&b.path_cost(&r.path(k))))
                 .collect()
         })
         .collect()
@@ -117,15 +109,13 @@ fn choose(plan: &Plan, ratings: &[BlockRatings]) -> Result<Vec<Vec<usize>>, RunE
             .iter()
             .map(|f| {
                 let arch = ArchFile::read(f)?.architecture(plan)?;
-                index_of(&arch, ratings)
+                choice_of(&arch, ratings)
                     .ok_or_else(|| RunError::file(f, "names a path that was not rated"))
             })
             .collect();
     }
     let costs = costs(plan, ratings);
-    let fixed = plan.space.fixed_cost();
-    let m = &plan.search.measures;
-    let fixed = [m[0].of(&fixed) as f64, m[1].of(&fixed) as f64];
+    let fixed = plan.search.costs(&plan.space.fixed_cost());
     let limits = plan.search.limits;
     let band = s.sample == StudySample::Band && limits[0].is_finite();
     let lo = if band {
@@ -178,19 +168,6 @@ fn choose(plan: &Plan, ratings: &[BlockRatings]) -> Result<Vec<Vec<usize>>, RunE
         .collect())
 }
 
-/// Per block, the index of the architecture's path in the ratings.
-fn index_of(arch: &Architecture, ratings: &[BlockRatings]) -> Option<Vec<usize>> {
-    arch.paths
-        .iter()
-        .zip(ratings)
-        .map(|(p, r)| {
-            r.ratings
-                .iter()
-                .position(|x| x.cell == p.cell && x.ops == p.ops)
-        })
-        .collect()
-}
-
 /// Retrains a net with every seed (resuming where it stopped).
 fn retrain(
     ctx: &mut Ctx,
@@ -200,16 +177,7 @@ fn retrain(
     ratings: &[BlockRatings],
 ) -> Result<StudyNet, RunError> {
     let plan = ctx.plan;
-    let arch = Architecture {
-        paths: choice
-            .iter()
-            .zip(ratings)
-            .map(|(&k, r)| Path {
-                cell: r.ratings[k].cell,
-                ops: r.ratings[k].ops.clone(),
-            })
-            .collect(),
-    };
+    let arch = architecture_of(ratings, choice);
     let mut accuracies = Vec::new();
     for k in 0..plan.study.seeds {
         if ctx.stopping() {
@@ -226,11 +194,7 @@ fn retrain(
         tracing::info!("study {name} seed {k}: test accuracy {:.2}%", acc * 100.0);
         accuracies.push(acc);
     }
-    let block_ratings: Vec<f64> = choice
-        .iter()
-        .zip(ratings)
-        .map(|(&k, r)| r.ratings[k].rating)
-        .collect();
+    let block_ratings = ratings_of(ratings, choice);
     let cost = plan.space.cost(&arch);
     Ok(StudyNet {
         name: name.to_string(),
@@ -339,7 +303,7 @@ pub fn run(
                 accuracy: None,
             }
             .architecture(plan)?;
-            match index_of(&arch, ratings) {
+            match choice_of(&arch, ratings) {
                 Some(choice) => Some(retrain(ctx, &run, "top1", &choice, ratings)?),
                 None => None,
             }

@@ -126,7 +126,10 @@ pub fn train_classifier<M: Classifier>(
             let logits = model.logits(b.images(&ad), Mode::TRAIN);
             let loss = loss_fn.forward(logits, b.labels(&ad));
             let detached = loss.clone().inner();
-            pending = Some(pending.map_or(detached.clone(), |p| p + detached));
+            pending = Some(match pending.take() {
+                Some(p) => p + detached,
+                None => detached,
+            });
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
             n += 1;
