@@ -178,10 +178,26 @@ fn retrain(
 ) -> Result<StudyNet, RunError> {
     let plan = ctx.plan;
     let arch = architecture_of(ratings, choice);
+    let paths: Vec<String> = plan
+        .space
+        .blocks
+        .iter()
+        .zip(&arch.paths)
+        .map(|(b, p)| b.path_name(p))
+        .collect();
     let mut accuracies = Vec::new();
     for k in 0..plan.study.seeds {
         if ctx.stopping() {
             return Err(ctx.stopped());
+        }
+        if let Some((from, acc)) = plan.study.reuse.accuracy(&paths, k) {
+            tracing::info!(
+                "study {name} seed {k}: test accuracy {:.2}% (retrained in `{}`)",
+                acc * 100.0,
+                from.display()
+            );
+            accuracies.push(acc);
+            continue;
         }
         let seeds = Seeds {
             base: plan.seeds.study_retrain(k),
@@ -198,13 +214,7 @@ fn retrain(
     let cost = plan.space.cost(&arch);
     Ok(StudyNet {
         name: name.to_string(),
-        paths: plan
-            .space
-            .blocks
-            .iter()
-            .zip(&arch.paths)
-            .map(|(b, p)| b.path_name(p))
-            .collect(),
+        paths,
         rating: block_ratings.iter().sum(),
         block_ratings,
         flops_dna: cost.flops(FlopsConvention::Dna),
