@@ -122,7 +122,7 @@ fn main() {
     // (c) One distillation train step of a quickstart block at batch 64.
     let p = plan("recipes/quickstart.toml", &[]);
     let ad = device.clone().autodiff();
-    let mut net = dnarun::nn::initialize(SuperBlock::new(&p.space, 1, &ad), &device, 1);
+    let mut net = dnarun::nn::initialize(|d| SuperBlock::new(&p.space, 1, d), &ad, 1);
     let mut optim = AdamConfig::new().init();
     let x = random([64, 24, 14, 14], &device);
     let y = random([64, 40, 7, 7], &device);

@@ -8,8 +8,10 @@
 //!
 //! each with dnarun's CPU kernels (`dnarun::nn::cpu`) and with Burn's own ops (the baseline).
 //!
-//! Run: `cargo run --release --example step` (add `--json` for one JSON line at the end).
-//! `scripts/bench-torch` runs this and the identical steps in PyTorch and prints the ratios.
+//! Run: `cargo run --release --example step` (add `--json` for one JSON line at the end, and
+//! `--device wgpu:0` / `cuda:0` to time the steps on a GPU: there both lines run Burn's ops, and
+//! every phase ends with a device sync). `scripts/bench-torch` runs this and the identical steps
+//! in PyTorch and prints the ratios; `scripts/gpu-check` does the same on a GPU.
 
 // The same allocator as the `dnarun` binary.
 #[global_allocator]
@@ -35,12 +37,14 @@ mod common;
 
 use common::random;
 
-/// Median forward, backward and optimizer milliseconds of `STEPS` train steps after `WARMUP`.
+/// Median forward, backward and optimizer milliseconds of `STEPS` train steps after `WARMUP`,
+/// and the first step (on a GPU: kernel compilation and autotuning included).
 #[derive(Debug, Clone, Copy)]
 struct Split {
     fwd: f64,
     bwd: f64,
     opt: f64,
+    first: f64,
 }
 
 impl Split {
@@ -54,7 +58,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Waits for the device (a GPU queues work; the CPU backend computes eagerly).
+fn sync(device: &Device) {
+    if *device != Device::flex() {
+        device.sync().expect("the device failed");
+    }
+}
+
 fn train_steps<M: Module>(
+    device: &Device,
     mut net: M,
     forward: impl Fn(&M, usize, Tensor<4>) -> Tensor<4>,
     x: &Tensor<4>,
@@ -62,15 +74,22 @@ fn train_steps<M: Module>(
 ) -> Split {
     let mut optim = AdamConfig::new().init();
     let (mut f, mut b, mut o) = (vec![], vec![], vec![]);
+    let mut first = 0.0;
     for step in 0..WARMUP + STEPS {
         let t = Instant::now();
         let d = forward(&net, step, x.clone()) - y.clone();
         let loss = (d.clone() * d).mean();
+        sync(device);
         let t1 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &net);
+        sync(device);
         let t2 = Instant::now();
         net = optim.step(1e-3, net, grads);
+        sync(device);
         let t3 = Instant::now();
+        if step == 0 {
+            first = (t3 - t).as_secs_f64() * 1e3;
+        }
         if step >= WARMUP {
             f.push((t1 - t).as_secs_f64() * 1e3);
             b.push((t2 - t1).as_secs_f64() * 1e3);
@@ -81,6 +100,7 @@ fn train_steps<M: Module>(
         fwd: median(f),
         bwd: median(b),
         opt: median(o),
+        first,
     }
 }
 
@@ -111,8 +131,17 @@ fn line(name: &str, s: &Split, gflop: f64, peak: f64) {
 }
 
 fn main() {
-    let json = std::env::args().any(|a| a == "--json");
-    let device = Device::flex();
+    let args: Vec<String> = std::env::args().collect();
+    let json = args.iter().any(|a| a == "--json");
+    let spec = args
+        .iter()
+        .position(|a| a == "--device")
+        .and_then(|i| args.get(i + 1))
+        .map_or(dnarun::plan::DeviceSpec::Cpu, |s| {
+            dnarun::plan::DeviceSpec::parse(s).unwrap_or_else(|e| panic!("{e}"))
+        });
+    let device = dnarun::nn::device::open_device(&spec).unwrap_or_else(|e| panic!("{e}"));
+    println!("device {spec}");
     let ad = device.clone().autodiff();
     let peak = peak(&device);
     println!("practical peak (1024^3 f32 matmul): {peak:.1} GFLOP/s");
@@ -139,8 +168,9 @@ fn main() {
     let mut mb = [None, None];
     for (i, burn_conv) in [true, false].into_iter().enumerate() {
         use_burn_ops(burn_conv);
-        let net = dnarun::nn::initialize(MbConv::new(&op, &shape, 1e-3, &ad), &device, 1);
+        let net = dnarun::nn::initialize(|d| MbConv::new(&op, &shape, 1e-3, d), &ad, 1);
         mb[i] = Some(train_steps(
+            &device,
             net,
             |n: &MbConv, _, x| n.forward(x, Mode::TRAIN),
             &x,
@@ -186,8 +216,9 @@ fn main() {
     let mut cell = [None, None];
     for (i, burn_conv) in [true, false].into_iter().enumerate() {
         use_burn_ops(burn_conv);
-        let net = dnarun::nn::initialize(SuperBlock::new(&plan.space, 1, &ad), &device, 1);
+        let net = dnarun::nn::initialize(|d| SuperBlock::new(&plan.space, 1, d), &ad, 1);
         cell[i] = Some(train_steps(
+            &device,
             net,
             |n: &SuperBlock, step, x| n.forward(&paths[step], x, Mode::TRAIN),
             &x,
@@ -210,10 +241,13 @@ fn main() {
         println!(
             "{}",
             serde_json::json!({
+                "device": spec.to_string(),
                 "peak_gflops": peak,
                 "mbconv": {"fwd": mb_ours.fwd, "bwd": mb_ours.bwd, "opt": mb_ours.opt,
+                           "first_step": mb_burn.first,
                            "burn_ops_step": mb_burn.total(), "gflop": mbconv_gflop},
                 "cell": {"fwd": cell_ours.fwd, "bwd": cell_ours.bwd, "opt": cell_ours.opt,
+                         "first_step": cell_burn.first,
                          "burn_ops_step": cell_burn.total(), "gflop": cell_gflop,
                          "in": cin, "out": cout,
                          "paths": paths[WARMUP..].iter().map(|p| block.path_name(p)).collect::<Vec<_>>()},

@@ -164,6 +164,10 @@ enum Command {
         /// The run directory.
         run_dir: PathBuf,
     },
+    /// List the devices this build can open, as `runtime.devices` names them (`cpu`, `wgpu:N`,
+    /// `cuda:N`), with their kind and name. `wgpu:N` counts discrete GPUs first, then
+    /// integrated, virtual and other adapters, then software ones (Mesa's lavapipe).
+    Devices,
     /// Print a shell completion script: `dnarun completions bash > ~/.local/share/bash-completion/completions/dnarun`.
     Completions {
         /// The shell.
@@ -209,6 +213,7 @@ fn main() -> ExitCode {
         "status",
         "study",
         "completions",
+        "devices",
         "help",
         "--help",
         "-h",
@@ -290,6 +295,12 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
         }
         Command::Resume { run_dir } => {
             commands::resume(&run_dir, stop)?;
+        }
+        Command::Devices => {
+            print!(
+                "{}",
+                dnarun::nn::device::render(&dnarun::nn::device::list(true))
+            );
         }
         Command::Validate { recipe } => {
             commands::load_plan(&recipe.recipe, &recipe.sets)?;

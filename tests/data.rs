@@ -392,13 +392,13 @@ fn photo_batches_are_the_same_cached_or_not_whatever_the_workers() {
         assert_eq!(base.len(), other.len());
         for (a, b) in base.iter().zip(&other) {
             assert_eq!(a.labels, b.labels, "{sets:?}");
-            assert!(a.images == b.images, "batches differ with {sets:?}");
+            assert!(a.pixels == b.pixels, "batches differ with {sets:?}");
         }
     }
     // Augmented training views differ from the evaluation (centre-crop) views.
     let eval = all_batches(&photo_plan(&dir, &[]), false);
     assert_eq!(eval[0].shape, [16, 3, 192, 192]);
-    assert!(eval[0].images != base[0].images);
+    assert!(eval[0].pixels != base[0].pixels);
 }
 
 #[test]
@@ -655,4 +655,29 @@ fn fuzzed_dataset_files_never_crash_the_readers() {
             .contains("0x0 pixels")
     );
     eprintln!("fuzzed dataset readers: {cases} cases, {errors} refused with an error, 0 crashes");
+}
+
+#[test]
+fn batches_cross_to_the_device_as_bytes_and_are_normalised_there() {
+    let pixels: Vec<u8> = (0..2 * 2 * 3 * 3).map(|i| (i * 17 % 256) as u8).collect();
+    let (mean, std) = (vec![0.5f32, 0.25], vec![0.2f32, 0.4]);
+    let b = dnarun::data::HostBatch {
+        pixels: pixels.clone(),
+        labels: vec![0, 1],
+        shape: [2, 2, 3, 3],
+        mean: mean.clone(),
+        std: std.clone(),
+    };
+    let device = burn::tensor::Device::flex();
+    let got = dnarun::nn::read_back(b.clone().into_tensors(&device).0);
+    let want: Vec<f32> = pixels
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = i / 9 % 2;
+            (v as f32 / 255.0 - mean[c]) / std[c]
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(dnarun::nn::read_back(b.images(&device)), want);
 }

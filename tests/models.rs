@@ -781,7 +781,7 @@ fn fuzzed_weights_files_never_crash_the_readers() {
     let st = dir.join("ok.safetensors");
     let p = plan("tests/fixtures/tiny.toml", &[]);
     let device = Device::flex();
-    let net = dnarun::nn::initialize(SuperBlock::new(&p.space, 0, &device), &device, 1);
+    let net = dnarun::nn::initialize(|d| SuperBlock::new(&p.space, 0, d), &device, 1);
     weights::export_safetensors(&net, &st).unwrap();
     let clean = std::fs::read(&st).unwrap();
     for case in 0..150 {

@@ -24,7 +24,7 @@ fn problems(name: &str, text: &str, sets: &[&str]) -> String {
         sets: sets.iter().map(|s| s.to_string()).collect(),
         env: false,
     };
-    let result = recipe::load(&p, &overrides).and_then(|l| Plan::resolve(&l).map(|_| ()));
+    let result = Plan::load(&p, &overrides).map(|_| ());
     match result {
         Ok(()) => panic!("case `{name}` should be invalid"),
         Err(d) => d.render(),
@@ -103,6 +103,21 @@ bad!(
     )
 );
 bad!(even_kernel, edit("a = { kernel = 3", "a = { kernel = 4"));
+// A schema error and a semantic error in one recipe: both in one report.
+bad!(
+    misspelt_key_and_even_kernel,
+    edit("a = { kernel = 3", "a = { kernel = 4").replacen(
+        "[distill]\nepochs = 3",
+        "[distill]\nepoch = 3",
+        1
+    )
+);
+// The value the schema rejects is dropped (its default applies) for the semantic checks, which
+// report the rest: here a bad `seed` type and a budget no architecture fits.
+bad!(
+    wrong_type_and_impossible_budget,
+    edit("seed = 3", "seed = \"three\"").replacen("max_mflops = 0.14", "max_mflops = 0.0001", 1)
+);
 bad!(
     missing_split_key,
     edit(

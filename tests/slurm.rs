@@ -255,3 +255,67 @@ fn values_that_could_change_a_batch_script_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`experiment.name` is"));
 }
+
+/// Slurm's time limit: the scripts ask for SIGTERM before it (`--signal=B:TERM@120`), dnarun
+/// saves the block where it is and stops; the resubmitted task continues from there.
+#[test]
+fn a_task_at_its_time_limit_saves_and_the_resubmitted_task_resumes() {
+    slurm_available();
+    // Enough epochs that the task cannot finish within its 2-minute limit.
+    let extra = [
+        "distill.epochs=100000",
+        "search.top_k=1",
+        "retrain.epochs=1",
+    ];
+    let dir = out_dir("time-limit");
+    let mut args = sets(&dir, &extra);
+    args.extend(["--time".into(), "2".into()]);
+    let (run, _) = submit("tests/fixtures/tiny.toml", &args);
+    let script = std::fs::read_to_string(run.join("slurm/distill.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --signal=B:TERM@120"), "{script}");
+    assert!(script.contains("#SBATCH --time=2"), "{script}");
+    // Wait for the distillation tasks to stop on the signal (well before the limit kills them).
+    let log = run.join("slurm/logs/distill-0.out");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("stopped by the user")) {
+        assert!(
+            Instant::now() < deadline,
+            "block 0 did not stop on SIGTERM: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let epochs = |i: usize| -> u64 {
+        let t = std::fs::read_to_string(run.join(format!("distill/block{i}/state.json"))).unwrap();
+        serde_json::from_str::<serde_json::Value>(&t).unwrap()["epochs_done"]
+            .as_u64()
+            .unwrap()
+    };
+    let saved = epochs(0);
+    assert!(saved > 0, "nothing was saved before the stop");
+    // Resubmitted (without a time limit), block 0 continues from the saved epoch.
+    let jobs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("slurm/jobs.json")).unwrap())
+            .unwrap();
+    for (_, id) in jobs["jobs"].as_object().unwrap() {
+        let _ = Command::new("scancel").arg(id.as_str().unwrap()).output();
+    }
+    let lock = run.join("dnarun.lock").display().to_string();
+    submit(&lock, &["--run-dir".to_string(), run.display().to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while epochs(0) <= saved {
+        assert!(Instant::now() < deadline, "block 0 did not continue");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let jobs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("slurm/jobs.json")).unwrap())
+            .unwrap();
+    for (_, id) in jobs["jobs"].as_object().unwrap() {
+        let _ = Command::new("scancel").arg(id.as_str().unwrap()).output();
+    }
+    let resumed = std::fs::read_to_string(run.join("slurm/logs/distill-0.out")).unwrap();
+    assert!(
+        !resumed.contains("epoch 1 loss"),
+        "the resubmitted task started over: {resumed}"
+    );
+}

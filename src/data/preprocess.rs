@@ -48,7 +48,7 @@ impl Preprocess {
     pub fn batch(&self, images: &Images, idx: &[usize], seed: u64) -> Result<HostBatch, DataError> {
         let (c, s) = (images.channels, images.size);
         let per = c * s * s;
-        let built: Vec<Option<(Vec<f32>, i64)>> = idx
+        let built: Vec<Option<(Vec<u8>, i64)>> = idx
             .par_iter()
             .enumerate()
             .map(|(pos, &i)| {
@@ -65,7 +65,7 @@ impl Preprocess {
                     }
                     Err(e) => return Err(e),
                 };
-                Ok(Some((self.normalise(&chw, c, s), images.labels[i] as i64)))
+                Ok(Some((chw, images.labels[i] as i64)))
             })
             .collect::<Result<_, DataError>>()?;
         let mut out = Vec::with_capacity(idx.len() * per);
@@ -76,22 +76,11 @@ impl Preprocess {
         }
         Ok(HostBatch {
             shape: [labels.len(), c, s, s],
-            images: out,
+            pixels: out,
             labels,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
         })
-    }
-
-    fn normalise(&self, chw: &[u8], c: usize, s: usize) -> Vec<f32> {
-        let mut out = Vec::with_capacity(chw.len());
-        for ch in 0..c {
-            let (m, sd) = (self.mean[ch], self.std[ch]);
-            out.extend(
-                chw[ch * s * s..(ch + 1) * s * s]
-                    .iter()
-                    .map(|&v| (v as f32 / 255.0 - m) / sd),
-            );
-        }
-        out
     }
 
     /// A small image: random crop after zero padding, and a flip.

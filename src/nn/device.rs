@@ -1,20 +1,128 @@
-//! Opening the devices a plan names, with a clear error (not a panic) when one cannot be used.
+//! Opening the devices a plan names, with a clear error (not a panic) when one cannot be used,
+//! and listing the devices this build can open (`dnarun devices`).
+//!
+//! `wgpu:N` is the N-th adapter wgpu offers in this order: discrete GPUs, integrated GPUs,
+//! virtual GPUs, other adapters, then software rasterisers (Mesa's lavapipe), each kind in
+//! wgpu's own order; a plain `wgpu` is `wgpu:0`. `cuda:N` is CUDA's device N.
 
 use burn::tensor::Device;
 
 use crate::error::RunError;
 use crate::plan::DeviceSpec;
 
+/// A device this build can open.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// How a recipe names it (`cpu`, `wgpu:0`, `cuda:1`).
+    pub spec: DeviceSpec,
+    /// Its kind: `cpu`, `discrete GPU`, `integrated GPU`, `virtual GPU`, `other`, `software`.
+    pub kind: &'static str,
+    /// The name the driver gives it (empty where it gives none).
+    pub name: String,
+    device: Device,
+}
+
+/// The kind of a wgpu device and its place in the `wgpu:N` order, read from Burn's description
+/// of the device (`DiscreteGpu(0)`, `IntegratedGpu(1)`, `Cpu`, ...).
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
+fn wgpu_kind(description: &str) -> (usize, &'static str) {
+    [
+        ("DiscreteGpu", "discrete GPU"),
+        ("IntegratedGpu", "integrated GPU"),
+        ("VirtualGpu", "virtual GPU"),
+        ("Other", "other"),
+        ("Cpu", "software"),
+    ]
+    .iter()
+    .enumerate()
+    .find(|(_, (key, _))| description.contains(key))
+    .map_or((5, "unknown"), |(rank, (_, kind))| (rank, *kind))
+}
+
+/// Every device this build can open, in the order `wgpu:N` and `cuda:N` count them. Opens none;
+/// `with_names` opens each GPU once to ask its name.
+pub fn list(with_names: bool) -> Vec<Listed> {
+    let mut out = vec![Listed {
+        spec: DeviceSpec::Cpu,
+        kind: "cpu",
+        name: format!("{} threads", rayon::current_num_threads()),
+        device: Device::flex(),
+    }];
+    #[cfg(feature = "wgpu")]
+    {
+        let mut found: Vec<(usize, &'static str, Device)> =
+            Device::enumerate(burn::tensor::DeviceType::Wgpu)
+                .into_iter()
+                .map(|d| {
+                    let (rank, kind) = wgpu_kind(&format!("{d:?}"));
+                    (rank, kind, d)
+                })
+                .collect();
+        found.sort_by_key(|(rank, _, _)| *rank);
+        out.extend(
+            found
+                .into_iter()
+                .enumerate()
+                .map(|(i, (_, kind, device))| Listed {
+                    spec: DeviceSpec::Wgpu(i),
+                    kind,
+                    name: String::new(),
+                    device,
+                }),
+        );
+    }
+    #[cfg(feature = "cuda")]
+    out.extend(
+        Device::enumerate(burn::tensor::DeviceType::Cuda)
+            .into_iter()
+            .enumerate()
+            .map(|(i, device)| Listed {
+                spec: DeviceSpec::Cuda(i),
+                kind: "CUDA GPU",
+                name: String::new(),
+                device,
+            }),
+    );
+    if with_names {
+        for l in out.iter_mut().filter(|l| l.spec != DeviceSpec::Cpu) {
+            l.name = name_of(&l.device);
+        }
+    }
+    out
+}
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn name_of(d: &Device) -> String {
+    quietly(|| d.identity().map(|i| i.name).unwrap_or_default()).unwrap_or_default()
+}
+
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+fn name_of(_: &Device) -> String {
+    String::new()
+}
+
+/// What `dnarun devices` prints.
+pub fn render(list: &[Listed]) -> String {
+    let mut s = String::from("device   kind            name\n");
+    for l in list {
+        s += &format!("{:<8} {:<15} {}\n", l.spec.to_string(), l.kind, l.name);
+    }
+    if cfg!(not(any(feature = "cuda", feature = "wgpu"))) {
+        s += "\nthis dnarun was built for the CPU only; for GPUs rebuild with `cargo build --release --features wgpu` (Vulkan, Metal, DX12) or `--features cuda` (NVIDIA)\n";
+    } else if list.len() == 1 {
+        s += "\nno GPU adapter found: check the driver (for wgpu: a Vulkan driver such as Mesa's, `vulkaninfo --summary`)\n";
+    }
+    s
+}
+
 /// Opens a device, failing with a clear message when this build or this machine cannot use it.
 pub fn open_device(spec: &DeviceSpec) -> Result<Device, RunError> {
     match spec {
         DeviceSpec::Cpu => Ok(Device::flex()),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(i) => probe(spec, || Device::cuda(*i)),
         #[cfg(feature = "wgpu")]
-        DeviceSpec::Wgpu(i) => probe(spec, || {
-            Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(*i))
-        }),
+        DeviceSpec::Wgpu(_) => open_listed(spec),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => open_listed(spec),
         #[allow(unreachable_patterns)]
         other => {
             let (name, feature) = if matches!(other, DeviceSpec::Cuda(_)) {
@@ -29,31 +137,57 @@ pub fn open_device(spec: &DeviceSpec) -> Result<Device, RunError> {
     }
 }
 
-/// Opens a device and runs a tiny computation on it, turning a backend panic into an error.
+/// Opens a listed GPU, or says which this machine has.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-fn probe(
-    spec: &DeviceSpec,
-    make: impl Fn() -> Device + std::panic::UnwindSafe,
-) -> Result<Device, RunError> {
+fn open_listed(spec: &DeviceSpec) -> Result<Device, RunError> {
+    let all = list(false);
+    let found = all.iter().find(|l| l.spec == *spec).ok_or_else(|| {
+        let same: Vec<String> = all
+            .iter()
+            .filter(|l| std::mem::discriminant(&l.spec) == std::mem::discriminant(spec))
+            .map(|l| format!("`{}` ({})", l.spec, l.kind))
+            .collect();
+        RunError::Device(format!(
+            "the device `{spec}` in `runtime.devices` does not exist on this machine ({}); `dnarun devices` lists what this build can open",
+            if same.is_empty() {
+                "no adapter of that backend was found: check the driver".to_string()
+            } else {
+                format!("it has {}", same.join(", "))
+            }
+        ))
+    })?;
+    probe(spec, found.device.clone())
+}
+
+/// Runs `f` with panics turned into `Err(message)` and the panic message kept off the terminal.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(move || {
-        let d = make();
-        let t = burn::tensor::Tensor::<1>::ones([4], &d);
-        let _ = t.sum().into_data();
-        d
-    });
+    let r = std::panic::catch_unwind(f);
     std::panic::set_hook(hook);
     r.map_err(|e| {
-        let msg = e
-            .downcast_ref::<String>()
+        e.downcast_ref::<String>()
             .cloned()
             .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
+            .unwrap_or_default()
+    })
+}
+
+/// Runs a tiny computation on a device, turning a backend panic into an error.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn probe(spec: &DeviceSpec, d: Device) -> Result<Device, RunError> {
+    let probe = d.clone();
+    quietly(move || {
+        let t = burn::tensor::Tensor::<1>::ones([4], &probe);
+        let _ = t.sum().into_data();
+    })
+    .map_err(|msg| {
         RunError::Device(format!(
             "the device `{spec}` in `runtime.devices` cannot be used ({msg}); check the driver, or use `cpu`"
         ))
-    })
+    })?;
+    Ok(d)
 }
 
 /// Opens every device of `devices` once, so that a missing one is reported before any work.
@@ -64,4 +198,24 @@ pub fn check_devices(devices: &[DeviceSpec]) -> Result<(), RunError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wgpu_kind;
+
+    #[test]
+    fn wgpu_adapters_are_ordered_discrete_first_software_last() {
+        let order: Vec<usize> = [
+            "Wgpu(WgpuDevice { kind: Cpu })",
+            "Wgpu(WgpuDevice { kind: IntegratedGpu(0) })",
+            "Wgpu(WgpuDevice { kind: DiscreteGpu(1) })",
+            "Wgpu(WgpuDevice { kind: VirtualGpu(0) })",
+        ]
+        .iter()
+        .map(|d| wgpu_kind(d).0)
+        .collect();
+        assert_eq!(order, [4, 1, 0, 2]);
+        assert_eq!(wgpu_kind("Cpu").1, "software");
+    }
 }

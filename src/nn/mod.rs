@@ -41,11 +41,24 @@ impl ModuleVisitor for Touch {
     }
 }
 
-/// Initialises every parameter of a freshly built module now, from `seed`. Burn initialises
-/// parameters lazily from a global generator, so without this the values would depend on what
-/// ran before; with it a run (and a resumed run) is reproducible.
-pub fn initialize<M: Module>(module: M, device: &Device, seed: u64) -> M {
-    device.clone().inner().seed(seed);
+/// Builds a module and initialises every parameter now, on the host from `seed`, then moves it to
+/// `device` (which carries the autodiff setting the module is built for). Burn initialises
+/// parameters lazily from the generator of the device they live on, so without this the values
+/// would depend on what ran before and on the device; with it a run (and a resumed run) is
+/// reproducible and one seed gives the same initial weights on every device.
+pub fn initialize<M: Module>(build: impl FnOnce(&Device) -> M, device: &Device, seed: u64) -> M {
+    let host = Device::flex();
+    host.seed(seed);
+    let on_host = if device.is_autodiff() {
+        host.autodiff()
+    } else {
+        host
+    };
+    let module = build(&on_host);
     module.visit(&mut Touch);
-    module
+    if on_host == *device {
+        module
+    } else {
+        module.fork(device)
+    }
 }

@@ -222,6 +222,24 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Loads a recipe ([`crate::recipe::load`]) and resolves it. Where the schema rejects
+    /// values, the semantic checks still run on the rest (the rejected values dropped), so the
+    /// diagnostics hold every problem one pass can find.
+    pub fn load(
+        path: &std::path::Path,
+        overrides: &crate::recipe::Overrides,
+    ) -> Result<Plan, Diagnostics> {
+        match crate::recipe::load_partial(path, overrides) {
+            Ok(l) => Plan::resolve(&l),
+            Err((mut d, partial)) => {
+                if let Some(Err(more)) = partial.map(|l| Plan::resolve(&l)) {
+                    d.items.extend(more.items);
+                }
+                Err(d)
+            }
+        }
+    }
+
     /// Resolves and checks a loaded recipe, reporting every problem at once.
     pub fn resolve(loaded: &Loaded) -> Result<Plan, Diagnostics> {
         let r = &loaded.recipe;

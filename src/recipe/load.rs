@@ -105,6 +105,17 @@ pub struct Overrides {
 
 /// Loads, layers and checks a recipe. Returns every problem at once.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, Diagnostics> {
+    load_partial(path, overrides).map_err(|(d, _)| d)
+}
+
+/// [`load`], and where the schema rejects values, also the recipe with those values dropped
+/// (their defaults in their place) when it then fits its types: the semantic checks run on
+/// whatever parsed, so one `validate` reports every problem it can.
+pub fn load_partial(
+    path: &Path,
+    overrides: &Overrides,
+) -> Result<Loaded, (Diagnostics, Option<Box<Loaded>>)> {
+    let fail = |items, sources| (Diagnostics { items, sources }, None);
     let mut sources = Sources::default();
     let mut origins = Origins::default();
     let mut diags = Vec::new();
@@ -122,10 +133,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, Diagnostics> {
         &mut base,
     );
     if !diags.is_empty() {
-        return Err(Diagnostics {
-            items: diags,
-            sources,
-        });
+        return Err(fail(diags, sources));
     }
 
     // Layer the files (base first) and the environment with figment.
@@ -150,10 +158,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, Diagnostics> {
             diags.push(Diagnostic::new(format!(
                 "the recipe layers could not be merged: {e}"
             )));
-            return Err(Diagnostics {
-                items: diags,
-                sources,
-            });
+            return Err(fail(diags, sources));
         }
     };
     if let Value::Object(map) = &mut value {
@@ -166,24 +171,39 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, Diagnostics> {
         }
     }
 
-    diags.extend(schema_diagnostics(&value, &origins));
-    if !diags.is_empty() {
-        return Err(Diagnostics {
-            items: diags,
-            sources,
-        });
+    let set_failed = !diags.is_empty();
+    let rejected = schema_diagnostics(&value, &origins);
+    if !rejected.is_empty() || set_failed {
+        let partial = (!set_failed)
+            .then(|| without_rejected(&value))
+            .flatten()
+            .and_then(|v| {
+                let recipe = serde_json::from_value::<Recipe>(v.clone()).ok()?;
+                Some(Box::new(Loaded {
+                    recipe,
+                    value: v,
+                    origins: origins.clone(),
+                    sources: sources.clone(),
+                    path: path.to_path_buf(),
+                    base: base.clone(),
+                }))
+            });
+        diags.extend(rejected);
+        return Err((
+            Diagnostics {
+                items: diags,
+                sources,
+            },
+            partial,
+        ));
     }
     let recipe: Recipe = match serde_json::from_value(value.clone()) {
         Ok(r) => r,
         Err(e) => {
             // The schema and the types agree (a test checks it); this is the backstop.
-            return Err(Diagnostics {
-                items: vec![
-                    Diagnostic::new(format!("the recipe does not fit its types: {e}"))
-                        .at(origins.value("")),
-                ],
-                sources,
-            });
+            let d = Diagnostic::new(format!("the recipe does not fit its types: {e}"))
+                .at(origins.value(""));
+            return Err(fail(vec![d], sources));
         }
     };
     Ok(Loaded {
@@ -699,6 +719,40 @@ fn mismatch(key: &str, node: Option<&Value>, instance: &Value) -> Diagnostic {
         d = d.help(format!("did you mean `\"{s}\"`?"));
     }
     d
+}
+
+/// The recipe without the values the schema rejects (unknown keys, values of the wrong kind or
+/// out of range), so that their defaults apply; `None` when a rejection cannot be dropped (a
+/// missing key, a bad array element, the whole recipe).
+fn without_rejected(value: &Value) -> Option<Value> {
+    use jsonschema::error::ValidationErrorKind as K;
+    let schema = schema();
+    let validator = jsonschema::validator_for(&schema).ok()?;
+    let mut drop: Vec<String> = Vec::new();
+    for err in validator.iter_errors(value) {
+        let pointer = err.instance_path.as_str().to_string();
+        match &err.kind {
+            K::AdditionalProperties { unexpected } => drop.extend(
+                unexpected
+                    .iter()
+                    .map(|k| format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1"))),
+            ),
+            K::Required { .. } => return None,
+            _ => drop.push(pointer),
+        }
+    }
+    let mut v = value.clone();
+    for p in drop {
+        let (parent, key) = p.rsplit_once('/')?;
+        let key = key.replace("~1", "/").replace("~0", "~");
+        match v.pointer_mut(parent) {
+            Some(Value::Object(m)) => {
+                m.remove(&key);
+            }
+            _ => return None,
+        }
+    }
+    validator.is_valid(&v).then_some(v)
 }
 
 /// Checks the merged recipe against the schema; one diagnostic per problem.

@@ -8,7 +8,7 @@ mod types;
 pub use diag::{
     Diagnostic, Diagnostics, Origin, Source, Sources, did_you_mean, display_key, line_col,
 };
-pub use load::{Loaded, Origins, Overrides, load, schema, schema_diagnostics};
+pub use load::{Loaded, Origins, Overrides, load, load_partial, schema, schema_diagnostics};
 pub use types::*;
 
 /// The schema as committed in `schemas/recipe.schema.json` for editors (pretty JSON, trailing

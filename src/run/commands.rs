@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use super::{Options, Stage};
 use crate::error::RunError;
 use crate::plan::Plan;
-use crate::recipe::{self, Overrides};
+use crate::recipe::Overrides;
 use crate::rundir::{RunDir, lock_file};
 use crate::space::FlopsConvention;
 use crate::stages::retrain::ArchFile;
@@ -17,14 +17,13 @@ use crate::stages::search::Chosen;
 
 /// Loads and resolves a recipe (or a lock file) with `--set` overrides and the environment.
 pub fn load_plan(path: &Path, sets: &[String]) -> Result<Plan, RunError> {
-    let loaded = recipe::load(
+    Ok(Plan::load(
         path,
         &Overrides {
             sets: sets.to_vec(),
             env: true,
         },
-    )?;
-    Ok(Plan::resolve(&loaded)?)
+    )?)
 }
 
 /// The plan of an existing run, from its `dnarun.lock`.

@@ -127,7 +127,7 @@ pub fn measure(
     reset_peak_rss();
     let d = &plan.data;
     let teacher = crate::nn::initialize(
-        Teacher::new(&plan.teacher, d.channels, d.classes, &ctx.device),
+        |dev| Teacher::new(&plan.teacher, d.channels, d.classes, dev),
         &ctx.device,
         1,
     );
@@ -179,7 +179,7 @@ fn measure_block(ctx: &Ctx, i: usize) -> Result<(BlockCost, Vec<(f64, f64)>), Ru
     let plan = ctx.plan;
     let block = &plan.space.blocks[i];
     let ad = ctx.device.clone().autodiff();
-    let mut net = crate::nn::initialize(SuperBlock::new(&plan.space, i, &ad), &ctx.device, 1);
+    let mut net = crate::nn::initialize(|d| SuperBlock::new(&plan.space, i, d), &ad, 1);
     let mut optim = AdamConfig::new()
         .with_weight_decay(Some(WeightDecayConfig::new(1e-4)))
         .init();
@@ -406,7 +406,7 @@ fn train_step<M: burn::module::Module>(
 ) -> Result<f64, RunError> {
     let d = &ctx.plan.data;
     let ad = ctx.device.clone().autodiff();
-    let mut model = crate::nn::initialize(init(&ad), &ctx.device, 1);
+    let mut model = crate::nn::initialize(&init, &ad, 1);
     let mut optim = AdamConfig::new().init();
     let (b, k) = ctx.at(recipe_batch);
     let x = random([b, d.channels, d.image_size, d.image_size], &ad);

@@ -98,8 +98,8 @@ fn open_jobs(ctx: &mut Ctx, only: Option<&[usize]>) -> Result<Vec<Job>, RunError
         }
         let state = ctx.dir.distill_state(i)?;
         let mut net = crate::nn::initialize(
-            SuperBlock::new(&plan.space, i, &ad),
-            &ctx.device,
+            |d| SuperBlock::new(&plan.space, i, d),
+            &ad,
             plan.seeds.supernet_init(i),
         );
         let mut optim = AdamConfig::new()

@@ -310,7 +310,7 @@ impl Features {
         let run = |order: Vec<Vec<usize>>| -> Result<_, RunError> {
             let (mut xs, mut taps) = (Vec::new(), Vec::new());
             for b in Loader::start(ctx.data.train.clone(), order, pre.clone(), 0, workers) {
-                let x = b?.images(&ctx.device);
+                let x = b?.into_tensors(&ctx.device).0;
                 taps.push(teacher.forward_taps(x.clone(), &stages, Mode::Eval));
                 xs.push(x);
             }

@@ -81,7 +81,7 @@ pub fn train_classifier<M: Classifier>(
     let plan = ctx.plan;
     let mut state: TrainState = read_json(&ck.state())?.unwrap_or_default();
     let ad = ctx.train_device();
-    let mut model = crate::nn::initialize(init(&ad), &ctx.device, init_seed);
+    let mut model = crate::nn::initialize(&init, &ad, init_seed);
     let mut optim = AdamConfig::new()
         .with_weight_decay(Some(WeightDecayConfig::new(settings.weight_decay as f32)))
         .init();
@@ -123,8 +123,9 @@ pub fn train_classifier<M: Classifier>(
                 pb.abandon();
                 return Err(ctx.stopped());
             }
-            let logits = model.logits(b.images(&ad), Mode::TRAIN);
-            let loss = loss_fn.forward(logits, b.labels(&ad));
+            let (x, y) = b.into_tensors(&ad);
+            let logits = model.logits(x, Mode::TRAIN);
+            let loss = loss_fn.forward(logits, y);
             let detached = loss.clone().inner();
             pending = Some(match pending.take() {
                 Some(p) => p + detached,
