@@ -277,7 +277,7 @@ fn a_task_at_its_time_limit_saves_and_the_resubmitted_task_resumes() {
     // Wait for the distillation tasks to stop on the signal (well before the limit kills them).
     let log = run.join("slurm/logs/distill-0.out");
     let deadline = Instant::now() + Duration::from_secs(240);
-    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("stopped by the user")) {
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("everything finished so far is saved")) {
         assert!(
             Instant::now() < deadline,
             "block 0 did not stop on SIGTERM: {}",
