@@ -79,6 +79,11 @@ enum Command {
         /// Continue this run directory.
         #[arg(long, value_name = "RUN_DIR", conflicts_with = "resume")]
         run_dir: Option<PathBuf>,
+        /// Retrain only net K of the study (0-based; K = `study.architectures` is the searched
+        /// top-1) and stop: the task of a Slurm array (`submit --slurm --study`). Several may run
+        /// at once in one run directory.
+        #[arg(long, value_name = "K", requires = "run_dir")]
+        net: Option<usize>,
     },
     /// Continue a stopped or killed run from its last completed unit.
     Resume {
@@ -158,6 +163,10 @@ enum Command {
         /// Write the batch scripts into the run directory without submitting them.
         #[arg(long)]
         dry_run: bool,
+        /// Run the ranking study (`dnarun study`) instead of retraining and reporting: after
+        /// the search, one array task per retrained net (`study --net K`), then the analysis.
+        #[arg(long)]
+        study: bool,
     },
     /// Show per stage and block what is done, queued, running or failed.
     Status {
@@ -276,6 +285,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                 resume,
                 run_dir,
                 study: false,
+                net: None,
             };
             commands::run(&plan, req, stop)?;
         }
@@ -283,12 +293,14 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             recipe,
             resume,
             run_dir,
+            net,
         } => {
             let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
             let req = commands::RunRequest {
                 resume,
                 run_dir,
                 study: true,
+                net,
                 ..Default::default()
             };
             commands::run(&plan, req, stop)?;
@@ -346,6 +358,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             time,
             mem,
             dry_run,
+            study,
         } => {
             let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
             let opts = dnarun::slurm::SlurmOptions {
@@ -355,6 +368,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                 time,
                 mem,
                 dry_run,
+                study,
             };
             let s = dnarun::slurm::submit(&plan, &opts, run_dir.as_deref())?;
             print!("{}", s.describe(&recipe.recipe, dry_run));

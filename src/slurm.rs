@@ -26,6 +26,9 @@ pub struct SlurmOptions {
     pub mem: Option<String>,
     /// Write the scripts without submitting them.
     pub dry_run: bool,
+    /// Run the ranking study after the search (one array task per retrained net, then the
+    /// analysis) instead of retraining and reporting.
+    pub study: bool,
 }
 
 /// What `submit` did.
@@ -186,29 +189,46 @@ fn sbatch(
 /// One job of a submission: a single job, or an array over the blocks with the ones to run.
 struct Step {
     name: &'static str,
-    args: &'static str,
-    todo: Option<Vec<usize>>,
+    /// The command; an array task appends its index.
+    command: String,
+    /// An array: its size and the indices not done yet.
+    todo: Option<(usize, Vec<usize>)>,
     needed: bool,
 }
 
 impl Step {
-    fn single(name: &'static str, args: &'static str, needed: bool) -> Step {
+    fn single(name: &'static str, command: String, needed: bool) -> Step {
         Step {
             name,
-            args,
+            command,
             todo: None,
             needed,
         }
     }
 
-    fn array(name: &'static str, args: &'static str, todo: Vec<usize>) -> Step {
+    fn array(name: &'static str, command: String, n: usize, todo: Vec<usize>) -> Step {
         Step {
             name,
-            args,
+            command,
             needed: !todo.is_empty(),
-            todo: Some(todo),
+            todo: Some((n, todo)),
         }
     }
+}
+
+/// Whether study net `k` (`net01`, ..., the top-1 last) is retrained with every seed.
+fn study_net_done(dir: &RunDir, plan: &Plan, k: usize) -> bool {
+    let name = if k < plan.study.architectures {
+        format!("net{:02}", k + 1)
+    } else {
+        "top1".to_string()
+    };
+    (0..plan.study.seeds).all(|s| {
+        crate::rundir::read_json::<crate::rundir::TrainState>(&dir.study_net(&name, s).state())
+            .ok()
+            .flatten()
+            .is_some_and(|st| st.accuracy.is_some())
+    })
 }
 
 /// Indices `0..n` not yet done, as a Slurm array spec (`0,2,3`).
@@ -271,43 +291,74 @@ pub fn submit(
     }
     let exe = std::env::current_exe()
         .map_err(|e| RunError::Failed(format!("cannot find the dnarun executable: {e}")))?;
-    let base = format!(
-        "{} run {} --run-dir {}",
-        sh_quote(&exe.display().to_string()),
-        sh_quote(&dir.lock_file().display().to_string()),
-        sh_quote(&dir.root().display().to_string())
-    );
+    let base = |command: &str| {
+        format!(
+            "exec {} {command} {} --run-dir {}",
+            sh_quote(&exe.display().to_string()),
+            sh_quote(&dir.lock_file().display().to_string()),
+            sh_quote(&dir.root().display().to_string())
+        )
+    };
     let logs = dir.slurm_logs();
     std::fs::create_dir_all(&logs).map_err(|e| RunError::write(&logs, e))?;
     let n = plan.space.blocks.len();
     let progress = dir.progress()?;
     let distill_todo: Vec<usize> = (0..n).filter(|&i| !progress.distilled[i]).collect();
     let rate_todo: Vec<usize> = (0..n).filter(|&i| !progress.rated[i]).collect();
-    let all = format!("0-{}", n - 1);
-    let task = " --block \"$SLURM_ARRAY_TASK_ID\"";
-    let steps = [
-        Step::single("teacher", " --stage teacher", !progress.teacher),
-        Step::array("distill", " --stage distill", distill_todo),
-        Step::array("rate", " --stage rate", rate_todo),
-        Step::single("finish", "", !progress.reported),
+    let run = base("run");
+    let mut steps = vec![
+        Step::single(
+            "teacher",
+            format!("{run} --stage teacher"),
+            !progress.teacher,
+        ),
+        Step::array(
+            "distill",
+            format!("{run} --stage distill --block"),
+            n,
+            distill_todo,
+        ),
+        Step::array("rate", format!("{run} --stage rate --block"), n, rate_todo),
     ];
+    if opts.study {
+        let study = base("study");
+        let nets = plan.study.architectures + 1;
+        let todo = (0..nets)
+            .filter(|&k| !study_net_done(&dir, plan, k))
+            .collect();
+        let done = dir.study("json").exists();
+        steps.extend([
+            Step::single(
+                "search",
+                format!("{run} --stage search"),
+                !progress.searched,
+            ),
+            Step::array("nets", format!("{study} --net"), nets, todo),
+            Step::single("study", study, !done),
+        ]);
+    } else {
+        steps.push(Step::single("finish", run, !progress.reported));
+    }
     let mut scripts = Vec::new();
     let mut jobs = Jobs::default();
     let mut last: Option<String> = None;
     for step in steps {
-        let (name, array) = (step.name, step.todo.as_ref().map(|_| all.as_str()));
-        let command = format!(
-            "exec {base}{}{}",
-            step.args,
-            if array.is_some() { task } else { "" }
-        );
+        let name = step.name;
+        let all = step.todo.as_ref().map(|(n, _)| format!("0-{}", n - 1));
+        let command = match &all {
+            Some(_) => format!("{} \"$SLURM_ARRAY_TASK_ID\"", step.command),
+            None => step.command.clone(),
+        };
         let path = dir.slurm_script(name);
-        write_atomic(&path, script(&dir, name, opts, array, &command).as_bytes())?;
+        write_atomic(
+            &path,
+            script(&dir, name, opts, all.as_deref(), &command).as_bytes(),
+        )?;
         scripts.push(path.clone());
         if opts.dry_run || !step.needed {
             continue;
         }
-        let todo = step.todo.as_deref().map(array_spec);
+        let todo = step.todo.as_ref().map(|(_, t)| array_spec(t));
         let id = sbatch(&path, last.as_deref(), todo.as_deref())?;
         jobs.jobs.insert(name.to_string(), id.clone());
         last = Some(id);

@@ -277,7 +277,9 @@ fn a_task_at_its_time_limit_saves_and_the_resubmitted_task_resumes() {
     // Wait for the distillation tasks to stop on the signal (well before the limit kills them).
     let log = run.join("slurm/logs/distill-0.out");
     let deadline = Instant::now() + Duration::from_secs(240);
-    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("everything finished so far is saved")) {
+    while !std::fs::read_to_string(&log)
+        .is_ok_and(|t| t.contains("everything finished so far is saved"))
+    {
         assert!(
             Instant::now() < deadline,
             "block 0 did not stop on SIGTERM: {}",
@@ -318,4 +320,50 @@ fn a_task_at_its_time_limit_saves_and_the_resubmitted_task_resumes() {
         !resumed.contains("epoch 1 loss"),
         "the resubmitted task started over: {resumed}"
     );
+}
+
+/// `submit --slurm --study`: after the search, one array task per retrained net (several in
+/// one run directory at once), then the analysis; the study equals a local `dnarun study`.
+#[test]
+fn a_study_on_slurm_retrains_one_net_per_task_and_equals_a_local_study() {
+    slurm_available();
+    let extra = [
+        "study.architectures=3",
+        "study.seeds=2",
+        "study.band=0.6",
+        "retrain.epochs=1",
+        "search.top_k=1",
+    ];
+    let local = out_dir("study-local");
+    ok(Command::new(BIN)
+        .args(["study", "tests/fixtures/tiny.toml"])
+        .args(sets(&local, &extra))
+        .output()
+        .unwrap());
+    let dir = out_dir("study");
+    let mut args = sets(&dir, &extra);
+    args.push("--study".into());
+    let (run, stdout) = submit("tests/fixtures/tiny.toml", &args);
+    assert!(
+        stdout.contains("nets") && stdout.contains("study"),
+        "{stdout}"
+    );
+    let script = std::fs::read_to_string(run.join("slurm/nets.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-3"), "{script}");
+    assert!(
+        script.contains("--net \"$SLURM_ARRAY_TASK_ID\""),
+        "{script}"
+    );
+    wait_for(&run.join("study.json"), 600, &run);
+    for k in 0..4 {
+        let log = std::fs::read_to_string(run.join(format!("slurm/logs/nets-{k}.out"))).unwrap();
+        assert!(log.contains(&format!("study net {k} retrained")), "{log}");
+    }
+    let study = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("study.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (study(&run), study(&local.join("tiny-001")));
+    assert_eq!(a["nets"], b["nets"]);
+    assert_eq!(a["top1"], b["top1"]);
+    assert_eq!(a["predictors"], b["predictors"]);
 }

@@ -53,6 +53,8 @@ pub struct RunRequest {
     pub run_dir: Option<PathBuf>,
     /// Run the ranking study instead of retraining and reporting.
     pub study: bool,
+    /// With `study`: retrain only this net of the study.
+    pub net: Option<usize>,
 }
 
 /// `dnarun run`: checks the request against the plan and runs it; returns the run directory.
@@ -98,6 +100,7 @@ pub fn run(plan: &Plan, req: RunRequest, stop: Arc<AtomicBool>) -> Result<PathBu
             resume,
             stop,
             study: req.study,
+            net: req.net,
         },
     )
 }

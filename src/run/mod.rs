@@ -71,6 +71,8 @@ pub struct Options {
     pub stop: Arc<AtomicBool>,
     /// Run the ranking study after the search instead of retraining and reporting.
     pub study: bool,
+    /// With `study`: retrain only this net (a Slurm array task) and stop.
+    pub net: Option<usize>,
 }
 
 /// A run directory made ready: lock file written or checked, data loaded, tracking open.
@@ -183,9 +185,10 @@ fn dataset_inputs(plan: &Plan, data: &data::Dataset) -> Vec<track::DatasetInput>
 
 /// Runs the plan; returns the run directory.
 pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
-    let part = match (opts.block, opts.worker) {
-        (Some(b), _) => Some(format!("block{b}")),
-        (None, Some(k)) => Some(format!("worker{k}")),
+    let part = match (opts.block, opts.worker, opts.net) {
+        (Some(b), _, _) => Some(format!("block{b}")),
+        (None, Some(k), _) => Some(format!("worker{k}")),
+        (None, None, Some(k)) => Some(format!("net{k}")),
         _ => None,
     };
     let Prepared {
@@ -289,9 +292,13 @@ fn run_stages(
     if opts.study {
         let found = result.as_ref().expect("search");
         let ratings = stages::rate::load_all(&ctx)?;
-        let report = measured_study(&mut ctx, &ratings, found)?;
-        println!("{}", report.markdown());
-        println!("study: {}", dir.study("md").display());
+        match measured_study(&mut ctx, &ratings, found, opts.net)? {
+            Some(report) => {
+                println!("{}", report.markdown());
+                println!("study: {}", dir.study("md").display());
+            }
+            None => println!("study net {} retrained", opts.net.unwrap_or_default()),
+        }
         return Ok(());
     }
     if want(Stage::Retrain) || want(Stage::Report) {
@@ -338,10 +345,11 @@ fn measured_study(
     ctx: &mut Ctx,
     ratings: &[stages::rate::BlockRatings],
     found: &stages::search::SearchResult,
-) -> Result<stages::study::StudyReport, RunError> {
+    only: Option<usize>,
+) -> Result<Option<stages::study::StudyReport>, RunError> {
     resources::reset_peak_rss();
     let started = std::time::Instant::now();
-    let out = stages::study::run(ctx, ratings, found)?;
+    let out = stages::study::run(ctx, ratings, found, only)?;
     if let Some(peak) = resources::peak_rss_bytes() {
         ctx.dir
             .record_stage("study", peak, started.elapsed().as_secs_f64())?;

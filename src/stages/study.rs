@@ -171,12 +171,14 @@ fn choose(plan: &Plan, ratings: &[BlockRatings]) -> Result<Vec<Vec<usize>>, RunE
 /// Retrains a net with every seed (resuming where it stopped).
 fn retrain(
     ctx: &mut Ctx,
-    run: &str,
     name: &str,
     choice: &[usize],
     ratings: &[BlockRatings],
 ) -> Result<StudyNet, RunError> {
     let plan = ctx.plan;
+    // Each net's training curves in its own MLflow child run.
+    let child = format!("study__{name}");
+    let run = ctx.track.child(&child, &[])?;
     let arch = architecture_of(ratings, choice);
     let paths: Vec<String> = plan
         .space
@@ -204,12 +206,13 @@ fn retrain(
         };
         let ck = ctx.dir.study_net(name, k);
         let init = seeds.student_init(name);
-        let (_, acc) = train_classifier(ctx, &plan.retrain.train, seeds, init, ck, run, |dev| {
+        let (_, acc) = train_classifier(ctx, &plan.retrain.train, seeds, init, ck, &run, |dev| {
             Student::new(&plan.space, &arch, dev)
         })?;
         tracing::info!("study {name} seed {k}: test accuracy {:.2}%", acc * 100.0);
         accuracies.push(acc);
     }
+    ctx.track.end(&child, RunStatus::Finished)?;
     let block_ratings = ratings_of(ratings, choice);
     let cost = plan.space.cost(&arch);
     Ok(StudyNet {
@@ -280,46 +283,69 @@ pub fn analyse(plan: &Plan, nets: Vec<StudyNet>, top1: Option<StudyNet>) -> Stud
     }
 }
 
+/// The study's nets in order, `net01` ... and the searched top-1 last (when it was rated), each
+/// as a choice per block.
+fn nets(
+    plan: &Plan,
+    ratings: &[BlockRatings],
+    searched: &SearchResult,
+) -> Result<Vec<(String, Vec<usize>)>, RunError> {
+    let mut list: Vec<(String, Vec<usize>)> = choose(plan, ratings)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (format!("net{:02}", i + 1), c))
+        .collect();
+    if let Some(t) = searched.top.first() {
+        let arch = ArchFile {
+            recipe: String::new(),
+            name: t.name.clone(),
+            blocks: t.paths.clone(),
+            rating: None,
+            macs: None,
+            flops_dna: None,
+            params: None,
+            accuracy: None,
+        }
+        .architecture(plan)?;
+        if let Some(choice) = choice_of(&arch, ratings) {
+            list.push(("top1".to_string(), choice));
+        }
+    }
+    Ok(list)
+}
+
 /// Runs the study: retrains the sampled nets and the searched top-1, writes `study.json`,
-/// `study.svg`, `study.md` and `predictor.json`, and logs the figures.
+/// `study.svg`, `study.md` and `predictor.json`, and logs the figures. With `only = Some(k)`,
+/// retrains net `k` alone (a Slurm array task) and returns `None`.
 pub fn run(
     ctx: &mut Ctx,
     ratings: &[BlockRatings],
     searched: &SearchResult,
-) -> Result<StudyReport, RunError> {
+    only: Option<usize>,
+) -> Result<Option<StudyReport>, RunError> {
     let plan = ctx.plan;
-    let chosen = choose(plan, ratings)?;
-    let run = ctx.track.child("study", &[])?;
-    let mut nets = Vec::new();
-    for (i, choice) in chosen.iter().enumerate() {
-        nets.push(retrain(
-            ctx,
-            &run,
-            &format!("net{:02}", i + 1),
-            choice,
-            ratings,
-        )?);
+    let list = nets(plan, ratings, searched)?;
+    if let Some(k) = only {
+        let (name, choice) = list.get(k).ok_or_else(|| {
+            RunError::Usage(format!(
+                "`--net {k}`: the study has nets 0 to {} (the last is the searched top-1)",
+                list.len() - 1
+            ))
+        })?;
+        retrain(ctx, name, choice, ratings)?;
+        return Ok(None);
     }
-    let top1 = match searched.top.first() {
-        Some(t) => {
-            let arch = ArchFile {
-                recipe: String::new(),
-                name: t.name.clone(),
-                blocks: t.paths.clone(),
-                rating: None,
-                macs: None,
-                flops_dna: None,
-                params: None,
-                accuracy: None,
-            }
-            .architecture(plan)?;
-            match choice_of(&arch, ratings) {
-                Some(choice) => Some(retrain(ctx, &run, "top1", &choice, ratings)?),
-                None => None,
-            }
+    let mut nets = Vec::new();
+    let mut top1 = None;
+    for (name, choice) in &list {
+        let net = retrain(ctx, name, choice, ratings)?;
+        if name == "top1" {
+            top1 = Some(net);
+        } else {
+            nets.push(net);
         }
-        None => None,
-    };
+    }
+    let run = ctx.track.child("study", &[])?;
     let x: Vec<Vec<f64>> = nets.iter().map(|n| n.block_ratings.clone()).collect();
     let y: Vec<f64> = nets.iter().map(|n| n.mean_accuracy).collect();
     let predictor = Predictor::fit(&x, &y, plan.study.ridge);
@@ -356,7 +382,7 @@ pub fn run(
         ctx.track.artifact(&run, &f, "")?;
     }
     ctx.track.end("study", RunStatus::Finished)?;
-    Ok(report)
+    Ok(Some(report))
 }
 
 impl StudyReport {
