@@ -52,11 +52,11 @@ fn check_option(
 ) -> Result<(), RunError> {
     if value.is_empty() || !value.chars().all(allowed) {
         return Err(RunError::Usage(format!(
-            "`--{flag}` is {value:?}, which is not a Slurm {flag}: write it like `{example}` (letters, digits and `{}` only)",
+            "`--{flag}` is {value:?}, which is not a Slurm {flag}: write it like `{example}` ({} only)",
             match flag {
-                "partition" => "-_.,",
-                "time" => ":-",
-                _ => "",
+                "partition" => "letters, digits and `-_.,`",
+                "time" => "digits and `:-`",
+                _ => "letters and digits",
             }
         )));
     }
@@ -98,7 +98,7 @@ fn check_path(dir: &Path) -> Result<(), RunError> {
         .find(|c| c.is_whitespace() || c.is_control() || "%\"'\\".contains(*c))
     {
         return Err(RunError::Usage(format!(
-            "the run directory `{text}` holds {c:?}, which `sbatch --output` cannot take; choose an `experiment.output_dir` without whitespace, `%`, quotes or backslashes"
+            "the run directory path `{text}` holds {c:?}, which `sbatch --output` cannot take; choose an `experiment.output_dir` without whitespace, `%`, quotes or backslashes"
         )));
     }
     Ok(())
@@ -276,6 +276,10 @@ pub fn submit(
     resubmit: Option<&Path>,
 ) -> Result<Submitted, RunError> {
     opts.check()?;
+    if resubmit.is_none() {
+        // Refused before a run directory is made there.
+        check_path(&plan.experiment.output_dir)?;
+    }
     // Shared with block tasks still running (they are cancelled below), exclusive of a whole run.
     let dir = crate::run::prepare(plan, resubmit, 0, Some("submit"))?
         .dir

@@ -195,16 +195,23 @@ fn sampling_is_deterministic_and_disjoint() {
     assert_eq!(a.test_idx.len(), 10 * 20);
 }
 
-fn expect_err<T: std::fmt::Debug>(r: Result<T, DataError>, needles: &[&str]) {
+/// Checks an error names what it must, and keeps its message for the snapshot.
+fn expect_err<T: std::fmt::Debug>(
+    seen: &mut Vec<String>,
+    r: Result<T, DataError>,
+    needles: &[&str],
+) {
     let e = r.expect_err("should fail").to_string();
     for n in needles {
         assert!(e.contains(n), "`{n}` not in: {e}");
     }
+    seen.push(e);
 }
 
 #[test]
 fn bad_inputs_get_clear_errors() {
     let dir = scratch("bad");
+    let mut seen = Vec::new();
     let small = Path::new("data/fashion-mnist-small");
     let (imgs, labs) = (
         small.join("train-images-idx3-ubyte.gz"),
@@ -212,11 +219,13 @@ fn bad_inputs_get_clear_errors() {
     );
     // Missing file.
     expect_err(
+        &mut seen,
         read_idx(&dir.join("nope.gz"), &labs, 1, 28, 10),
         &["nope.gz", "cannot be read"],
     );
     // Wrong magic: labels given as images.
     expect_err(
+        &mut seen,
         read_idx(&labs, &labs, 1, 28, 10),
         &[
             "train-labels-idx1-ubyte.gz",
@@ -236,6 +245,7 @@ fn bad_inputs_get_clear_errors() {
     let cut = dir.join("cut-images-idx3-ubyte");
     std::fs::write(&cut, &raw[..raw.len() - 100]).unwrap();
     expect_err(
+        &mut seen,
         read_idx(&cut, &labs, 1, 28, 10),
         &["cut-images-idx3-ubyte", "is truncated", "5000 images"],
     );
@@ -245,6 +255,7 @@ fn bad_inputs_get_clear_errors() {
     l.extend([1, 2, 3]);
     std::fs::write(&few, &l).unwrap();
     expect_err(
+        &mut seen,
         read_idx(&imgs, &few, 1, 28, 10),
         &["few-labels-idx1-ubyte", "holds 3 labels", "5000 images"],
     );
@@ -256,6 +267,7 @@ fn bad_inputs_get_clear_errors() {
         .write_all(b"hi")
         .unwrap();
     expect_err(
+        &mut seen,
         read_folder(&folder, 3, 8, 1, 0.875),
         &["notes.txt", "is not a PNG or JPEG"],
     );
@@ -264,12 +276,14 @@ fn bad_inputs_get_clear_errors() {
     std::fs::write(folder.join("cat/broken.png"), b"\x89PNG not really").unwrap();
     let images = read_folder(&folder, 3, 8, 1, 0.875).unwrap();
     expect_err(
+        &mut seen,
         images.image(0).map(|_| ()),
         &["broken.png", "is not a readable PNG/JPEG image"],
     );
     // An empty class folder.
     std::fs::create_dir_all(folder.join("dog")).unwrap();
     expect_err(
+        &mut seen,
         read_folder(&folder, 3, 8, 2, 0.875).map(|_| ()),
         &["dog", "holds no images"],
     );
@@ -287,6 +301,9 @@ fn bad_inputs_get_clear_errors() {
             && e.contains("`data.samples_per_class` + `data.rate_per_class` = 16"),
         "{e}"
     );
+    seen.push(e);
+    // Every message in full, as the user reads it.
+    insta::assert_snapshot!(seen.join("\n\n"));
 }
 
 #[test]

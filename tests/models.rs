@@ -359,6 +359,7 @@ fn weights_errors_name_the_problem() {
         panic!("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`")
     };
     let p = plan("recipes/dna-imagenet.toml", &[]);
+    let mut seen = Vec::new();
     let device = Device::flex();
     // Truncated.
     let bytes = std::fs::read(&weights).unwrap();
@@ -371,6 +372,7 @@ fn weights_errors_name_the_problem() {
         e.contains("lite0-truncated.pth") && e.contains("is truncated"),
         "{e}"
     );
+    seen.push(e);
     // Wrong shapes: a teacher with another head and classifier.
     let mut other = p.teacher.clone();
     other.head = 1000;
@@ -387,6 +389,7 @@ fn weights_errors_name_the_problem() {
         e.contains("`_fc.weight`: expected shape [10, 1000], found [1000, 1280]"),
         "{e}"
     );
+    seen.push(e.replace(&weights.display().to_string(), "[LITE0]"));
     // Not a torch file at all.
     let junk = Path::new("target/not-weights.pth");
     std::fs::write(junk, b"hello").unwrap();
@@ -394,6 +397,8 @@ fn weights_errors_name_the_problem() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not-weights.pth"), "{e}");
+    seen.push(e);
+    insta::assert_snapshot!(seen.join("\n\n"));
 }
 
 #[test]
@@ -668,12 +673,17 @@ fn tensor_dict(name: &str, key: &str, shape: &[i64], strides: &[i64]) -> Vec<u8>
 fn hostile_weights_files_get_errors_not_crashes() {
     let dir = Path::new("target/hostile-weights");
     std::fs::create_dir_all(dir).unwrap();
+    let seen = std::cell::RefCell::new(Vec::new());
     let read = |name: &str, bytes: &[u8]| {
         let f = dir.join(name);
         std::fs::write(&f, bytes).unwrap();
-        weights::read_legacy(&f)
+        let r = weights::read_legacy(&f)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        if let Err(e) = &r {
+            seen.borrow_mut().push(e.clone());
+        }
+        r
     };
     let data = [0u8; 16];
     // A well-formed 2x2 tensor reads.
@@ -736,6 +746,8 @@ fn hostile_weights_files_get_errors_not_crashes() {
     bomb.push(b'.');
     let e = read("bomb.pth", &legacy_file(&bomb, &[], &[])).unwrap_err();
     assert!(e.contains("more than 4194304 values"), "{e}");
+    // Every message in full, as the user reads it.
+    insta::assert_snapshot!(seen.borrow().join("\n\n"));
 }
 
 #[test]

@@ -218,6 +218,8 @@ fn a_cancelled_block_task_resubmitted_alone_loses_nothing() {
 fn values_that_could_change_a_batch_script_are_refused() {
     // Checked before anything is written or submitted, so no Slurm is needed.
     let dir = out_dir("injection");
+    let mut seen = Vec::new();
+    let mut keep = |err: &str| seen.push(err.replace(&dir.display().to_string(), "[DIR]"));
     for (flag, value) in [
         ("--partition", "debug\n#SBATCH --wrap=rm"),
         ("--time", "1:00:00; rm -rf /"),
@@ -238,6 +240,7 @@ fn values_that_could_change_a_batch_script_are_refused() {
         assert_eq!(out.status.code(), Some(2), "{flag}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("`{flag}` is")), "{err}");
+        keep(&err);
     }
     let spaced = dir.join("a dir with space");
     let out = Command::new(BIN)
@@ -247,6 +250,7 @@ fn values_that_could_change_a_batch_script_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot take"));
+    keep(&String::from_utf8_lossy(&out.stderr));
     let out = Command::new(BIN)
         .args(["submit", "tests/fixtures/tiny.toml", "--slurm", "--dry-run"])
         .args(sets(&dir, &["experiment.name=\"x\\n#SBATCH --wrap=id\""]))
@@ -254,6 +258,8 @@ fn values_that_could_change_a_batch_script_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`experiment.name` is"));
+    keep(&String::from_utf8_lossy(&out.stderr));
+    insta::assert_snapshot!(seen.join("\n"));
 }
 
 /// Slurm's time limit: the scripts ask for SIGTERM before it (`--signal=B:TERM@120`), dnarun

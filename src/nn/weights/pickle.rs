@@ -505,6 +505,10 @@ fn gather(t: &TensorRef, data: &[u8]) -> Result<Vec<f32>, String> {
 /// Reads every tensor of a legacy `torch.save` state dict.
 pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
     let (bytes, fail) = read_weights(path)?;
+    // A legacy torch file is a pickle (protocol 2: 0x80 0x02) of torch's magic number.
+    if !bytes.starts_with(b"PK") && !bytes.starts_with(&[0x80, 0x02]) {
+        return Err(fail("is not a PyTorch weights file (it starts with neither a pickle nor a zip header); give the `.pth` file the model was saved to".into()));
+    }
     if bytes.starts_with(b"PK") {
         return Err(fail("is a zip-format torch file; dnarun reads the legacy format (`torch.save(..., _use_new_zipfile_serialization=False)`)".into()));
     }
@@ -543,7 +547,7 @@ pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsEr
         let data = numel
             .checked_mul(size)
             .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| format!("is truncated (storage `{key}` of {numel} elements)"))
+            .ok_or_else(|| "is truncated".to_string())
             .and_then(|n| r.take(n))
             .map_err(|p| fail(format!("{p} (storage `{key}` of {numel} elements)")))?;
         storages.insert(key.to_string(), data);
