@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::problems::Problems;
-use crate::rundir::Lock;
-use crate::rundir::differing_keys;
 
 /// Accuracies of retrained nets from earlier studies, by the nets' block paths.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -109,14 +107,63 @@ pub(super) fn resolve(
     reused
 }
 
+/// The recipe an earlier run used: the `[recipe]` table of its `dnarun.lock`.
+fn earlier_recipe(dir: &Path) -> Result<serde_json::Value, String> {
+    let path = dir.join("dnarun.lock");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("has no readable `dnarun.lock` ({e})"))?;
+    let lock: toml::Table = toml::from_str(&text)
+        .map_err(|e| format!("has a `dnarun.lock` that cannot be read ({e})"))?;
+    let recipe = lock
+        .get("recipe")
+        .ok_or("has a `dnarun.lock` without its recipe")?;
+    serde_json::to_value(recipe).map_err(|e| e.to_string())
+}
+
+/// Dotted keys (`blocks.0.lr`) whose values differ between two recipes.
+fn differing(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let key = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
+                let null = Value::Null;
+                differing(
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    &key(k),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y))
+            if x.len() == y.len() && x.iter().chain(y).any(Value::is_object) =>
+        {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                differing(p, q, &key(&i.to_string()), out);
+            }
+        }
+        _ if a != b => out.push(at.to_string()),
+        _ => {}
+    }
+}
+
 fn read(dir: &Path, recipe: &serde_json::Value) -> Result<Vec<EarlierNet>, (String, String)> {
-    let lock = Lock::read(&dir.join("dnarun.lock")).map_err(|e| {
+    let earlier = earlier_recipe(dir).map_err(|e| {
         (
-            format!("is not a run directory ({e})"),
+            format!("is not a run directory: it {e}"),
             "name the run directory of an earlier `dnarun study`, relative to the recipe".into(),
         )
     })?;
-    let differ: Vec<String> = differing_keys(&lock.recipe, recipe)
+    let mut all = Vec::new();
+    differing(&earlier, recipe, "", &mut all);
+    let differ: Vec<String> = all
         .into_iter()
         .filter(|k| !cannot_change_a_net(k))
         .collect();
@@ -151,7 +198,17 @@ fn read(dir: &Path, recipe: &serde_json::Value) -> Result<Vec<EarlierNet>, (Stri
 
 #[cfg(test)]
 mod tests {
-    use super::cannot_change_a_net;
+    use super::{cannot_change_a_net, differing};
+
+    #[test]
+    fn differing_keys_are_dotted_paths() {
+        let a = serde_json::json!({"distill": {"epochs": 4}, "blocks": [{"lr": 1.0, "cells": [1]}], "x": [1, 2]});
+        let b = serde_json::json!({"distill": {"epochs": 12}, "blocks": [{"lr": 2.0, "cells": [1]}], "x": [1, 3], "y": 1});
+        let mut out = Vec::new();
+        differing(&a, &b, "", &mut out);
+        out.sort();
+        assert_eq!(out, ["blocks.0.lr", "distill.epochs", "x", "y"]);
+    }
 
     #[test]
     fn only_keys_outside_retraining_are_free() {
