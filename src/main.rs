@@ -173,6 +173,16 @@ enum Command {
         /// The run directory.
         run_dir: PathBuf,
     },
+    /// List the pretrained teachers (parameters at 1000 classes, native resolution, where the
+    /// weights come from), or with NAME the teacher's taps: per stage its channels and spatial
+    /// size at `--image-size` (the native resolution by default), ready for `teacher.taps`.
+    Teachers {
+        /// A teacher, e.g. `efficientnet-lite2`.
+        name: Option<String>,
+        /// The input resolution the taps are computed at.
+        #[arg(long)]
+        image_size: Option<usize>,
+    },
     /// List the devices this build can open, as `runtime.devices` names them (`cpu`, `wgpu:N`,
     /// `cuda:N`), with their kind and name. `wgpu:N` counts discrete GPUs first, then
     /// integrated, virtual and other adapters, then software ones (Mesa's lavapipe).
@@ -223,6 +233,7 @@ fn main() -> ExitCode {
         "study",
         "completions",
         "devices",
+        "teachers",
         "help",
         "--help",
         "-h",
@@ -307,6 +318,9 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
         }
         Command::Resume { run_dir } => {
             commands::resume(&run_dir, stop)?;
+        }
+        Command::Teachers { name, image_size } => {
+            print!("{}", commands::teachers(name.as_deref(), image_size)?);
         }
         Command::Devices => {
             print!(

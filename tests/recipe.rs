@@ -762,3 +762,59 @@ fn sizes_that_could_not_run_are_refused_at_validate() {
     let e = check(&["data.rate_per_class=100000000"]).unwrap_err();
     assert!(e.contains("rating would hold") && e.contains("GB"), "{e}");
 }
+
+/// `dnarun teachers`: the family with its parameter counts, and a member's taps as
+/// `teacher.taps` declares them (a recipe written from them validates).
+#[test]
+fn teachers_lists_the_family_and_its_taps() {
+    let bin = env!("CARGO_BIN_EXE_dnarun");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let list = run(&["teachers"]);
+    let taps = run(&["teachers", "efficientnet-lite2"]);
+    insta::assert_snapshot!(format!("{list}\n{taps}"));
+    // The printed taps of stages 2-7 are what the plan derives at 260 px.
+    let tap_lines: Vec<&str> = taps
+        .lines()
+        .filter_map(|l| l.split("   ").last())
+        .filter(|l| l.starts_with("{ name"))
+        .skip(1)
+        .collect();
+    let set = format!("teacher.taps=[{}]", tap_lines.join(", "));
+    let p = write_case(
+        "lite2",
+        &TINY.replace(
+            "[teacher]",
+            "[teacher]\nweights = { path = \"w.pth\", format = \"torch-legacy\" }",
+        ),
+    );
+    let out = std::process::Command::new(bin)
+        .args([
+            "validate",
+            &p.display().to_string(),
+            "--set",
+            "teacher.arch=\"efficientnet-lite2\"",
+            "--set",
+            "data.image_size=260",
+            "--set",
+            "data.channels=3",
+            "--set",
+            &set,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("`teacher.taps["), "{err}");
+    let out = std::process::Command::new(bin)
+        .args(["teachers", "resnet50"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -33,6 +33,22 @@ pub fn read_back<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .unwrap_or_default()
 }
 
+/// Trainable values of a module built on an autodiff device: its parameters, not BatchNorm's
+/// running statistics (which Burn's `num_params` also counts and published counts leave out).
+pub fn trainable_params<M: Module>(m: &M) -> usize {
+    struct Count(usize);
+    impl ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if p.val().is_require_grad() {
+                self.0 += p.shape().num_elements();
+            }
+        }
+    }
+    let mut c = Count(0);
+    m.visit(&mut c);
+    c.0
+}
+
 struct Touch;
 
 impl ModuleVisitor for Touch {

