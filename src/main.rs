@@ -362,31 +362,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             let (name, acc) = commands::retrain(&arch, stop)?;
             println!("{name}: test accuracy {:.2}%", acc * 100.0);
         }
-        Command::Submit {
-            recipe,
-            slurm: _,
-            run_dir,
-            partition,
-            gpus_per_task,
-            cpus_per_task,
-            time,
-            mem,
-            dry_run,
-            study,
-        } => {
-            let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
-            let opts = dnarun::slurm::SlurmOptions {
-                partition,
-                gpus_per_task,
-                cpus_per_task,
-                time,
-                mem,
-                dry_run,
-                study,
-            };
-            let s = dnarun::slurm::submit(&plan, &opts, run_dir.as_deref())?;
-            print!("{}", s.describe(&recipe.recipe, dry_run));
-        }
+        c @ Command::Submit { .. } => return submit(c),
         Command::Status { run_dir } => print!("{}", commands::status(&run_dir)?),
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -396,6 +372,38 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             command: TrackCommand::Replay { run_dir },
         } => println!("{}", commands::replay(&run_dir)?),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dnarun submit --slurm`.
+fn submit(c: Command) -> Result<ExitCode, RunError> {
+    let Command::Submit {
+        recipe,
+        slurm: _,
+        run_dir,
+        partition,
+        gpus_per_task,
+        cpus_per_task,
+        time,
+        mem,
+        dry_run,
+        study,
+    } = c
+    else {
+        unreachable!("called with `submit` only")
+    };
+    let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
+    let opts = dnarun::slurm::SlurmOptions {
+        partition,
+        gpus_per_task,
+        cpus_per_task,
+        time,
+        mem,
+        dry_run,
+        study,
+    };
+    let s = dnarun::slurm::submit(&plan, &opts, run_dir.as_deref())?;
+    print!("{}", s.describe(&recipe.recipe, dry_run));
     Ok(ExitCode::SUCCESS)
 }
 
