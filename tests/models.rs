@@ -848,6 +848,35 @@ fn fuzzed_weights_files_never_crash_the_readers() {
         cases += 1;
         errors += usize::from(r.unwrap().is_err());
     }
+    // The zip format: a small state dict, mutated (headers, pickle, storages).
+    let mut small = std::collections::BTreeMap::new();
+    for (i, n) in [4usize, 12, 32].into_iter().enumerate() {
+        small.insert(
+            format!("t{i}"),
+            weights::RawTensor {
+                shape: vec![n],
+                values: (0..n).map(|v| v as f32).collect(),
+            },
+        );
+    }
+    let clean_zip = zip_pth(&small);
+    for case in 0..150 {
+        let mut bytes = clean_zip.clone();
+        for _ in 0..rng.random_range(1..6) {
+            let at = rng.random_range(0..bytes.len());
+            if rng.random_bool(0.8) {
+                bytes[at] = rng.random();
+            } else {
+                bytes.truncate(at.max(2));
+            }
+        }
+        let f = dir.join("case-zip.pth");
+        std::fs::write(&f, &bytes).unwrap();
+        let r = std::panic::catch_unwind(|| weights::read_legacy(&f).map(|_| ()));
+        assert!(r.is_ok(), "zip case {case} panicked");
+        cases += 1;
+        errors += usize::from(r.unwrap().is_err());
+    }
     // And safetensors: an export of random tensors, mutated.
     let st = dir.join("ok.safetensors");
     let p = plan("tests/fixtures/tiny.toml", &[]);
@@ -873,4 +902,99 @@ fn fuzzed_weights_files_never_crash_the_readers() {
         errors += usize::from(r.unwrap().is_err());
     }
     eprintln!("fuzzed weights readers: {cases} cases, {errors} refused with an error, 0 crashes");
+}
+
+/// A zip-format `torch.save` file (torch >= 1.6) of a state dict: `archive/data.pkl` (a
+/// protocol-2 pickle of `{name: _rebuild_tensor_v2(PersId(('storage', FloatStorage, key, 'cpu',
+/// numel)), 0, shape, strides)}`) and one stored entry `archive/data/<key>` per tensor, as torch
+/// writes them.
+fn zip_pth(tensors: &std::collections::BTreeMap<String, weights::RawTensor>) -> Vec<u8> {
+    use std::io::Write;
+    let s = |t: &str| {
+        let mut v = vec![b'X'];
+        v.extend((t.len() as u32).to_le_bytes());
+        v.extend(t.as_bytes());
+        v
+    };
+    let int = |i: i64| {
+        let mut v = vec![0x8a, 8];
+        v.extend(i.to_le_bytes());
+        v
+    };
+    let mut pkl = vec![0x80, 0x02, b'}', b'('];
+    for (i, (name, t)) in tensors.iter().enumerate() {
+        pkl.extend(s(name));
+        pkl.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        pkl.extend(s("storage"));
+        pkl.extend(b"ctorch\nFloatStorage\n");
+        pkl.extend(s(&i.to_string()));
+        pkl.extend(s("cpu"));
+        pkl.extend(int(t.values.len() as i64));
+        pkl.extend([b't', b'Q']);
+        pkl.extend(int(0));
+        pkl.push(b'(');
+        for &d in &t.shape {
+            pkl.extend(int(d as i64));
+        }
+        pkl.extend([b't', b'(']);
+        let mut stride = 1i64;
+        let mut strides: Vec<i64> = t
+            .shape
+            .iter()
+            .rev()
+            .map(|&d| {
+                let s = stride;
+                stride *= d as i64;
+                s
+            })
+            .collect();
+        strides.reverse();
+        for st in strides {
+            pkl.extend(int(st));
+        }
+        pkl.extend([b't', b't', b'R']);
+    }
+    pkl.extend([b'u', b'.']);
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    z.start_file("archive/data.pkl", stored).unwrap();
+    z.write_all(&pkl).unwrap();
+    for (i, t) in tensors.values().enumerate() {
+        z.start_file(format!("archive/data/{i}"), stored).unwrap();
+        for v in &t.values {
+            z.write_all(&v.to_le_bytes()).unwrap();
+        }
+    }
+    z.finish().unwrap().into_inner()
+}
+
+#[test]
+fn a_zip_format_pth_loads_equal_to_its_safetensors_twin() {
+    let Some(weights) = lite0_file() else {
+        panic!("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`")
+    };
+    let p = plan("recipes/dna-imagenet.toml", &[]);
+    let device = Device::flex();
+    let raw = weights::read_legacy(&weights).unwrap();
+    let zipped = Path::new("target/lite0-zip.pth");
+    std::fs::write(zipped, zip_pth(&raw)).unwrap();
+    let from_zip = weights::load_teacher(zipped, &p.teacher, 3, 1000, &device).unwrap();
+    let legacy = weights::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();
+    let twin = Path::new("target/lite0-twin.safetensors");
+    weights::export_teacher_safetensors(&legacy, twin).unwrap();
+    let from_st = weights::load_teacher_safetensors(twin, &p.teacher, 3, 1000, &device).unwrap();
+    let x = random([2, 3, 64, 64], &device);
+    let a = from_zip.logits(x.clone(), Mode::Eval).into_data();
+    let b = from_st.logits(x, Mode::Eval).into_data();
+    assert_eq!(a, b, "logits differ");
+    // A zip archive that is not a torch file, and one whose storage is missing.
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    z.start_file("notes.txt", zip::write::FileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut z, b"hi").unwrap();
+    let junk = Path::new("target/junk-zip.pth");
+    std::fs::write(junk, z.finish().unwrap().into_inner()).unwrap();
+    let e = weights::read_legacy(junk).unwrap_err().to_string();
+    assert!(e.contains("without `data.pkl`"), "{e}");
 }

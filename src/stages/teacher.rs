@@ -60,7 +60,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
 fn load(ctx: &Ctx, path: &std::path::Path, format: WeightFormat) -> Result<Teacher, RunError> {
     let d = &ctx.plan.data;
     let t = match format {
-        WeightFormat::TorchLegacy => {
+        WeightFormat::Torch | WeightFormat::TorchLegacy => {
             weights::load_teacher(path, &ctx.plan.teacher, d.channels, d.classes, &ctx.device)?
         }
         WeightFormat::Safetensors => weights::load_teacher_safetensors(

@@ -1,4 +1,6 @@
-//! Reading PyTorch's legacy (pre-zip) `torch.save` format without Python. The file is a
+//! Reading PyTorch's `torch.save` formats without Python: the legacy (pre-zip) one and the zip
+//! format of torch >= 1.6 (a `data.pkl` state dict and one raw entry per storage).
+//! In the legacy format the file is a
 //! sequence of pickles (magic number, protocol, system info, the state dict whose tensors point
 //! at storages by key, the list of storage keys) followed by each storage: a little-endian u64
 //! element count and the raw little-endian data. Only the opcodes state dicts use are
@@ -502,7 +504,76 @@ fn gather(t: &TensorRef, data: &[u8]) -> Result<Vec<f32>, String> {
     Ok(values)
 }
 
-/// Reads every tensor of a legacy `torch.save` state dict.
+/// Reads every tensor of a zip-format `torch.save` state dict (torch >= 1.6): `<name>/data.pkl`
+/// holds the state dict, whose tensors name their storages by key, and each storage is the raw
+/// little-endian entry `<name>/data/<key>`. Entries are read with their declared sizes checked
+/// against the file's, so a crafted archive cannot ask for more memory than it could hold.
+fn read_zip(
+    bytes: &[u8],
+    fail: impl Fn(String) -> WeightsError,
+) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
+    use std::io::Read;
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| fail(format!("is not a readable zip-format torch file ({e})")))?;
+    let pkl = z
+        .file_names()
+        .find(|n| *n == "data.pkl" || n.ends_with("/data.pkl"))
+        .map(str::to_string)
+        .ok_or_else(|| fail("is a zip file without `data.pkl`: not a `torch.save` file".into()))?;
+    let prefix = pkl.trim_end_matches("data.pkl").to_string();
+    // torch stores entries uncompressed; a deflated one may grow, but not past this.
+    let limit = (bytes.len() as u64).saturating_mul(64);
+    let mut entry = |name: &str| -> Result<Vec<u8>, String> {
+        let f = z
+            .by_name(name)
+            .map_err(|_| format!("has no entry `{name}`"))?;
+        if f.size() > limit {
+            return Err(format!(
+                "entry `{name}` declares {} bytes, more than the file could hold",
+                f.size()
+            ));
+        }
+        let mut v = Vec::with_capacity(f.size() as usize);
+        f.take(limit)
+            .read_to_end(&mut v)
+            .map_err(|e| format!("entry `{name}` cannot be read ({e})"))?;
+        Ok(v)
+    };
+    let pickle = entry(&pkl).map_err(&fail)?;
+    let mut r = Reader { b: &pickle, pos: 0 };
+    let V::Dict(entries) = r.pickle().map_err(&fail)? else {
+        return Err(fail("does not hold a state dict".into()));
+    };
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for (k, v) in &entries {
+        let name = k
+            .as_str()
+            .ok_or_else(|| fail("has a state dict key that is not a string".into()))?;
+        let Some(t) = tensor_ref(name, v).map_err(&fail)? else {
+            continue;
+        };
+        if t.ty != "FloatStorage" {
+            continue; // integer buffers (num_batches_tracked) are not weights
+        }
+        if !storages.contains_key(&t.key) {
+            let data = entry(&format!("{prefix}data/{}", t.key)).map_err(&fail)?;
+            storages.insert(t.key.clone(), data);
+        }
+        let values = gather(&t, &storages[&t.key]).map_err(&fail)?;
+        out.insert(
+            t.name,
+            RawTensor {
+                shape: t.shape,
+                values,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Reads every tensor of a `torch.save` state dict: the legacy format, or the zip format of
+/// torch >= 1.6 (told apart by the file's first bytes).
 pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
     let (bytes, fail) = read_weights(path)?;
     // A legacy torch file is a pickle (protocol 2: 0x80 0x02) of torch's magic number.
@@ -510,7 +581,7 @@ pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsEr
         return Err(fail("is not a PyTorch weights file (it starts with neither a pickle nor a zip header); give the `.pth` file the model was saved to".into()));
     }
     if bytes.starts_with(b"PK") {
-        return Err(fail("is a zip-format torch file; dnarun reads the legacy format (`torch.save(..., _use_new_zipfile_serialization=False)`)".into()));
+        return read_zip(&bytes, fail);
     }
     let mut r = Reader { b: &bytes, pos: 0 };
     let magic = r.pickle().map_err(&fail)?;
