@@ -834,6 +834,11 @@ fn a_tiny_study_end_to_end_and_resumed_after_a_kill() {
         assert_eq!(f["kendall_tau_ci"].as_array().unwrap().len(), 2);
     }
     assert!(s["noise_std"].is_number() && s["top1_percentile"].is_number());
+    assert!(
+        s["seed_tau"]
+            .as_f64()
+            .is_some_and(|t| (-1.0..=1.0).contains(&t))
+    );
     assert_eq!(s["nets"][0]["accuracies"].as_array().unwrap().len(), 2);
     for f in ["study.svg", "study.md", "predictor.json"] {
         assert!(dir.join("tiny-001").join(f).exists(), "{f}");

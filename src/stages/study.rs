@@ -76,6 +76,10 @@ pub struct StudyReport {
     pub noise_std: f64,
     /// The mean tau a perfect predictor reaches against accuracies this noisy.
     pub tau_ceiling: f64,
+    /// Kendall's tau between the nets' accuracies with the first seed and with the second: how
+    /// well one retraining ranks the nets as another does (with 2 or more seeds).
+    #[serde(default)]
+    pub seed_tau: Option<f64>,
     /// Percentage of the sampled nets whose mean accuracy is below the searched top-1's.
     pub top1_percentile: Option<f64>,
     /// Per predictor: `rating` (lower is better, so negated), `predicted` (leave-one-out),
@@ -276,6 +280,10 @@ pub fn analyse(plan: &Plan, nets: Vec<StudyNet>, top1: Option<StudyNet>) -> Stud
         sample: format!("{:?}", plan.study.sample).to_lowercase(),
         noise_std,
         tau_ceiling,
+        seed_tau: (plan.study.seeds >= 2).then(|| {
+            let seed = |k: usize| -> Vec<f64> { nets.iter().map(|n| n.accuracies[k]).collect() };
+            kendall_tau(&seed(0), &seed(1))
+        }),
         top1_percentile,
         predictors,
         nets,
@@ -364,6 +372,9 @@ pub fn run(
     if let Some(p) = report.top1_percentile {
         metrics.push(("top1_percentile".into(), p));
     }
+    if let Some(t) = report.seed_tau {
+        metrics.push(("seed_tau".into(), t));
+    }
     for (name, f) in &report.predictors {
         metrics.push((format!("{name}_kendall_tau"), f.kendall_tau));
         metrics.push((format!("{name}_kendall_tau_low"), f.kendall_tau_ci[0]));
@@ -396,6 +407,11 @@ impl StudyReport {
             self.noise_std * 100.0,
             self.tau_ceiling
         );
+        if let Some(t) = self.seed_tau {
+            s += &format!(
+                "the nets' accuracies with seed 0 rank them against seed 1's at tau {t:.2}: how far one retraining agrees with another\n\n"
+            );
+        }
         s += "| predictor | Kendall tau [95 % CI] | Spearman rho [95 % CI] | Pearson r [95 % CI] |\n|---|---|---|---|\n";
         for (name, f) in &self.predictors {
             let label = match name.as_str() {
