@@ -331,6 +331,7 @@ fn resuming_a_changed_recipe_is_refused() {
             && err.contains("cannot be resumed"),
         "{err}"
     );
+    insta::assert_snapshot!(err.replace(&dir.display().to_string(), "[DIR]"));
 }
 
 #[test]
@@ -386,6 +387,7 @@ fn a_missing_device_is_reported_before_any_work() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("`runtime.devices` asks for `cuda:0`"), "{err}");
         assert!(!err.contains("panicked"), "{err}");
+        insta::assert_snapshot!(format!("missing_{name}"), err);
         assert!(
             std::fs::read_dir(&dir).unwrap().next().is_none(),
             "nothing was written"
@@ -517,6 +519,7 @@ fn an_unreachable_tracking_server_fails_fast_or_falls_back() {
         )) && err.contains("fallback_to_local"),
         "{err}"
     );
+    insta::assert_snapshot!(err.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:[PORT]"));
     a.extend([
         "--set".to_string(),
         "tracking.fallback_to_local=true".into(),
