@@ -541,26 +541,50 @@ fn read_zip(
     };
     let pickle = entry(&pkl).map_err(&fail)?;
     let mut r = Reader { b: &pickle, pos: 0 };
-    let V::Dict(entries) = r.pickle().map_err(&fail)? else {
-        return Err(fail("does not hold a state dict".into()));
-    };
+    let tensors = state_dict(r.pickle().map_err(&fail)?).map_err(&fail)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut out = BTreeMap::new();
-    for (k, v) in &entries {
-        let name = k
-            .as_str()
-            .ok_or_else(|| fail("has a state dict key that is not a string".into()))?;
-        let Some(t) = tensor_ref(name, v).map_err(&fail)? else {
-            continue;
-        };
-        if t.ty != "FloatStorage" {
-            continue; // integer buffers (num_batches_tracked) are not weights
-        }
+    for t in tensors.iter().filter(|t| t.ty == "FloatStorage") {
         if !storages.contains_key(&t.key) {
             let data = entry(&format!("{prefix}data/{}", t.key)).map_err(&fail)?;
             storages.insert(t.key.clone(), data);
         }
-        let values = gather(&t, &storages[&t.key]).map_err(&fail)?;
+    }
+    let storages = storages
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_slice()))
+        .collect();
+    weights_of(tensors, &storages).map_err(fail)
+}
+
+/// The tensors a state dict (a pickled dict of name -> rebuilt tensor) points at.
+fn state_dict(dict: V) -> Result<Vec<TensorRef>, String> {
+    let V::Dict(entries) = dict else {
+        return Err("does not hold a state dict".into());
+    };
+    let mut tensors = Vec::new();
+    for (k, v) in &entries {
+        let name = k
+            .as_str()
+            .ok_or("has a state dict key that is not a string")?;
+        if let Some(t) = tensor_ref(name, v)? {
+            tensors.push(t);
+        }
+    }
+    Ok(tensors)
+}
+
+/// The float tensors' values from their storages (integer buffers such as
+/// `num_batches_tracked` are not weights).
+fn weights_of(
+    tensors: Vec<TensorRef>,
+    storages: &HashMap<String, &[u8]>,
+) -> Result<BTreeMap<String, RawTensor>, String> {
+    let mut out = BTreeMap::new();
+    for t in tensors.into_iter().filter(|t| t.ty == "FloatStorage") {
+        let data = storages
+            .get(&t.key)
+            .ok_or_else(|| format!("has no data for storage `{}` of tensor `{}`", t.key, t.name))?;
+        let values = gather(&t, data)?;
         out.insert(
             t.name,
             RawTensor {
@@ -592,18 +616,7 @@ pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsEr
     r.pickle().map_err(&fail)?; // system info
     let dict = r.pickle().map_err(&fail)?;
     let keys = r.pickle().map_err(&fail)?;
-    let V::Dict(entries) = dict else {
-        return Err(fail("does not hold a state dict".into()));
-    };
-    let mut tensors = Vec::new();
-    for (k, v) in &entries {
-        let name = k
-            .as_str()
-            .ok_or_else(|| fail("has a state dict key that is not a string".into()))?;
-        if let Some(t) = tensor_ref(name, v).map_err(&fail)? {
-            tensors.push(t);
-        }
-    }
+    let tensors = state_dict(dict).map_err(&fail)?;
     let sizes: HashMap<&str, usize> = tensors
         .iter()
         .map(|t| (t.key.as_str(), element_size(&t.ty)))
@@ -623,25 +636,5 @@ pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsEr
             .map_err(|p| fail(format!("{p} (storage `{key}` of {numel} elements)")))?;
         storages.insert(key.to_string(), data);
     }
-    let mut out = BTreeMap::new();
-    for t in tensors {
-        if t.ty != "FloatStorage" {
-            continue; // integer buffers (num_batches_tracked) are not weights
-        }
-        let data = storages.get(&t.key).ok_or_else(|| {
-            fail(format!(
-                "has no data for storage `{}` of tensor `{}`",
-                t.key, t.name
-            ))
-        })?;
-        let values = gather(&t, data).map_err(&fail)?;
-        out.insert(
-            t.name,
-            RawTensor {
-                shape: t.shape,
-                values,
-            },
-        );
-    }
-    Ok(out)
+    weights_of(tensors, &storages).map_err(fail)
 }
