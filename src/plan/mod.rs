@@ -27,7 +27,9 @@ pub use data::{DataSpec, SplitSpec, format_name};
 pub use devices::{DeviceSpec, Devices};
 pub use reuse::Reused;
 pub use seeds::Seeds;
-pub use teacher::{StageSpec, TapSpec, TeacherSpec, lite_spec};
+pub use teacher::{
+    Family, LayerKind, Member, StageSpec, TapSpec, TeacherSpec, layout_name, pretrained_spec,
+};
 
 use crate::recipe::{Diagnostics, Loaded, SCHEMA_VERSION};
 use crate::space::predictor::Predictor;

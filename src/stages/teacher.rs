@@ -49,7 +49,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
     check_taps(ctx, &teacher)?;
     let export = ctx.dir.teacher_export();
     if !export.exists() {
-        weights::export_teacher_safetensors(&teacher, &export)?;
+        weights::export_teacher_safetensors(&teacher, ctx.plan.teacher.layout, &export)?;
     }
     ctx.track
         .end("teacher", crate::track::RunStatus::Finished)?;

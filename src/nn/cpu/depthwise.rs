@@ -16,6 +16,7 @@ use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
 use super::flex_tensor;
+use crate::space::Padding;
 
 /// The shape of one depthwise convolution: `n` images of `c` channels of `h` x `w`, a `k` x `k`
 /// kernel, stride `s`, `pt`/`pl` zero rows/columns before the image, `oh` x `ow` outputs (the
@@ -46,13 +47,16 @@ pub struct Geometry {
 
 impl Geometry {
     /// TensorFlow-style "same" padding (Burn's `PaddingConfig2d::Same`): `ceil(h / s)` outputs,
-    /// the odd pad at the end.
-    pub fn same(dims: [usize; 4], k: usize, s: usize) -> Geometry {
+    /// the odd pad at the end; or PyTorch's symmetric `k / 2` on both sides.
+    pub fn new(dims: [usize; 4], k: usize, s: usize, padding: Padding) -> Geometry {
         let [n, c, h, w] = dims;
-        let side = |len: usize| {
-            let out = len.div_ceil(s);
-            let total = ((out.max(1) - 1) * s + k).saturating_sub(len);
-            (total / 2, out)
+        let side = |len: usize| match padding {
+            Padding::Same => {
+                let out = len.div_ceil(s);
+                let total = ((out.max(1) - 1) * s + k).saturating_sub(len);
+                (total / 2, out)
+            }
+            Padding::Symmetric => (k / 2, (len + 2 * (k / 2)).saturating_sub(k) / s + 1),
         };
         let ((pt, oh), (pl, ow)) = (side(h), side(w));
         Geometry {

@@ -24,7 +24,7 @@ use burn::backend::{Dispatch, Flex};
 use burn::tensor::module::conv2d;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
-use crate::space::Activation;
+use crate::space::{Activation, Padding};
 use activation::ActivationBackend;
 use batchnorm::BatchNormBackend;
 use depthwise::{DepthwiseBackend, Geometry};
@@ -65,9 +65,14 @@ impl Backward<Flex, 1> for NoGrad {
     fn backward(self, _: Ops<(), 1>, _: &mut Gradients, _: &mut Checkpointer) {}
 }
 
-/// Depthwise convolution (`groups` = channels, no bias) with "same" padding.
-pub fn depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
-    let g = Geometry::same(x.dims(), weight.dims()[2], stride);
+/// Depthwise convolution (`groups` = channels, no bias) with "same" or symmetric padding.
+pub fn depthwise_conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    stride: usize,
+    padding: Padding,
+) -> Tensor<4> {
+    let g = Geometry::new(x.dims(), weight.dims()[2], stride, padding);
     if kernels_run(&x) && kernels_run(&weight) {
         Tensor::from_dispatch(<Dispatch as DepthwiseBackend>::depthwise_conv2d(
             x.into_dispatch(),
@@ -156,7 +161,12 @@ pub fn batch_norm_eval<const D: usize>(
 
 /// Burn's own grouped `conv2d` for the convolution [`depthwise_conv2d`] computes (the tests'
 /// reference).
-pub fn reference_depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize) -> Tensor<4> {
-    let g = Geometry::same(x.dims(), weight.dims()[2], stride);
+pub fn reference_depthwise_conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    stride: usize,
+    padding: Padding,
+) -> Tensor<4> {
+    let g = Geometry::new(x.dims(), weight.dims()[2], stride, padding);
     conv2d(x, weight, None, g.options())
 }

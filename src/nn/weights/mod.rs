@@ -1,15 +1,17 @@
-//! Weights files: PyTorch's legacy pickle format (`pickle`), safetensors (`safetensors`), and
-//! the `efficientnet_pytorch` names mapped onto the teacher (`efficientnet`). Loading is strict:
-//! a missing tensor, a wrong shape or a tensor the model has no place for is an error that
-//! names it.
+//! Weights files: PyTorch's pickle formats (`pickle`), safetensors (`safetensors`), and the
+//! checkpoint layouts (`efficientnet_pytorch`, timm, torchvision) mapped onto the teacher
+//! (`layout`). Loading is strict: a missing tensor, a wrong shape or a tensor the model has no
+//! place for is an error that names it and the closest key on the other side.
 
-mod efficientnet;
+mod layout;
 mod pickle;
 mod safetensors;
 
 use std::path::{Path, PathBuf};
 
-pub use efficientnet::{export_teacher_safetensors, load_teacher, load_teacher_safetensors};
+pub use layout::{
+    export_teacher_safetensors, load_teacher, load_teacher_safetensors, teacher_keys,
+};
 pub use pickle::read_legacy;
 pub use safetensors::{export_safetensors, read_safetensors};
 
@@ -25,10 +27,12 @@ pub enum WeightsError {
         problem: String,
     },
     /// The tensors do not fit the teacher the recipe describes.
-    #[error("weights file `{path}` does not fit the teacher the recipe describes:\n{}", .problems.join("\n"))]
+    #[error("weights file `{path}` does not fit the teacher the recipe describes (names read in the `{layout}` layout; `teacher.weights.layout` chooses another):\n{}", .problems.join("\n"))]
     Mismatch {
         /// The file.
         path: PathBuf,
+        /// The layout its names were read in.
+        layout: &'static str,
         /// One line per tensor: key, expected and found shape.
         problems: Vec<String>,
     },

@@ -15,17 +15,28 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>, Weig
         .map_err(|e| fail(format!("is not a valid safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(fail(format!(
-                "tensor `{name}` is {:?}; dnarun reads f32 weights",
-                view.dtype()
-            )));
-        }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let bytes = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            safetensors::Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            safetensors::Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32())
+                .collect(),
+            safetensors::Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32())
+                .collect(),
+            // Integer tensors are counters, not weights (BatchNorm's `num_batches_tracked`).
+            safetensors::Dtype::I64 | safetensors::Dtype::I32 => continue,
+            other => {
+                return Err(fail(format!(
+                    "tensor `{name}` is {other:?}; dnarun reads f32, f16 and bf16 weights"
+                )));
+            }
+        };
         out.insert(
             name,
             RawTensor {
