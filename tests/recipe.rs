@@ -779,11 +779,12 @@ fn teachers_lists_the_family_and_its_taps() {
     };
     let list = run(&["teachers"]);
     let taps = run(&["teachers", "efficientnet-lite2"]);
-    insta::assert_snapshot!(format!("{list}\n{taps}"));
+    let resnet = run(&["teachers", "resnet50", "--image-size", "64"]);
+    insta::assert_snapshot!(format!("{list}\n{taps}\n{resnet}"));
     // The printed taps of stages 2-7 are what the plan derives at 260 px.
     let tap_lines: Vec<&str> = taps
         .lines()
-        .filter_map(|l| l.split("   ").last())
+        .filter_map(|l| l.split("  ").last())
         .filter(|l| l.starts_with("{ name"))
         .skip(1)
         .collect();
@@ -812,9 +813,29 @@ fn teachers_lists_the_family_and_its_taps() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("`teacher.taps["), "{err}");
+    // Taps without `shape` get the teacher's: the paper recipe's plan is the same without them.
+    let recipe = Path::new("recipes/dna-imagenet.toml");
+    let shapeless = "teacher.taps=[".to_string()
+        + &(2..=7)
+            .map(|s| format!("{{ name = \"s{s}\", stage = {s} }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+        + "]";
+    let plan_of = |sets: Vec<String>| {
+        let overrides = dnarun::recipe::Overrides { sets, env: false };
+        dnarun::plan::Plan::load(recipe, &overrides).map_err(|d| d.render())
+    };
+    let derived = plan_of(vec![shapeless]).map(|p| p.taps);
+    let written = plan_of(vec![]).map(|p| p.taps);
+    assert!(
+        derived.is_ok() && derived == written,
+        "{derived:?} vs {written:?}"
+    );
     let out = std::process::Command::new(bin)
-        .args(["teachers", "resnet50"])
+        .args(["teachers", "resnet51"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean `resnet50`?"), "{err}");
 }

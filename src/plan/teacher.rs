@@ -392,7 +392,7 @@ pub(super) fn resolve(r: &Recipe, base: &Path, p: &mut Problems) -> TeacherSpec 
                 p.err(
                     "/teacher",
                     format!(
-                        "`teacher.weights` is missing: an `{name}` teacher is loaded, not trained"
+                        "`teacher.weights` is missing: the `{name}` teacher is loaded, not trained"
                     ),
                     Some(hint),
                 );
@@ -401,7 +401,7 @@ pub(super) fn resolve(r: &Recipe, base: &Path, p: &mut Problems) -> TeacherSpec 
                 p.err(
                     "/teacher/weights/layout",
                     format!(
-                        "`teacher.weights.layout` is `{}`, which has no names for an `{name}` teacher",
+                        "`teacher.weights.layout` is `{}`, which has no names for the `{name}` teacher",
                         layout_name(layout)
                     ),
                     Some(format!("write one of {}", layout_names(arch))),
@@ -411,7 +411,7 @@ pub(super) fn resolve(r: &Recipe, base: &Path, p: &mut Problems) -> TeacherSpec 
                 p.err(
                     "/data/channels",
                     format!(
-                        "`data.channels` is {}, but an `{name}` teacher needs 3 (RGB)",
+                        "`data.channels` is {}, but the `{name}` teacher needs 3 (RGB)",
                         r.data.channels
                     ),
                     None,
@@ -489,30 +489,31 @@ pub(super) fn taps(r: &Recipe, teacher: &TeacherSpec, p: &mut Problems) -> Vec<T
                     None,
                 );
         }
-        match stage_shapes.get(t.stage.wrapping_sub(1)) {
-                None if !teacher.stages.is_empty() => p.err(
-                    &format!("{at}/stage"),
-                    format!(
-                        "`teacher.taps[{i}].stage` is {}, but the teacher has stages 1 to {}",
-                        t.stage,
-                        teacher.stages.len()
-                    ),
-                    None,
+        let derived = stage_shapes.get(t.stage.wrapping_sub(1)).copied();
+        match (derived, t.shape) {
+            (None, _) if !teacher.stages.is_empty() => p.err(
+                &format!("{at}/stage"),
+                format!(
+                    "`teacher.taps[{i}].stage` is {}, but the teacher has stages 1 to {}",
+                    t.stage,
+                    teacher.stages.len()
                 ),
-                Some(shape) if *shape != t.shape => p.err(
-                    &format!("{at}/shape"),
-                    format!(
-                        "`teacher.taps[{i}].shape` is {:?}, but stage {} of the teacher outputs {:?} at `data.image_size = {}`",
-                        t.shape, t.stage, shape, r.data.image_size
-                    ),
-                    Some(format!("write `shape = {shape:?}`")),
+                None,
+            ),
+            (Some(shape), Some(given)) if shape != given => p.err(
+                &format!("{at}/shape"),
+                format!(
+                    "`teacher.taps[{i}].shape` is {given:?}, but stage {} of the teacher outputs {shape:?} at `data.image_size = {}`",
+                    t.stage, r.data.image_size
                 ),
-                _ => {}
-            }
+                Some(format!("write `shape = {shape:?}`, or leave `shape` out")),
+            ),
+            _ => {}
+        }
         taps.push(TapSpec {
             name: t.name.clone(),
             stage: t.stage,
-            shape: t.shape,
+            shape: derived.or(t.shape).unwrap_or([1, 1, 1]),
         });
     }
 

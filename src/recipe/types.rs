@@ -489,8 +489,10 @@ pub struct Tap {
     /// The tap is the output of this stage (1-based: stage 1 is the first stage after the stem).
     #[schemars(range(min = 1))]
     pub stage: usize,
-    /// Expected output shape `[channels, height, width]`; checked against the built teacher.
-    pub shape: [usize; 3],
+    /// Output shape `[channels, height, width]`. Derived from the teacher and `data.image_size`
+    /// when left out; checked against them when given. `dnarun teachers NAME` prints it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<[usize; 3]>,
 }
 
 /// Optimiser and schedule of a from-scratch training (teacher or retrain).

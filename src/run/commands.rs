@@ -335,15 +335,15 @@ pub fn teachers(name: Option<&str>, image_size: Option<usize>) -> Result<String,
         layouts(arch)
     );
     s += "stage  layers  channels  size\n";
+    // (`shape` may be left out of a tap: the plan derives it.)
     for (i, (st, shape)) in t.stages.iter().zip(t.stage_shapes(size)).enumerate() {
         let _ = writeln!(
             s,
-            "{:>5}  {:>6}  {:>8}  {}x{}   {{ name = \"s{}\", stage = {}, shape = {:?} }}",
+            "{:>5}  {:>6}  {:>8}  {:<9}  {{ name = \"s{}\", stage = {}, shape = {:?} }}",
             i + 1,
             st.layers,
             shape[0],
-            shape[1],
-            shape[2],
+            format!("{}x{}", shape[1], shape[2]),
             i + 1,
             i + 1,
             shape
