@@ -635,6 +635,45 @@ fn the_paper_recipe_runs_its_teacher_stage_on_real_photos() {
         dir.join("dna-imagenet-001/teacher/teacher.safetensors")
             .exists()
     );
+    // The same weights as a timm checkpoint (`tf_efficientnet_lite0`'s names, safetensors)
+    // through the recipe: `arch = "tf-efficientnet-lite0"`, `layout = "timm"`, taps without
+    // shapes. The same accuracy.
+    let timm = dir.join("lite0-timm.safetensors");
+    {
+        use dnarun::recipe::WeightLayout;
+        let p = common::plan("recipes/dna-imagenet.toml", &[]);
+        let device = burn::tensor::Device::flex();
+        let t = dnarun::nn::weights::load_teacher(Path::new(&weights), &p.teacher, 3, 1000, &device)
+            .unwrap();
+        dnarun::nn::weights::export_teacher_safetensors(&t, WeightLayout::Timm, &timm).unwrap();
+    }
+    let taps = (2..=7)
+        .map(|s| format!("{{ name = \"s{s}\", stage = {s} }}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut sets = sets.to_vec();
+    sets.retain(|s| !s.starts_with("teacher.weights"));
+    sets.extend([
+        "experiment.name=\"timm-teacher\"".to_string(),
+        "teacher.arch=\"tf-efficientnet-lite0\"".into(),
+        format!(
+            "teacher.weights={{ path = \"{}\", format = \"safetensors\", layout = \"timm\" }}",
+            timm.display()
+        ),
+        format!("teacher.taps=[{taps}]"),
+    ]);
+    let mut v = vec!["run".to_string(), "recipes/dna-imagenet.toml".to_string()];
+    v.extend(common::sets(
+        &dir,
+        &sets.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    v.extend(["--stage".into(), "teacher".into()]);
+    run(&v);
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("timm-teacher-001/teacher/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["accuracy"].as_f64().unwrap(), acc);
 }
 
 #[test]
