@@ -410,7 +410,7 @@ fn submit(c: Command) -> Result<ExitCode, RunError> {
 /// `dnarun schema`: print it, write it, or check a written one (exit 1 when stale).
 fn schema(output: Option<PathBuf>, check: bool, markdown: bool) -> Result<ExitCode, RunError> {
     let text = if markdown {
-        recipe::reference_markdown()
+        recipe::reference_markdown() + &dnarun::plan::teachers_markdown()
     } else {
         recipe::schema_text()
     };

@@ -643,8 +643,9 @@ fn the_paper_recipe_runs_its_teacher_stage_on_real_photos() {
         use dnarun::recipe::WeightLayout;
         let p = common::plan("recipes/dna-imagenet.toml", &[]);
         let device = burn::tensor::Device::flex();
-        let t = dnarun::nn::weights::load_teacher(Path::new(&weights), &p.teacher, 3, 1000, &device)
-            .unwrap();
+        let t =
+            dnarun::nn::weights::load_teacher(Path::new(&weights), &p.teacher, 3, 1000, &device)
+                .unwrap();
         dnarun::nn::weights::export_teacher_safetensors(&t, WeightLayout::Timm, &timm).unwrap();
     }
     let taps = (2..=7)

@@ -29,6 +29,7 @@ pub use reuse::Reused;
 pub use seeds::Seeds;
 pub use teacher::{
     Family, LayerKind, Member, StageSpec, TapSpec, TeacherSpec, layout_name, pretrained_spec,
+    teachers_markdown,
 };
 
 use crate::recipe::{Diagnostics, Loaded, SCHEMA_VERSION};

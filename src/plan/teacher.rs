@@ -578,3 +578,44 @@ fn cnn_spec(r: &Recipe, train: TrainSpec, p: &mut Problems) -> TeacherSpec {
         }
     }
 }
+
+/// The teachers table of `docs/recipe.md`: every pretrained architecture with its native
+/// resolution, layouts and taps there (stage: channels, size).
+pub fn teachers_markdown() -> String {
+    use std::fmt::Write;
+    let train = TrainSpec {
+        epochs: 0,
+        lr: 0.0,
+        lr_decay: 1.0,
+        weight_decay: 0.0,
+        batch_size: 1,
+        max_steps: None,
+    };
+    let mut s = String::from(
+        "\n## Teachers\n\nGenerated with the reference above. `dnarun teachers` adds parameter counts; `dnarun teachers NAME --image-size N` prints the taps at another resolution.\n\n| `teacher.arch` | resolution | `teacher.weights.layout` (default first) | taps (stage: channels, size) |\n|---|---:|---|---|\n",
+    );
+    for a in TeacherArch::pretrained() {
+        let spec = pretrained_spec(a, a.default_layout(), train.clone(), true)
+            .expect("a pretrained teacher");
+        let res = a.member().expect("a pretrained teacher").resolution;
+        let layouts: Vec<String> = a
+            .layouts()
+            .iter()
+            .map(|l| format!("`{}`", layout_name(*l)))
+            .collect();
+        let taps: Vec<String> = spec
+            .stage_shapes(res)
+            .iter()
+            .enumerate()
+            .map(|(i, [c, h, _])| format!("{}: {c}, {h}", i + 1))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| `{}` | {res} | {} | {} |",
+            a.name(),
+            layouts.join(", "),
+            taps.join("; ")
+        );
+    }
+    s
+}
