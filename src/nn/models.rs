@@ -18,6 +18,8 @@ use crate::space::{
 pub const STUDENT_EPS: f64 = 1e-3;
 
 /// A layer of a teacher stage.
+// A teacher holds tens of layers and Burn's Module derive does not see through a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum TeacherLayer {
     /// MBConv / inverted residual.
