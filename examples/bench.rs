@@ -47,6 +47,7 @@ fn main() {
         calibration: vec![random([16, 24, 14, 14], &device)],
         inputs: vec![random([16, 24, 14, 14], &device)],
         targets: vec![random([16, 40, 7, 7], &device)],
+        loss: dnarun::recipe::RateLoss::Fair,
     };
     let t = Instant::now();
     let (fast, evals) = rate_block(&net, block, &data);

@@ -240,13 +240,17 @@ fn fair_loss_on_known_tensors() {
     );
 }
 
+/// Prefix-sharing rating equals rating every path on its own, for both rating losses; the
+/// relative MSE of a path is its mean squared error over the targets' variance, computed here
+/// by hand for the first path.
 #[test]
 fn prefix_sharing_rating_equals_naive_rating() {
+    use dnarun::recipe::RateLoss;
     let p = plan("tests/fixtures/tiny.toml", &["blocks.1.cells.1.layers=3"]);
     let device = Device::flex();
     let net = SuperBlock::new(&p.space, 1, &device);
     let block = &p.space.blocks[1];
-    let data = RateData {
+    let mut data = RateData {
         calibration: vec![
             random([6, 12, 8, 8], &device),
             random([5, 12, 8, 8], &device),
@@ -259,26 +263,80 @@ fn prefix_sharing_rating_equals_naive_rating() {
             random([4, 16, 4, 4], &device),
             random([3, 16, 4, 4], &device),
         ],
+        loss: RateLoss::Fair,
     };
-    let reads = dnarun::nn::host_reads();
-    let (fast, evals) = rate_block(&net, block, &data);
-    // One read for the targets' statistics, then one per cell, however many paths and batches.
-    assert_eq!(dnarun::nn::host_reads() - reads, 1 + block.cells.len());
-    let slow = rate_block_naive(&net, block, &data);
-    assert_eq!(fast.len(), block.num_paths() as usize);
-    assert_eq!(
-        evals,
-        2 + (2 + 4 + 8),
-        "K + K^2 + K^3 layer evaluations per cell"
-    );
-    for ((pa, ra), (pb, rb)) in fast.iter().zip(&slow) {
-        assert_eq!(pa, pb);
-        assert!(
-            (ra - rb).abs() <= 1e-6 * rb.abs().max(1.0),
-            "{}: {ra} vs {rb}",
-            block.path_name(pa)
+    let mut by_loss = Vec::new();
+    for loss in [RateLoss::Fair, RateLoss::RelativeMse] {
+        data.loss = loss;
+        let reads = dnarun::nn::host_reads();
+        let (fast, evals) = rate_block(&net, block, &data);
+        // One read for the targets' statistics, then one per cell, however many paths and batches.
+        assert_eq!(dnarun::nn::host_reads() - reads, 1 + block.cells.len());
+        let slow = rate_block_naive(&net, block, &data);
+        assert_eq!(fast.len(), block.num_paths() as usize);
+        assert_eq!(
+            evals,
+            2 + (2 + 4 + 8),
+            "K + K^2 + K^3 layer evaluations per cell"
+        );
+        for ((pa, ra), (pb, rb)) in fast.iter().zip(&slow) {
+            assert_eq!(pa, pb);
+            assert!(
+                (ra - rb).abs() <= 1e-6 * rb.abs().max(1.0),
+                "{loss:?} {}: {ra} vs {rb}",
+                block.path_name(pa)
+            );
+        }
+        by_loss.push(fast);
+    }
+    // By hand for the first path: its outputs, the targets' variance, the mean squared error.
+    let path = &by_loss[1][0].0;
+    let flat = |ts: &[Tensor<4>]| -> Vec<f64> {
+        ts.iter()
+            .flat_map(|t| {
+                t.clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap()
+            })
+            .map(f64::from)
+            .collect()
+    };
+    for bn in net.path_bns(path) {
+        bn.reset_stats();
+    }
+    for (k, x) in data.calibration.iter().enumerate() {
+        net.forward(
+            path,
+            x.clone(),
+            Mode::Train {
+                momentum: 1.0 / (k + 1) as f64,
+            },
         );
     }
+    let outs: Vec<Tensor<4>> = data
+        .inputs
+        .iter()
+        .map(|x| net.forward(path, x.clone(), Mode::Eval))
+        .collect();
+    let (y, y_hat) = (flat(&data.targets), flat(&outs));
+    let n = y.len() as f64;
+    let mean = y.iter().sum::<f64>() / n;
+    let var = y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    let mse = y
+        .iter()
+        .zip(&y_hat)
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        / n;
+    let rated = by_loss[1][0].1;
+    assert!(
+        (rated - mse / var).abs() < 1e-4 * rated,
+        "relative MSE {rated} vs by hand {}",
+        mse / var
+    );
+    assert!(by_loss[0][0].1 != rated, "the two losses differ");
 }
 
 #[test]

@@ -107,6 +107,8 @@ pub struct RateSpec {
     pub calibration_batches: usize,
     /// Images of the rating subset rated on, at most (all when `None`).
     pub max_images: Option<usize>,
+    /// The rating's loss.
+    pub loss: crate::recipe::RateLoss,
 }
 
 /// The search under the budget.
@@ -272,6 +274,7 @@ impl Plan {
             batch_size: batch(r.rate.batch_size),
             calibration_batches: r.rate.calibration_batches,
             max_images: r.rate.max_images,
+            loss: r.rate.loss,
         };
         if p.is_empty() {
             limits::check(&space, &taps, &data, &rate, &mut p);

@@ -703,6 +703,20 @@ pub struct Rate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_images: Option<usize>,
+    /// The rating's loss. Both are scale-free, so blocks' ratings can be summed.
+    #[serde(default)]
+    pub loss: RateLoss,
+}
+
+/// How a path's output is compared with the teacher's tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateLoss {
+    /// DNA's "fair" loss: `mean|Y - Yhat| / std(Y)`.
+    #[default]
+    Fair,
+    /// The distillation loss made scale-free: `mean((Y - Yhat)^2) / var(Y)`.
+    RelativeMse,
 }
 
 impl Default for Rate {
@@ -711,6 +725,7 @@ impl Default for Rate {
             calibration_batches: 1,
             batch_size: None,
             max_images: None,
+            loss: RateLoss::Fair,
         }
     }
 }

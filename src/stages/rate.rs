@@ -13,6 +13,7 @@ use super::{Ctx, progress};
 use crate::data::{Loader, Preprocess, batches};
 use crate::error::RunError;
 use crate::nn::{Bn, Mode, SuperBlock, Teacher};
+use crate::recipe::RateLoss;
 use crate::rundir::{read_json, write_atomic, write_json};
 use crate::space::{BlockSpace, Path};
 use crate::track::RunStatus;
@@ -105,12 +106,22 @@ pub struct RateData {
     pub inputs: Vec<Tensor<4>>,
     /// Held-out targets (the teacher's tap).
     pub targets: Vec<Tensor<4>>,
+    /// The loss paths are rated by.
+    pub loss: RateLoss,
 }
 
 /// `mean|Y - Yhat| / std(Y)` over batches (population std). Rating divides by the targets' std
-/// once per block rather than per path ([`mae`] / [`target_std`]); this is that definition.
+/// once per block rather than per path ([`errors`] / [`target_std`]); this is that definition.
 pub fn fair_loss(y: &[Tensor<4>], y_hat: &[Tensor<4>]) -> f64 {
-    mae(y, y_hat) / target_std(y)
+    rating_loss(y, y_hat, RateLoss::Fair, target_std(y))
+}
+
+/// A loss's normaliser: the targets' std (fair) or variance (relative MSE).
+fn normaliser(loss: RateLoss, std: f64) -> f64 {
+    match loss {
+        RateLoss::Fair => std,
+        RateLoss::RelativeMse => std * std,
+    }
 }
 
 /// The targets' population std, from per-batch sums and sums of squares read in one go.
@@ -130,18 +141,26 @@ fn target_std(y: &[Tensor<4>]) -> f64 {
     (s2 / n - mean * mean).max(1e-12).sqrt()
 }
 
-/// Per held-out batch, the summed absolute error, left on the device.
-fn abs_errors(y: &[Tensor<4>], y_hat: &[Tensor<4>]) -> Vec<Tensor<1>> {
+/// Per held-out batch, the summed absolute (fair) or squared (relative MSE) error, left on the
+/// device.
+fn errors(y: &[Tensor<4>], y_hat: &[Tensor<4>], loss: RateLoss) -> Vec<Tensor<1>> {
     y.iter()
         .zip(y_hat)
-        .map(|(a, b)| (a.clone() - b.clone()).abs().sum())
+        .map(|(a, b)| {
+            let d = a.clone() - b.clone();
+            match loss {
+                RateLoss::Fair => d.abs().sum(),
+                RateLoss::RelativeMse => (d.clone() * d).sum(),
+            }
+        })
         .collect()
 }
 
-fn mae(y: &[Tensor<4>], y_hat: &[Tensor<4>]) -> f64 {
-    let v = crate::nn::read_back(Tensor::cat(abs_errors(y, y_hat), 0));
+/// The rating of `y_hat` against `y`: the mean error divided by the loss's normaliser of `std`.
+fn rating_loss(y: &[Tensor<4>], y_hat: &[Tensor<4>], loss: RateLoss, std: f64) -> f64 {
+    let v = crate::nn::read_back(Tensor::cat(errors(y, y_hat, loss), 0));
     let n: f64 = y.iter().map(|t| t.shape().num_elements() as f64).sum();
-    v.iter().map(|&x| x as f64).sum::<f64>() / n
+    v.iter().map(|&x| x as f64).sum::<f64>() / n / normaliser(loss, std)
 }
 
 /// Runs `f` over the calibration batches in train mode, averaging their statistics into the
@@ -191,7 +210,7 @@ pub fn rate_block(
             0,
             &cal,
             &inputs,
-            &data.targets,
+            (&data.targets, data.loss),
             &mut prefix,
             &mut pending,
             &mut evals,
@@ -201,8 +220,8 @@ pub fn rate_block(
         let (paths, sums): (Vec<Path>, Vec<Vec<Tensor<1>>>) = pending.into_iter().unzip();
         let all = crate::nn::read_back(Tensor::cat(sums.into_iter().flatten().collect(), 0));
         for (path, errs) in paths.into_iter().zip(all.chunks(batches.max(1))) {
-            let abs: f64 = errs.iter().map(|&x| x as f64).sum();
-            out.push((path, abs / n / std));
+            let sum: f64 = errs.iter().map(|&x| x as f64).sum();
+            out.push((path, sum / n / normaliser(data.loss, std)));
         }
     }
     (out, evals)
@@ -216,7 +235,7 @@ fn dfs(
     layer: usize,
     cal: &[Tensor<4>],
     inputs: &[Tensor<4>],
-    targets: &[Tensor<4>],
+    targets: (&[Tensor<4>], RateLoss),
     prefix: &mut Vec<usize>,
     out: &mut Vec<(Path, Vec<Tensor<1>>)>,
     evals: &mut usize,
@@ -235,7 +254,7 @@ fn dfs(
                     cell,
                     ops: prefix.clone(),
                 },
-                abs_errors(targets, &y_hat),
+                errors(targets.0, &y_hat, targets.1),
             ));
         } else {
             dfs(
@@ -269,7 +288,7 @@ pub fn rate_block_naive(net: &SuperBlock, block: &BlockSpace, data: &RateData) -
             }
             calibrate(&data.calibration, |x, m| net.forward(&path, x, m));
             let y_hat = run_all(&data.inputs, |x, m| net.forward(&path, x, m));
-            let r = mae(&data.targets, &y_hat) / std;
+            let r = rating_loss(&data.targets, &y_hat, data.loss, std);
             (path, r)
         })
         .collect()
@@ -332,7 +351,7 @@ impl Features {
     }
 
     /// What block `i` is rated on: its inputs (the image or the previous tap) and its tap.
-    fn of_block(&self, i: usize) -> RateData {
+    fn of_block(&self, i: usize, loss: RateLoss) -> RateData {
         let pick = |xs: &Vec<Tensor<4>>, ts: &Vec<Vec<Tensor<4>>>, tap: Option<usize>| match tap {
             None => xs.clone(),
             Some(t) => ts.iter().map(|v| v[t].clone()).collect(),
@@ -341,6 +360,7 @@ impl Features {
             calibration: pick(&self.cal_x, &self.cal_taps, i.checked_sub(1)),
             inputs: pick(&self.x, &self.taps, i.checked_sub(1)),
             targets: pick(&self.x, &self.taps, Some(i)),
+            loss,
         }
     }
 }
@@ -358,7 +378,7 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(
         if ctx.stopping() {
             return Err(ctx.stopped());
         }
-        rate_one(ctx, i, &features.of_block(i))?;
+        rate_one(ctx, i, &features.of_block(i, ctx.plan.rate.loss))?;
     }
     Ok(())
 }
