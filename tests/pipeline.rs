@@ -969,3 +969,71 @@ fn a_second_writer_of_a_run_directory_is_refused() {
         "{err}"
     );
 }
+
+/// A ResNet-18 teacher from a torchvision-layout safetensors checkpoint (written here from a
+/// randomly initialised teacher: the test is about the path, not the accuracy) runs every stage
+/// on the ImageNet photos at 32 px: taps by stage without shapes, MBConv blocks distilled
+/// against its basic-block stages, rated, searched and retrained.
+#[test]
+fn a_resnet_teacher_from_a_torchvision_checkpoint_runs_every_stage() {
+    let dir = out_dir("resnet-teacher");
+    let (train, test) = imagenet_photo_folders(&dir);
+    let weights = dir.join("resnet18.safetensors");
+    {
+        use dnarun::recipe::WeightLayout;
+        let arch = dnarun::plan::TeacherArch::pretrained()
+            .find(|a| a.name() == "resnet18")
+            .unwrap();
+        let p = common::plan("recipes/dna-imagenet.toml", &[]);
+        let spec = dnarun::plan::pretrained_spec(
+            arch,
+            WeightLayout::Torchvision,
+            p.teacher.train.clone(),
+            true,
+        )
+        .unwrap();
+        let t = dnarun::nn::Teacher::new(&spec, 3, 1000, &burn::tensor::Device::flex());
+        dnarun::nn::weights::export_teacher_safetensors(&t, WeightLayout::Torchvision, &weights)
+            .unwrap();
+    }
+    let sets = [
+        "data.format=\"flat-folder\"".to_string(),
+        format!("data.train={{ dir = \"{}\" }}", train.display()),
+        format!("data.test={{ dir = \"{}\" }}", test.display()),
+        "data.classes=1000".into(),
+        "data.channels=3".into(),
+        "data.image_size=32".into(),
+        "data.samples_per_class=1".into(),
+        "data.rate_per_class=1".into(),
+        "data.train_per_class=1".into(),
+        "data.test_per_class=1".into(),
+        "data.normalize={ mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225] }".into(),
+        "teacher.arch=\"resnet18\"".into(),
+        format!(
+            "teacher.weights={{ path = \"{}\", format = \"safetensors\" }}",
+            weights.display()
+        ),
+        "teacher.taps=[{ name = \"t1\", stage = 1 }, { name = \"t2\", stage = 2 }]".into(),
+        "blocks.0.cells=[{ layers = 1, hidden = 64 }, { layers = 2, hidden = 32 }]".into(),
+        "blocks.1.cells=[{ layers = 1, hidden = 128 }, { layers = 2, hidden = 64 }]".into(),
+        "search.max_mflops=1.9".into(),
+    ];
+    let mut a = vec!["run".to_string(), "tests/fixtures/tiny.toml".to_string()];
+    a.extend(common::sets(
+        &dir,
+        &sets.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let out = run(&a);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("top3"), "{text}");
+    let r = dir.join("tiny-001");
+    // Every path of both blocks rated (2 cells: 2 + 4 paths each).
+    for i in 0..2 {
+        let rated: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(r.join(format!("rate/block{i}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rated["ratings"].as_array().unwrap().len(), 6, "{rated}");
+    }
+    assert!(r.join("report.md").exists());
+}
