@@ -120,40 +120,6 @@ fn earlier_recipe(dir: &Path) -> Result<serde_json::Value, String> {
     serde_json::to_value(recipe).map_err(|e| e.to_string())
 }
 
-/// Dotted keys (`blocks.0.lr`) whose values differ between two recipes.
-fn differing(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut Vec<String>) {
-    use serde_json::Value;
-    let key = |k: &str| {
-        if at.is_empty() {
-            k.to_string()
-        } else {
-            format!("{at}.{k}")
-        }
-    };
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
-                let null = Value::Null;
-                differing(
-                    x.get(k).unwrap_or(&null),
-                    y.get(k).unwrap_or(&null),
-                    &key(k),
-                    out,
-                );
-            }
-        }
-        (Value::Array(x), Value::Array(y))
-            if x.len() == y.len() && x.iter().chain(y).any(Value::is_object) =>
-        {
-            for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                differing(p, q, &key(&i.to_string()), out);
-            }
-        }
-        _ if a != b => out.push(at.to_string()),
-        _ => {}
-    }
-}
-
 fn read(dir: &Path, recipe: &serde_json::Value) -> Result<Vec<EarlierNet>, (String, String)> {
     let earlier = earlier_recipe(dir).map_err(|e| {
         (
@@ -161,9 +127,7 @@ fn read(dir: &Path, recipe: &serde_json::Value) -> Result<Vec<EarlierNet>, (Stri
             "name the run directory of an earlier `dnarun study`, relative to the recipe".into(),
         )
     })?;
-    let mut all = Vec::new();
-    differing(&earlier, recipe, "", &mut all);
-    let differ: Vec<String> = all
+    let differ: Vec<String> = crate::recipe::differing_keys(&earlier, recipe)
         .into_iter()
         .filter(|k| !cannot_change_a_net(k))
         .collect();
@@ -198,17 +162,7 @@ fn read(dir: &Path, recipe: &serde_json::Value) -> Result<Vec<EarlierNet>, (Stri
 
 #[cfg(test)]
 mod tests {
-    use super::{cannot_change_a_net, differing};
-
-    #[test]
-    fn differing_keys_are_dotted_paths() {
-        let a = serde_json::json!({"distill": {"epochs": 4}, "blocks": [{"lr": 1.0, "cells": [1]}], "x": [1, 2]});
-        let b = serde_json::json!({"distill": {"epochs": 12}, "blocks": [{"lr": 2.0, "cells": [1]}], "x": [1, 3], "y": 1});
-        let mut out = Vec::new();
-        differing(&a, &b, "", &mut out);
-        out.sort();
-        assert_eq!(out, ["blocks.0.lr", "distill.epochs", "x", "y"]);
-    }
+    use super::cannot_change_a_net;
 
     #[test]
     fn only_keys_outside_retraining_are_free() {

@@ -2,12 +2,14 @@
 //! source positions, and diagnostics. Knows nothing of Burn.
 
 mod diag;
+mod keys;
 mod load;
 mod types;
 
 pub use diag::{
     Diagnostic, Diagnostics, Origin, Source, Sources, did_you_mean, display_key, line_col,
 };
+pub use keys::{differing_keys, flatten_params};
 pub use load::{Loaded, Origins, Overrides, load, load_partial, schema, schema_diagnostics};
 pub use types::*;
 

@@ -3,7 +3,6 @@
 //! starts; a resume compares it with the recipe and data at hand. (`recipe::load` reads the same
 //! file back as a recipe: `[recipe]`, with relative paths against `lock.recipe_dir`.)
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::RunError;
 use crate::plan::{DeviceSpec, Plan};
-use crate::track::flatten_params;
+use crate::recipe::differing_keys;
 
 /// The `[lock]` table: what the run used besides the recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,21 +145,6 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Keys whose values differ between two resolved recipes.
-pub fn differing_keys(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
-    let fa: BTreeMap<String, String> = flatten_params(a).into_iter().collect();
-    let fb: BTreeMap<String, String> = flatten_params(b).into_iter().collect();
-    let mut keys: Vec<String> = fa
-        .keys()
-        .chain(fb.keys())
-        .filter(|k| fa.get(*k) != fb.get(*k))
-        .cloned()
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys
 }
 
 fn recipe_hash(v: &serde_json::Value) -> String {

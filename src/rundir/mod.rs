@@ -28,11 +28,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::recipe::differing_keys;
 pub use files::{
     Checkpoints, load_module, read_json, save_module, save_optim, write_atomic, write_atomic_io,
     write_json,
 };
-pub use lock::{Lock, LockInfo, differing_keys};
+pub use lock::{Lock, LockInfo};
 pub use state::{DistillState, TrainState};
 
 use crate::error::RunError;

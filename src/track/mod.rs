@@ -5,7 +5,6 @@
 mod local;
 mod mlflow;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -138,39 +137,7 @@ pub fn new_run_id() -> String {
         .collect()
 }
 
-/// The recipe flattened to dotted params: `distill.lr`, `blocks.2.cells.0.layers`. Arrays of
-/// scalars (and long arrays) are JSON strings.
-pub fn flatten_params(value: &serde_json::Value) -> Vec<(String, String)> {
-    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-        use serde_json::Value;
-        match v {
-            Value::Object(m) => {
-                for (k, v) in m {
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&p, v, out);
-                }
-            }
-            Value::Array(a) if a.iter().any(|x| x.is_object()) && a.len() <= 64 => {
-                for (i, v) in a.iter().enumerate() {
-                    walk(&format!("{prefix}.{i}"), v, out);
-                }
-            }
-            Value::String(s) => {
-                out.insert(prefix.to_string(), s.clone());
-            }
-            other => {
-                out.insert(prefix.to_string(), other.to_string());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk("", value, &mut out);
-    out.into_iter().collect()
-}
+pub use crate::recipe::flatten_params;
 
 /// Opens the tracking a plan names: an MLflow server (unsent calls spooled to `spool`), or the
 /// local store; with `tracking.fallback_to_local`, the local store when the server is down.
