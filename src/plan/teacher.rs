@@ -198,6 +198,19 @@ impl TeacherArch {
             .filter(|a| a.member().is_some())
     }
 
+    /// The teacher in its default layout, as listings show it (no training schedule).
+    pub fn listed(self) -> Option<TeacherSpec> {
+        let untrained = TrainSpec {
+            epochs: 0,
+            lr: 0.0,
+            lr_decay: 1.0,
+            weight_decay: 0.0,
+            batch_size: 1,
+            max_steps: None,
+        };
+        pretrained_spec(self, self.default_layout(), untrained, true)
+    }
+
     /// The layout a weights file without `layout` is read in.
     pub fn default_layout(self) -> WeightLayout {
         match self.member().map(|m| m.family) {
@@ -583,20 +596,11 @@ fn cnn_spec(r: &Recipe, train: TrainSpec, p: &mut Problems) -> TeacherSpec {
 /// resolution, layouts and taps there (stage: channels, size).
 pub fn teachers_markdown() -> String {
     use std::fmt::Write;
-    let train = TrainSpec {
-        epochs: 0,
-        lr: 0.0,
-        lr_decay: 1.0,
-        weight_decay: 0.0,
-        batch_size: 1,
-        max_steps: None,
-    };
     let mut s = String::from(
         "\n## Teachers\n\nGenerated with the reference above. `dnarun teachers` adds parameter counts; `dnarun teachers NAME --image-size N` prints the taps at another resolution.\n\n| `teacher.arch` | resolution | `teacher.weights.layout` (default first) | taps (stage: channels, size) |\n|---|---:|---|---|\n",
     );
     for a in TeacherArch::pretrained() {
-        let spec = pretrained_spec(a, a.default_layout(), train.clone(), true)
-            .expect("a pretrained teacher");
+        let spec = a.listed().expect("a pretrained teacher");
         let res = a.member().expect("a pretrained teacher").resolution;
         let layouts: Vec<String> = a
             .layouts()

@@ -274,19 +274,8 @@ pub fn measure(
 /// counts (1000 classes), native resolutions and checkpoint layouts, or one teacher's taps:
 /// per stage its channels and spatial size, as `teacher.taps` declares them.
 pub fn teachers(name: Option<&str>, image_size: Option<usize>) -> Result<String, RunError> {
-    use crate::plan::{TeacherArch, layout_name, pretrained_spec};
-    // Listing builds no training: the schedule is never used.
-    let train = crate::plan::TrainSpec {
-        epochs: 0,
-        lr: 0.0,
-        lr_decay: 1.0,
-        weight_decay: 0.0,
-        batch_size: 1,
-        max_steps: None,
-    };
-    let spec = |a: TeacherArch| {
-        pretrained_spec(a, a.default_layout(), train.clone(), true).expect("a pretrained teacher")
-    };
+    use crate::plan::{TeacherArch, layout_name};
+    let spec = |a: TeacherArch| a.listed().expect("a pretrained teacher");
     let layouts = |a: TeacherArch| {
         a.layouts()
             .iter()
