@@ -1024,6 +1024,16 @@ fn fuzzed_weights_files_never_crash_the_readers() {
 /// numel)), 0, shape, strides)}`) and one stored entry `archive/data/<key>` per tensor, as torch
 /// writes them.
 fn zip_pth(tensors: &std::collections::BTreeMap<String, weights::RawTensor>) -> Vec<u8> {
+    zip_checkpoint(tensors, None, "")
+}
+
+/// [`zip_pth`] of a training checkpoint: `{"epoch": 3, nest: state_dict}` when `nest` is given,
+/// every name prefixed with `prefix` (`module.` as `DataParallel` saves them).
+fn zip_checkpoint(
+    tensors: &std::collections::BTreeMap<String, weights::RawTensor>,
+    nest: Option<&str>,
+    prefix: &str,
+) -> Vec<u8> {
     use std::io::Write;
     let s = |t: &str| {
         let mut v = vec![b'X'];
@@ -1037,8 +1047,14 @@ fn zip_pth(tensors: &std::collections::BTreeMap<String, weights::RawTensor>) -> 
         v
     };
     let mut pkl = vec![0x80, 0x02, b'}', b'('];
+    if let Some(nest) = nest {
+        pkl.extend(s("epoch"));
+        pkl.extend(int(3));
+        pkl.extend(s(nest));
+        pkl.extend([b'}', b'(']);
+    }
     for (i, (name, t)) in tensors.iter().enumerate() {
-        pkl.extend(s(name));
+        pkl.extend(s(&format!("{prefix}{name}")));
         pkl.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
         pkl.extend(s("storage"));
         pkl.extend(b"ctorch\nFloatStorage\n");
@@ -1068,6 +1084,9 @@ fn zip_pth(tensors: &std::collections::BTreeMap<String, weights::RawTensor>) -> 
             pkl.extend(int(st));
         }
         pkl.extend([b't', b't', b'R']);
+    }
+    if nest.is_some() {
+        pkl.push(b'u');
     }
     pkl.extend([b'u', b'.']);
     let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -1101,8 +1120,28 @@ fn a_zip_format_pth_loads_equal_to_its_safetensors_twin() {
     let from_st = weights::load_teacher_safetensors(twin, &p.teacher, 3, 1000, &device).unwrap();
     let x = random([2, 3, 64, 64], &device);
     let a = from_zip.logits(x.clone(), Mode::Eval).into_data();
-    let b = from_st.logits(x, Mode::Eval).into_data();
+    let b = from_st.logits(x.clone(), Mode::Eval).into_data();
     assert_eq!(a, b, "logits differ");
+    // Training checkpoints: the state dict nested under `state_dict` or `model`, its names
+    // prefixed `module.`; the same teacher.
+    for (nest, prefix) in [("state_dict", "module."), ("model", "")] {
+        let ck = Path::new("target/lite0-checkpoint.pth");
+        std::fs::write(ck, zip_checkpoint(&raw, Some(nest), prefix)).unwrap();
+        let t = weights::load_teacher(ck, &p.teacher, 3, 1000, &device)
+            .unwrap_or_else(|e| panic!("{nest}: {e}"));
+        assert_eq!(t.logits(x.clone(), Mode::Eval).into_data(), a, "{nest}");
+    }
+    // A checkpoint whose state dict is under a key dnarun does not look in.
+    let ck = Path::new("target/lite0-elsewhere.pth");
+    std::fs::write(ck, zip_checkpoint(&raw, Some("weights"), "")).unwrap();
+    let e = weights::load_teacher(ck, &p.teacher, 3, 1000, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("holds no tensors") && e.contains("`state_dict`, `model`"),
+        "{e}"
+    );
     // A zip archive that is not a torch file, and one whose storage is missing.
     let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     z.start_file("notes.txt", zip::write::FileOptions::default())

@@ -557,6 +557,19 @@ fn read_zip(
 }
 
 /// The tensors a state dict (a pickled dict of name -> rebuilt tensor) points at.
+/// Where training checkpoints keep the model's state dict, in the order tried (timm's and
+/// torchvision's training scripts, and common hand-written ones); the EMA copies last.
+const NESTED: [&str; 6] = [
+    "state_dict",
+    "model",
+    "model_state_dict",
+    "net",
+    "state_dict_ema",
+    "model_ema",
+];
+
+/// The tensors of a state dict, or of the state dict a training checkpoint nests under one of
+/// [`NESTED`]; a `module.` prefix on every name (`DataParallel`) is dropped.
 fn state_dict(dict: V) -> Result<Vec<TensorRef>, String> {
     let V::Dict(entries) = dict else {
         return Err("does not hold a state dict".into());
@@ -570,6 +583,23 @@ fn state_dict(dict: V) -> Result<Vec<TensorRef>, String> {
             tensors.push(t);
         }
     }
+    if tensors.is_empty() {
+        let mut entries = entries;
+        for name in NESTED {
+            if let Some(i) = entries.iter().position(|(k, _)| k.as_str() == Some(name)) {
+                let inner = state_dict(entries.swap_remove(i).1).unwrap_or_default();
+                if !inner.is_empty() {
+                    tensors = inner;
+                    break;
+                }
+            }
+        }
+    }
+    if !tensors.is_empty() && tensors.iter().all(|t| t.name.starts_with("module.")) {
+        for t in &mut tensors {
+            t.name.drain(.."module.".len());
+        }
+    }
     Ok(tensors)
 }
 
@@ -579,6 +609,12 @@ fn weights_of(
     tensors: Vec<TensorRef>,
     storages: &HashMap<String, &[u8]>,
 ) -> Result<BTreeMap<String, RawTensor>, String> {
+    if tensors.is_empty() {
+        return Err(format!(
+            "holds no tensors: it is neither a state dict nor a training checkpoint with one under `{}`; save the model's `state_dict()` with `torch.save`",
+            NESTED.join("`, `")
+        ));
+    }
     let mut out = BTreeMap::new();
     for t in tensors.into_iter().filter(|t| t.ty == "FloatStorage") {
         let data = storages
