@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Writes the reference checkpoint layouts dnarun's teacher loader is tested against.
 
-Needs timm and torchvision (no weights are downloaded: every model is built with random
-initialisation). Run by hand, not in CI (torch is a multi-GB install):
+Needs timm, torchvision and efficientnet_pytorch (no weights are downloaded: every model is built
+with random initialisation). Run by hand, not in CI (torch is a multi-GB install):
 
-    python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install timm safetensors
+    python3 -m venv /tmp/torchenv
+    /tmp/torchenv/bin/pip install timm safetensors efficientnet_pytorch
     /tmp/torchenv/bin/python scripts/teacher-layouts.py tests/fixtures/teachers [--weights DIR]
 
 For each (dnarun arch, layout, reference model) it writes `<arch>.<layout>.txt`: a header line
@@ -27,6 +28,8 @@ from safetensors.torch import save_file
 # (dnarun arch, layout, constructor, reference model name, weights+logits written?)
 MODELS = [
     ("efficientnet-b0", "timm", "timm", "efficientnet_b0", True),
+    ("efficientnet-b0", "efficientnet-pytorch", "effnet", "efficientnet-b0", True),
+    ("efficientnet-b4", "efficientnet-pytorch", "effnet", "efficientnet-b4", True),
     ("efficientnet-b3", "timm", "timm", "efficientnet_b3", False),
     ("efficientnet-b7", "timm", "timm", "efficientnet_b7", False),
     ("tf-efficientnet-b0", "timm", "timm", "tf_efficientnet_b0", True),
@@ -71,6 +74,12 @@ def pattern(key, shape):
 def build(kind, name):
     if kind == "timm":
         return timm.create_model(name, pretrained=False)
+    if kind == "effnet":
+        # lukemelas' efficientnet_pytorch (the PyPI Lite files' layout): its static "same"
+        # padding computed for the test's 64 px input is TensorFlow's.
+        from efficientnet_pytorch import EfficientNet
+
+        return EfficientNet.from_name(name, image_size=64)
     return getattr(torchvision.models, name)()
 
 
