@@ -960,14 +960,18 @@ fn a_second_writer_of_a_run_directory_is_refused() {
         dir.join("tiny-001").display().to_string(),
     ]);
     let second = Command::new(BIN).args(&a).output().unwrap();
+    let pid = first.id();
     let _ = first.kill();
     let _ = first.wait();
     assert_eq!(second.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&second.stderr);
+    let err = String::from_utf8_lossy(&second.stderr)
+        .replace(&format!("pid {pid}"), "pid [PID]")
+        .replace(&dir.display().to_string(), "[DIR]");
     assert!(
-        err.contains("is in use by another dnarun process (pid"),
-        "{err}"
+        err.contains("pid [PID]"),
+        "the holder's pid is named: {err}"
     );
+    insta::assert_snapshot!(err);
 }
 
 /// A ResNet-18 teacher from a torchvision-layout safetensors checkpoint (written here from a
