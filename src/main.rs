@@ -145,28 +145,8 @@ enum Command {
         /// Resubmit what is unfinished in this run directory (cancels its queued jobs first).
         #[arg(long, value_name = "RUN_DIR")]
         run_dir: Option<PathBuf>,
-        /// `sbatch --partition`.
-        #[arg(long)]
-        partition: Option<String>,
-        /// `sbatch --gpus-per-task`.
-        #[arg(long)]
-        gpus_per_task: Option<u32>,
-        /// `sbatch --cpus-per-task`.
-        #[arg(long)]
-        cpus_per_task: Option<u32>,
-        /// `sbatch --time`.
-        #[arg(long)]
-        time: Option<String>,
-        /// `sbatch --mem`.
-        #[arg(long)]
-        mem: Option<String>,
-        /// Write the batch scripts into the run directory without submitting them.
-        #[arg(long)]
-        dry_run: bool,
-        /// Run the ranking study (`dnarun study`) instead of retraining and reporting: after
-        /// the search, one array task per retrained net (`study --net K`), then the analysis.
-        #[arg(long)]
-        study: bool,
+        #[command(flatten)]
+        slurm_options: dnarun::slurm::SlurmOptions,
     },
     /// Show per stage and block what is done, queued, running or failed.
     Status {
@@ -381,29 +361,14 @@ fn submit(c: Command) -> Result<ExitCode, RunError> {
         recipe,
         slurm: _,
         run_dir,
-        partition,
-        gpus_per_task,
-        cpus_per_task,
-        time,
-        mem,
-        dry_run,
-        study,
+        slurm_options: opts,
     } = c
     else {
         unreachable!("called with `submit` only")
     };
     let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
-    let opts = dnarun::slurm::SlurmOptions {
-        partition,
-        gpus_per_task,
-        cpus_per_task,
-        time,
-        mem,
-        dry_run,
-        study,
-    };
     let s = dnarun::slurm::submit(&plan, &opts, run_dir.as_deref())?;
-    print!("{}", s.describe(&recipe.recipe, dry_run));
+    print!("{}", s.describe(&recipe.recipe, opts.dry_run));
     Ok(ExitCode::SUCCESS)
 }
 

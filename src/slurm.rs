@@ -11,23 +11,30 @@ use crate::error::RunError;
 use crate::plan::Plan;
 use crate::rundir::{Jobs, RunDir, write_atomic};
 
-/// `sbatch` settings for every job.
-#[derive(Debug, Clone, Default)]
+/// `sbatch` settings for every job (also `dnarun submit`'s options).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct SlurmOptions {
-    /// `--partition`.
+    /// `sbatch --partition`.
+    #[arg(long)]
     pub partition: Option<String>,
-    /// `--gpus-per-task`.
+    /// `sbatch --gpus-per-task`.
+    #[arg(long)]
     pub gpus_per_task: Option<u32>,
-    /// `--cpus-per-task`.
+    /// `sbatch --cpus-per-task`.
+    #[arg(long)]
     pub cpus_per_task: Option<u32>,
-    /// `--time`.
+    /// `sbatch --time`.
+    #[arg(long)]
     pub time: Option<String>,
-    /// `--mem`.
+    /// `sbatch --mem`.
+    #[arg(long)]
     pub mem: Option<String>,
-    /// Write the scripts without submitting them.
+    /// Write the batch scripts into the run directory without submitting them.
+    #[arg(long)]
     pub dry_run: bool,
-    /// Run the ranking study after the search (one array task per retrained net, then the
-    /// analysis) instead of retraining and reporting.
+    /// Run the ranking study (`dnarun study`) instead of retraining and reporting: after
+    /// the search, one array task per retrained net (`study --net K`), then the analysis.
+    #[arg(long)]
     pub study: bool,
 }
 
