@@ -159,6 +159,13 @@ bad!(
     edit("arch = \"cnn\"", "arch = \"efficientnet-lite0\"")
 );
 bad!(
+    layout_without_names_for_the_arch,
+    edit(
+        "arch = \"cnn\"",
+        "arch = \"resnet18\"\nweights = { path = \"r.safetensors\", format = \"safetensors\", layout = \"efficientnet-pytorch\" }"
+    )
+);
+bad!(
     infeasible_budget,
     edit("max_mflops = 0.14", "max_mflops = 0.01")
 );

@@ -410,16 +410,6 @@ pub(super) fn resolve(r: &Recipe, base: &Path, p: &mut Problems) -> TeacherSpec 
                     Some(hint),
                 );
             }
-            if !arch.layouts().contains(&layout) {
-                p.err(
-                    "/teacher/weights/layout",
-                    format!(
-                        "`teacher.weights.layout` is `{}`, which has no names for the `{name}` teacher",
-                        layout_name(layout)
-                    ),
-                    Some(format!("write one of {}", layout_names(arch))),
-                );
-            }
             if r.data.channels != 3 {
                 p.err(
                     "/data/channels",
@@ -433,6 +423,17 @@ pub(super) fn resolve(r: &Recipe, base: &Path, p: &mut Problems) -> TeacherSpec 
             spec
         }
     };
+    if !arch.layouts().contains(&layout) {
+        p.err(
+            "/teacher/weights/layout",
+            format!(
+                "`teacher.weights.layout` is `{}`, which has no names for the `{}` teacher",
+                layout_name(layout),
+                arch.name()
+            ),
+            Some(format!("write one of {}", layout_names(arch))),
+        );
+    }
     teacher.weights = r
         .teacher
         .weights
