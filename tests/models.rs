@@ -1024,15 +1024,17 @@ fn fuzzed_weights_files_never_crash_the_readers() {
 /// numel)), 0, shape, strides)}`) and one stored entry `archive/data/<key>` per tensor, as torch
 /// writes them.
 fn zip_pth(tensors: &std::collections::BTreeMap<String, weights::RawTensor>) -> Vec<u8> {
-    zip_checkpoint(tensors, None, "")
+    zip_checkpoint(tensors, None, "", false)
 }
 
 /// [`zip_pth`] of a training checkpoint: `{"epoch": 3, nest: state_dict}` when `nest` is given,
-/// every name prefixed with `prefix` (`module.` as `DataParallel` saves them).
+/// every name prefixed with `prefix` (`module.` as `DataParallel` saves them), in half precision
+/// (`HalfStorage`) when `half`.
 fn zip_checkpoint(
     tensors: &std::collections::BTreeMap<String, weights::RawTensor>,
     nest: Option<&str>,
     prefix: &str,
+    half: bool,
 ) -> Vec<u8> {
     use std::io::Write;
     let s = |t: &str| {
@@ -1057,7 +1059,11 @@ fn zip_checkpoint(
         pkl.extend(s(&format!("{prefix}{name}")));
         pkl.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
         pkl.extend(s("storage"));
-        pkl.extend(b"ctorch\nFloatStorage\n");
+        pkl.extend(if half {
+            &b"ctorch\nHalfStorage\n"[..]
+        } else {
+            &b"ctorch\nFloatStorage\n"[..]
+        });
         pkl.extend(s(&i.to_string()));
         pkl.extend(s("cpu"));
         pkl.extend(int(t.values.len() as i64));
@@ -1097,7 +1103,11 @@ fn zip_checkpoint(
     for (i, t) in tensors.values().enumerate() {
         z.start_file(format!("archive/data/{i}"), stored).unwrap();
         for v in &t.values {
-            z.write_all(&v.to_le_bytes()).unwrap();
+            if half {
+                z.write_all(&half::f16::from_f32(*v).to_le_bytes()).unwrap();
+            } else {
+                z.write_all(&v.to_le_bytes()).unwrap();
+            }
         }
     }
     z.finish().unwrap().into_inner()
@@ -1126,14 +1136,27 @@ fn a_zip_format_pth_loads_equal_to_its_safetensors_twin() {
     // prefixed `module.`; the same teacher.
     for (nest, prefix) in [("state_dict", "module."), ("model", "")] {
         let ck = Path::new("target/lite0-checkpoint.pth");
-        std::fs::write(ck, zip_checkpoint(&raw, Some(nest), prefix)).unwrap();
+        std::fs::write(ck, zip_checkpoint(&raw, Some(nest), prefix, false)).unwrap();
         let t = weights::load_teacher(ck, &p.teacher, 3, 1000, &device)
             .unwrap_or_else(|e| panic!("{nest}: {e}"));
         assert_eq!(t.logits(x.clone(), Mode::Eval).into_data(), a, "{nest}");
     }
+    // In half precision: every value the f16 rounding of the f32 one.
+    let halved = Path::new("target/lite0-half.pth");
+    std::fs::write(halved, zip_checkpoint(&raw, None, "", true)).unwrap();
+    let back = weights::read_legacy(halved).unwrap();
+    assert_eq!(back.len(), raw.len());
+    for (k, t) in &raw {
+        let want: Vec<f32> = t
+            .values
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_f32())
+            .collect();
+        assert_eq!(back[k].values, want, "{k}");
+    }
     // A checkpoint whose state dict is under a key dnarun does not look in.
     let ck = Path::new("target/lite0-elsewhere.pth");
-    std::fs::write(ck, zip_checkpoint(&raw, Some("weights"), "")).unwrap();
+    std::fs::write(ck, zip_checkpoint(&raw, Some("weights"), "", false)).unwrap();
     let e = weights::load_teacher(ck, &p.teacher, 3, 1000, &device)
         .err()
         .unwrap()

@@ -411,6 +411,14 @@ fn element_size(ty: &str) -> usize {
     }
 }
 
+/// Whether a storage type holds floating-point weights (read as f32).
+fn is_float(ty: &str) -> bool {
+    matches!(
+        ty,
+        "FloatStorage" | "HalfStorage" | "BFloat16Storage" | "DoubleStorage"
+    )
+}
+
 /// The tensor a state-dict entry rebuilds (`None` for entries that are not tensors).
 fn tensor_ref(name: &str, v: &V) -> Result<Option<TensorRef>, String> {
     let V::Call(f, args) = v else { return Ok(None) };
@@ -456,7 +464,8 @@ fn tensor_ref(name: &str, v: &V) -> Result<Option<TensorRef>, String> {
 /// channels-last); every index is checked against the storage before anything is allocated.
 fn gather(t: &TensorRef, data: &[u8]) -> Result<Vec<f32>, String> {
     let outside = || format!("tensor `{}` lies outside its storage", t.name);
-    let elements = data.len() / 4;
+    let size = element_size(&t.ty);
+    let elements = data.len() / size;
     let numel = t
         .shape
         .iter()
@@ -482,7 +491,15 @@ fn gather(t: &TensorRef, data: &[u8]) -> Result<Vec<f32>, String> {
             return Err(outside());
         }
     }
-    let f32_at = |i: usize| f32::from_le_bytes(data[i * 4..i * 4 + 4].try_into().unwrap());
+    let f32_at = |i: usize| {
+        let b = &data[i * size..(i + 1) * size];
+        match t.ty.as_str() {
+            "HalfStorage" => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            "BFloat16Storage" => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            "DoubleStorage" => f64::from_le_bytes(b.try_into().unwrap()) as f32,
+            _ => f32::from_le_bytes(b.try_into().unwrap()),
+        }
+    };
     let mut values = Vec::with_capacity(numel);
     let mut index = vec![0usize; t.shape.len()];
     for _ in 0..numel {
@@ -543,7 +560,7 @@ fn read_zip(
     let mut r = Reader { b: &pickle, pos: 0 };
     let tensors = state_dict(r.pickle().map_err(&fail)?).map_err(&fail)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
-    for t in tensors.iter().filter(|t| t.ty == "FloatStorage") {
+    for t in tensors.iter().filter(|t| is_float(&t.ty)) {
         if !storages.contains_key(&t.key) {
             let data = entry(&format!("{prefix}data/{}", t.key)).map_err(&fail)?;
             storages.insert(t.key.clone(), data);
@@ -616,7 +633,7 @@ fn weights_of(
         ));
     }
     let mut out = BTreeMap::new();
-    for t in tensors.into_iter().filter(|t| t.ty == "FloatStorage") {
+    for t in tensors.into_iter().filter(|t| is_float(&t.ty)) {
         let data = storages
             .get(&t.key)
             .ok_or_else(|| format!("has no data for storage `{}` of tensor `{}`", t.key, t.name))?;
