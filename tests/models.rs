@@ -1554,3 +1554,27 @@ fn checkpoint_mismatches_name_the_tensor_and_the_closest_key() {
         .collect();
     assert_eq!(stem, want);
 }
+
+/// A checkpoint whose classifier predicts other classes than the data's loads with its own
+/// classifier (the teacher is used for its features); one whose classifier does not fit the
+/// teacher's features is still refused.
+#[test]
+fn a_classifier_for_other_classes_loads_as_it_is() {
+    let Some(file) = lite0_file() else {
+        panic!("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`")
+    };
+    let p = plan("recipes/dna-imagenet.toml", &[]);
+    let device = Device::flex();
+    let t = weights::load_teacher(&file, &p.teacher, 3, 10, &device).unwrap();
+    assert_eq!(t.fc.weight.val().dims(), [1280, 1000]);
+    let mut narrow = p.teacher.clone();
+    narrow.head = Some(640);
+    let e = weights::load_teacher(&file, &narrow, 3, 10, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("`_fc.weight`: the teacher needs shape [10, 640]"),
+        "{e}"
+    );
+}

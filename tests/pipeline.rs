@@ -977,7 +977,8 @@ fn a_second_writer_of_a_run_directory_is_refused() {
 /// A ResNet-18 teacher from a torchvision-layout safetensors checkpoint (written here from a
 /// randomly initialised teacher: the test is about the path, not the accuracy) runs every stage
 /// on the ImageNet photos at 32 px: taps by stage without shapes, MBConv blocks distilled
-/// against its basic-block stages, rated, searched and retrained.
+/// against its basic-block stages, rated, searched and retrained. Its classifier has 10 classes
+/// and the data 1000: it is loaded for its features, its accuracy not measured.
 #[test]
 fn a_resnet_teacher_from_a_torchvision_checkpoint_runs_every_stage() {
     let dir = out_dir("resnet-teacher");
@@ -996,7 +997,7 @@ fn a_resnet_teacher_from_a_torchvision_checkpoint_runs_every_stage() {
             true,
         )
         .unwrap();
-        let t = dnarun::nn::Teacher::new(&spec, 3, 1000, &burn::tensor::Device::flex());
+        let t = dnarun::nn::Teacher::new(&spec, 3, 10, &burn::tensor::Device::flex());
         dnarun::nn::weights::export_teacher_safetensors(&t, WeightLayout::Torchvision, &weights)
             .unwrap();
     }
@@ -1030,7 +1031,19 @@ fn a_resnet_teacher_from_a_torchvision_checkpoint_runs_every_stage() {
     let out = run(&a);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("top3"), "{text}");
+    assert!(!text.contains("teacher accuracy"), "{text}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(
+            "its classifier has 10 classes and the data 1000, so it is used for its features"
+        ),
+        "{log}"
+    );
     let r = dir.join("tiny-001");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("teacher/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["features_only"], true, "{state}");
     // Every path of both blocks rated (2 cells: 2 + 4 paths each).
     for i in 0..2 {
         let rated: serde_json::Value = serde_json::from_str(

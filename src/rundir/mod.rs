@@ -423,7 +423,8 @@ impl RunDir {
             .map(|i| Ok(self.distill_state(i)?.epochs_done))
             .collect::<Result<Vec<usize>, RunError>>()?;
         Ok(Progress {
-            teacher: self.teacher_accuracy()?.is_some(),
+            teacher: read_json::<TrainState>(&self.teacher().state())?
+                .is_some_and(|s| s.accuracy.is_some() || s.features_only),
             distilled: epochs.iter().map(|&e| e >= self.distill_epochs).collect(),
             epochs,
             rated: (0..self.blocks).map(|i| self.ratings(i).exists()).collect(),

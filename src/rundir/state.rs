@@ -30,6 +30,9 @@ pub struct TrainState {
     pub losses: Vec<f64>,
     /// Test accuracy once training is complete (or the weights are loaded and evaluated).
     pub accuracy: Option<f64>,
+    /// A loaded teacher whose classifier has other classes than the data: used for its
+    /// features, its accuracy not measured (the stage is done all the same).
+    pub features_only: bool,
     /// Tag of the model and optimizer files this state belongs to (`model-<tag>.bpk`; empty for
     /// the final `model.bpk`).
     pub checkpoint: String,

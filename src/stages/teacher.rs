@@ -22,12 +22,19 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
     let teacher = match ctx.plan.teacher.weights.clone() {
         Some((path, format)) => {
             let t = load(ctx, &path, format)?;
-            let acc = loaded_accuracy(ctx, &t, &run)?;
-            tracing::info!(
-                "teacher loaded from `{}`: test accuracy {:.2}%",
-                path.display(),
-                acc * 100.0
-            );
+            match loaded_accuracy(ctx, &t, &run)? {
+                Some(acc) => tracing::info!(
+                    "teacher loaded from `{}`: test accuracy {:.2}%",
+                    path.display(),
+                    acc * 100.0
+                ),
+                None => tracing::info!(
+                    "teacher loaded from `{}`: its classifier has {} classes and the data {}, so it is used for its features and its accuracy is not measured",
+                    path.display(),
+                    teacher_classes(&t),
+                    ctx.plan.data.classes
+                ),
+            }
             t
         }
         None => {
@@ -83,11 +90,27 @@ fn load(ctx: &Ctx, path: &std::path::Path, format: WeightFormat) -> Result<Teach
     Ok(burn::module::Module::valid(&t))
 }
 
-/// The loaded teacher's test accuracy, measured once and kept in the teacher's state.
-fn loaded_accuracy(ctx: &mut Ctx, t: &Teacher, run: &str) -> Result<f64, RunError> {
+/// The classes a teacher's classifier predicts.
+fn teacher_classes(t: &Teacher) -> usize {
+    t.fc.weight.val().dims()[1]
+}
+
+/// The loaded teacher's test accuracy, measured once and kept in the teacher's state; `None`
+/// when its classifier has other classes than the data (then only its features are used).
+fn loaded_accuracy(ctx: &mut Ctx, t: &Teacher, run: &str) -> Result<Option<f64>, RunError> {
     let state_path = ctx.dir.teacher().state();
-    if let Some(acc) = read_json::<TrainState>(&state_path)?.and_then(|s| s.accuracy) {
-        return Ok(acc);
+    if let Some(state) = read_json::<TrainState>(&state_path)? {
+        if state.accuracy.is_some() || state.features_only {
+            return Ok(state.accuracy);
+        }
+    }
+    if teacher_classes(t) != ctx.plan.data.classes {
+        let state = TrainState {
+            features_only: true,
+            ..TrainState::default()
+        };
+        write_json(&state_path, &state)?;
+        return Ok(None);
     }
     let acc = evaluate(
         t,
@@ -103,7 +126,7 @@ fn loaded_accuracy(ctx: &mut Ctx, t: &Teacher, run: &str) -> Result<f64, RunErro
     };
     write_json(&state_path, &state)?;
     ctx.track.metrics(run, 0, &[("test_accuracy", acc)])?;
-    Ok(acc)
+    Ok(Some(acc))
 }
 
 /// Runs one image through the teacher and compares every tap's shape with the recipe's.

@@ -188,6 +188,16 @@ fn mb_names(layout: WeightLayout, s: usize, i: usize, g: usize, expand: bool) ->
     }
 }
 
+/// The classifier's name in a layout (ResNets name it `fc` in both of theirs).
+fn classifier(layout: WeightLayout, resnet: bool) -> &'static str {
+    match layout {
+        _ if resnet => "fc",
+        WeightLayout::EfficientnetPytorch => "_fc",
+        WeightLayout::Timm => "classifier",
+        WeightLayout::Torchvision => "classifier.1",
+    }
+}
+
 /// Every tensor of `t` under its name in `layout`.
 fn slots(t: &mut Teacher, layout: WeightLayout) -> Slots<'_> {
     let mut out = Slots::default();
@@ -196,17 +206,16 @@ fn slots(t: &mut Teacher, layout: WeightLayout) -> Slots<'_> {
         Some(TeacherLayer::Res(_))
     );
     let total: usize = t.stages.iter().map(Vec::len).sum();
-    let (stem, head, fc) = match layout {
-        _ if resnet => (("conv1", "bn1"), None, "fc".to_string()),
+    let fc = classifier(layout, resnet);
+    let (stem, head) = match layout {
+        _ if resnet => (("conv1", "bn1"), None),
         WeightLayout::EfficientnetPytorch => (
             ("_conv_stem", "_bn0"),
             Some(("_conv_head".to_string(), "_bn1".to_string())),
-            "_fc".to_string(),
         ),
         WeightLayout::Timm => (
             ("conv_stem", "bn1"),
             Some(("conv_head".to_string(), "bn2".to_string())),
-            "classifier".to_string(),
         ),
         WeightLayout::Torchvision => (
             ("features.0.0", "features.0.1"),
@@ -214,7 +223,6 @@ fn slots(t: &mut Teacher, layout: WeightLayout) -> Slots<'_> {
                 format!("features.{}.0", total + 1),
                 format!("features.{}.1", total + 1),
             )),
-            "classifier.1".to_string(),
         ),
     };
     out.conv_bn(&mut t.stem, (stem.0.to_string(), stem.1.to_string()));
@@ -284,6 +292,20 @@ fn teacher_from(
     classes: usize,
     device: &Device,
 ) -> Result<Teacher, WeightsError> {
+    // A classifier for other classes than the data's (an ImageNet teacher distilled on a subset)
+    // is loaded as it is: the teacher is used for its features.
+    let resnet = spec
+        .stages
+        .first()
+        .is_some_and(|s| s.kind != crate::plan::LayerKind::MbConv);
+    let features = spec
+        .head
+        .or(spec.stages.last().map(|s| s.channels))
+        .unwrap_or(0);
+    let classes = match tensors.get(&format!("{}.weight", classifier(spec.layout, resnet))) {
+        Some(w) if w.shape.len() == 2 && w.shape[1] == features && w.shape[0] > 0 => w.shape[0],
+        _ => classes,
+    };
     let mut t = Teacher::new(spec, channels, classes, device);
     let mut problems = Vec::new();
     let mut slots = slots(&mut t, spec.layout);
