@@ -99,10 +99,10 @@ fn teacher_classes(t: &Teacher) -> usize {
 /// when its classifier has other classes than the data (then only its features are used).
 fn loaded_accuracy(ctx: &mut Ctx, t: &Teacher, run: &str) -> Result<Option<f64>, RunError> {
     let state_path = ctx.dir.teacher().state();
-    if let Some(state) = read_json::<TrainState>(&state_path)? {
-        if state.accuracy.is_some() || state.features_only {
-            return Ok(state.accuracy);
-        }
+    if let Some(state) = read_json::<TrainState>(&state_path)?
+        && (state.accuracy.is_some() || state.features_only)
+    {
+        return Ok(state.accuracy);
     }
     if teacher_classes(t) != ctx.plan.data.classes {
         let state = TrainState {
