@@ -302,8 +302,19 @@ fn teacher_from(
         .head
         .or(spec.stages.last().map(|s| s.channels))
         .unwrap_or(0);
-    let classes = match tensors.get(&format!("{}.weight", classifier(spec.layout, resnet))) {
-        Some(w) if w.shape.len() == 2 && w.shape[1] == features && w.shape[0] > 0 => w.shape[0],
+    let fc = classifier(spec.layout, resnet);
+    let classes = match (
+        tensors.get(&format!("{fc}.weight")),
+        tensors.get(&format!("{fc}.bias")),
+    ) {
+        (Some(w), bias)
+            if w.shape.len() == 2
+                && w.shape[1] == features
+                && w.shape[0] > 0
+                && bias.is_none_or(|b| b.shape == [w.shape[0]]) =>
+        {
+            w.shape[0]
+        }
         _ => classes,
     };
     let mut t = Teacher::new(spec, channels, classes, device);
