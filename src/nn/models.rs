@@ -104,7 +104,7 @@ impl Teacher {
                     .collect()
             })
             .collect();
-        let features = spec.head.unwrap_or(cin);
+        let features = spec.features();
         Teacher {
             stem: ConvBnConfig::new(channels, spec.stem)
                 .with_kernel(spec.stem_kernel)

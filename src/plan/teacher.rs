@@ -78,6 +78,13 @@ pub struct TeacherSpec {
 }
 
 impl TeacherSpec {
+    /// Channels the classifier reads: the head's, or the last stage's where there is no head.
+    pub fn features(&self) -> usize {
+        self.head
+            .or(self.stages.last().map(|s| s.channels))
+            .unwrap_or(self.stem)
+    }
+
     /// Output shape `[C, H, W]` of every stage (index s-1 for stage s) at an image size.
     pub fn stage_shapes(&self, image_size: usize) -> Vec<[usize; 3]> {
         let mut size = image_size.div_ceil(self.stem_stride);

@@ -298,10 +298,7 @@ fn teacher_from(
         .stages
         .first()
         .is_some_and(|s| s.kind != crate::plan::LayerKind::MbConv);
-    let features = spec
-        .head
-        .or(spec.stages.last().map(|s| s.channels))
-        .unwrap_or(0);
+    let features = spec.features();
     let fc = classifier(spec.layout, resnet);
     let classes = match (
         tensors.get(&format!("{fc}.weight")),

@@ -604,7 +604,12 @@ fn state_dict(dict: V) -> Result<Vec<TensorRef>, String> {
         let mut entries = entries;
         for name in NESTED {
             if let Some(i) = entries.iter().position(|(k, _)| k.as_str() == Some(name)) {
-                let inner = state_dict(entries.swap_remove(i).1).unwrap_or_default();
+                // A nested dict is read (its errors are the file's); anything else under
+                // the name (an architecture string, say) is not a state dict.
+                let inner = match entries.swap_remove(i).1 {
+                    v @ V::Dict(_) => state_dict(v)?,
+                    _ => Vec::new(),
+                };
                 if !inner.is_empty() {
                     tensors = inner;
                     break;
