@@ -6,11 +6,16 @@
 //! - (2) a 4-layer supernet cell (quickstart block 1, 4 ops per layer) at batch 32, a random path
 //!   each step, as distillation trains it;
 //!
+//! - (3) the depthwise convolution alone, forward + both gradients, at the shapes of the paper's
+//!   search space (ImageNet, 224 px; batch 4, `--dw-batch N` to change it, 0 to skip it;
+//!   `--only-depthwise` skips (1) and (2));
+//!
 //! each with dnarun's CPU kernels (`dnarun::nn::cpu`) and with Burn's own ops (the baseline).
 //!
 //! Run: `cargo run --release --example step` (add `--json` for one JSON line at the end, and
-//! `--device wgpu:0` / `cuda:0` to time the steps on a GPU: there both lines run Burn's ops, and
-//! every phase ends with a device sync). `scripts/bench-torch` runs this and the identical steps
+//! `--device wgpu:0` / `cuda:0` to time the steps on a GPU: there the second line is dnarun's GPU
+//! depthwise convolution, whose weight gradient runs as per-tap reductions (`dnarun::nn::gpu`),
+//! everything else being Burn's ops in both lines, and every phase ends with a device sync). `scripts/bench-torch` runs this and the identical steps
 //! in PyTorch and prints the ratios; `scripts/gpu-check` does the same on a GPU.
 
 // The same allocator as the `dnarun` binary.
@@ -25,7 +30,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use dnarun::nn::cpu::use_burn_ops;
 use dnarun::nn::{MbConv, Mode, SuperBlock};
 use dnarun::recipe::Activation;
-use dnarun::space::{LayerShape, OpSpec, Path as SPath, mbconv_cost};
+use dnarun::space::{LayerShape, OpSpec, Padding, Path as SPath, mbconv_cost};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -104,6 +109,48 @@ fn train_steps<M: Module>(
     }
 }
 
+/// `(channels, size, kernel, stride)` of depthwise convolutions in the paper's search space at
+/// 224 px: expanded widths of its first to last stages.
+const DEPTHWISE_SHAPES: [(usize, usize, usize, usize); 6] = [
+    (96, 112, 3, 2),
+    (144, 56, 5, 1),
+    (240, 28, 7, 1),
+    (480, 14, 3, 1),
+    (672, 14, 5, 2),
+    (1152, 7, 7, 1),
+];
+
+/// Median milliseconds of a depthwise forward + backward (both gradients, read back as one
+/// scalar so the device finishes them) at each of [`DEPTHWISE_SHAPES`], Burn's grouped `conv2d`
+/// against dnarun's formulation for the device.
+fn depthwise_times(ad: &Device, batch: usize) -> Vec<(String, f64, f64)> {
+    use dnarun::nn::cpu::depthwise_conv2d;
+    let mut rows = Vec::new();
+    for (c, size, k, s) in DEPTHWISE_SHAPES {
+        let x = random([batch, c, size, size], ad).require_grad();
+        let w = random([c, 1, k, k], ad).require_grad();
+        let mut ms = [0.0; 2];
+        for (i, burn) in [true, false].into_iter().enumerate() {
+            use_burn_ops(burn);
+            let times = (0..4)
+                .map(|_| {
+                    let t = Instant::now();
+                    let y = depthwise_conv2d(x.clone(), w.clone(), s, Padding::Same);
+                    let g = (y.clone() * y).sum().backward();
+                    let (gx, gw) = (x.grad(&g).unwrap(), w.grad(&g).unwrap());
+                    let _ = (gx.sum() + gw.sum()).into_data();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect::<Vec<_>>();
+            // The first run compiles (and on a GPU autotunes) the kernels.
+            ms[i] = median(times[1..].to_vec());
+        }
+        use_burn_ops(false);
+        rows.push((format!("{c} ch {size} px k{k} s{s}"), ms[0], ms[1]));
+    }
+    rows
+}
+
 /// Matmul GFLOP/s: the practical peak of this backend on this machine.
 fn peak(device: &Device) -> f64 {
     let n = 1024;
@@ -130,22 +177,14 @@ fn line(name: &str, s: &Split, gflop: f64, peak: f64) {
     );
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let json = args.iter().any(|a| a == "--json");
-    let spec = args
-        .iter()
-        .position(|a| a == "--device")
-        .and_then(|i| args.get(i + 1))
-        .map_or(dnarun::plan::DeviceSpec::Cpu, |s| {
-            dnarun::plan::DeviceSpec::parse(s).unwrap_or_else(|e| panic!("{e}"))
-        });
-    let device = dnarun::nn::device::open_device(&spec).unwrap_or_else(|e| panic!("{e}"));
-    println!("device {spec}");
-    let ad = device.clone().autodiff();
-    let peak = peak(&device);
-    println!("practical peak (1024^3 f32 matmul): {peak:.1} GFLOP/s");
-
+/// Sections (1) and (2): the MBConv and the supernet cell train steps, Burn's ops against
+/// dnarun's; their JSON.
+fn train_sections(
+    device: &Device,
+    ad: &Device,
+    peak: f64,
+    ours: &str,
+) -> (serde_json::Value, serde_json::Value) {
     // (1) One MBConv block.
     let op = OpSpec {
         name: "k3e6".into(),
@@ -163,14 +202,14 @@ fn main() {
     let batch = 32;
     // Training FLOPs: forward, input gradient and weight gradient, 2 per multiply-add each.
     let mbconv_gflop = 3.0 * 2.0 * (mbconv_cost(&op, &shape).macs * batch as u64) as f64 / 1e9;
-    let x = random([batch, 16, 32, 32], &ad);
-    let y = random([batch, 16, 32, 32], &ad);
+    let x = random([batch, 16, 32, 32], ad);
+    let y = random([batch, 16, 32, 32], ad);
     let mut mb = [None, None];
     for (i, burn_conv) in [true, false].into_iter().enumerate() {
         use_burn_ops(burn_conv);
-        let net = dnarun::nn::initialize(|d| MbConv::new(&op, &shape, 1e-3, d), &ad, 1);
+        let net = dnarun::nn::initialize(|d| MbConv::new(&op, &shape, 1e-3, d), ad, 1);
         mb[i] = Some(train_steps(
-            &device,
+            device,
             net,
             |n: &MbConv, _, x| n.forward(x, Mode::TRAIN),
             &x,
@@ -182,9 +221,9 @@ fn main() {
         "(1) MBConv 16->96->16, k3, ReLU6, batch 32 at 32x32, MSE + Adam ({mbconv_gflop:.2} GFLOP per step):"
     );
     line("Burn ops", &mb_burn, mbconv_gflop, peak);
-    line("dnarun kernels", &mb_ours, mbconv_gflop, peak);
+    line(ours, &mb_ours, mbconv_gflop, peak);
     println!(
-        "  dnarun kernels: {:.2}x faster step, {:.2}x faster backward",
+        "  {ours}: {:.2}x faster step, {:.2}x faster backward",
         mb_burn.total() / mb_ours.total(),
         mb_burn.bwd / mb_ours.bwd
     );
@@ -211,14 +250,14 @@ fn main() {
         / STEPS as f64
         / 1e9;
     let (cin, cout) = (plan.taps[0].shape, plan.taps[1].shape);
-    let x = random([batch, cin[0], cin[1], cin[2]], &ad);
-    let y = random([batch, cout[0], cout[1], cout[2]], &ad);
+    let x = random([batch, cin[0], cin[1], cin[2]], ad);
+    let y = random([batch, cout[0], cout[1], cout[2]], ad);
     let mut cell = [None, None];
     for (i, burn_conv) in [true, false].into_iter().enumerate() {
         use_burn_ops(burn_conv);
-        let net = dnarun::nn::initialize(|d| SuperBlock::new(&plan.space, 1, d), &ad, 1);
+        let net = dnarun::nn::initialize(|d| SuperBlock::new(&plan.space, 1, d), ad, 1);
         cell[i] = Some(train_steps(
-            &device,
+            device,
             net,
             |n: &SuperBlock, step, x| n.forward(&paths[step], x, Mode::TRAIN),
             &x,
@@ -232,26 +271,69 @@ fn main() {
         cin[0], cout[0], cin[1]
     );
     line("Burn ops", &cell_burn, cell_gflop, peak);
-    line("dnarun kernels", &cell_ours, cell_gflop, peak);
+    line(ours, &cell_ours, cell_gflop, peak);
     println!(
-        "  dnarun kernels: {:.2}x faster step",
+        "  {ours}: {:.2}x faster step",
         cell_burn.total() / cell_ours.total()
     );
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "device": spec.to_string(),
-                "peak_gflops": peak,
-                "mbconv": {"fwd": mb_ours.fwd, "bwd": mb_ours.bwd, "opt": mb_ours.opt,
+    (
+        serde_json::json!({"fwd": mb_ours.fwd, "bwd": mb_ours.bwd, "opt": mb_ours.opt,
                            "first_step": mb_burn.first,
-                           "burn_ops_step": mb_burn.total(), "gflop": mbconv_gflop},
-                "cell": {"fwd": cell_ours.fwd, "bwd": cell_ours.bwd, "opt": cell_ours.opt,
+                           "burn_ops_step": mb_burn.total(), "gflop": mbconv_gflop}),
+        serde_json::json!({"fwd": cell_ours.fwd, "bwd": cell_ours.bwd, "opt": cell_ours.opt,
                          "first_step": cell_burn.first,
                          "burn_ops_step": cell_burn.total(), "gflop": cell_gflop,
                          "in": cin, "out": cout,
-                         "paths": paths[WARMUP..].iter().map(|p| block.path_name(p)).collect::<Vec<_>>()},
-            })
+                         "paths": paths[WARMUP..].iter().map(|p| block.path_name(p)).collect::<Vec<_>>()}),
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let json = args.iter().any(|a| a == "--json");
+    let spec = args
+        .iter()
+        .position(|a| a == "--device")
+        .and_then(|i| args.get(i + 1))
+        .map_or(dnarun::plan::DeviceSpec::Cpu, |s| {
+            dnarun::plan::DeviceSpec::parse(s).unwrap_or_else(|e| panic!("{e}"))
+        });
+    let device = dnarun::nn::device::open_device(&spec).unwrap_or_else(|e| panic!("{e}"));
+    println!("device {spec}");
+    let ad = device.clone().autodiff();
+    let ours = match dnarun::nn::cpu::depthwise_on(&ad) {
+        dnarun::nn::cpu::Depthwise::TapWeightGrad => "dnarun per-tap wgrad",
+        _ => "dnarun kernels",
+    };
+    let dw_batch = args
+        .iter()
+        .position(|a| a == "--dw-batch")
+        .and_then(|i| args.get(i + 1))
+        .map_or(4, |s| s.parse().expect("--dw-batch takes a number"));
+    let mut out = serde_json::json!({"device": spec.to_string()});
+    if !args.iter().any(|a| a == "--only-depthwise") {
+        let peak = peak(&device);
+        println!("practical peak (1024^3 f32 matmul): {peak:.1} GFLOP/s");
+        out["peak_gflops"] = peak.into();
+        let (mbconv, cell) = train_sections(&device, &ad, peak, ours);
+        out["mbconv"] = mbconv;
+        out["cell"] = cell;
+    }
+    if dw_batch > 0 {
+        println!(
+            "(3) depthwise convolution alone, forward + both gradients, batch {dw_batch} (median ms):"
         );
+        let dw = depthwise_times(&ad, dw_batch);
+        for (name, burn, mine) in &dw {
+            println!(
+                "  {name:<24} Burn ops {burn:8.2}  {ours} {mine:8.2}  {:.2}x faster",
+                burn / mine
+            );
+        }
+        out["depthwise"] = serde_json::json!({"batch": dw_batch, "shapes": dw.iter().map(|(name, burn, mine)|
+            serde_json::json!({"shape": name, "burn_ops_ms": burn, "ours_ms": mine})).collect::<Vec<_>>()});
+    }
+    if json {
+        println!("{out}");
     }
 }

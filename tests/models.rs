@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 
 mod common;
 
-use common::{plan, random};
+use common::{max_abs_diff, plan, random};
 
 fn random_arch(plan: &Plan, rng: &mut ChaCha8Rng) -> Architecture {
     Architecture {
@@ -589,64 +589,51 @@ fn a_teacher_round_trips_through_safetensors() {
     assert_eq!(a.into_data(), b.into_data(), "the same logits, bit for bit");
 }
 
-fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
-    let (a, b) = (
-        a.into_data().try_to_vec::<f32>().unwrap(),
-        b.into_data().try_to_vec::<f32>().unwrap(),
-    );
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// dnarun's depthwise kernels against Burn's grouped `conv2d` on random inputs: the output and
 /// both gradients agree within float tolerance, for odd and even sizes, 3/5/7 kernels, stride 1
 /// and 2, TensorFlow's asymmetric "same" padding and PyTorch's symmetric one, and one channel.
 #[test]
 fn depthwise_kernels_match_burn_conv2d_and_its_gradients() {
-    use dnarun::nn::cpu::{depthwise_conv2d, reference_depthwise_conv2d as reference_conv2d};
+    use dnarun::nn::cpu::{Depthwise, depthwise_on};
+    assert_eq!(
+        depthwise_on(&Device::flex().autodiff()),
+        Depthwise::CpuKernels
+    );
+    common::depthwise_matches_burn(&Device::flex().autodiff());
+}
+
+/// The GPU backends' weight gradient (`nn::gpu`, per-tap reductions written over any backend's
+/// operations) against the CPU kernel's, run here on `flex`; `tests/wgpu.rs` checks the whole
+/// operation on a wgpu device.
+#[test]
+fn the_per_tap_weight_gradient_matches_the_cpu_kernel() {
+    use burn::backend::{Flex, ops::FloatTensorOps};
+    use burn::tensor::TensorData;
+    use dnarun::nn::cpu::depthwise::{Geometry, weight_grad_cpu};
     use dnarun::space::Padding;
-    let device = Device::flex().autodiff();
-    let cases = [
-        (2, 8, 14, 14, 3, 1),
-        (3, 5, 9, 7, 5, 2),
-        (2, 4, 8, 8, 3, 2),
-        (1, 6, 7, 11, 7, 1),
-        (2, 1, 6, 6, 3, 1),
-        (2, 3, 4, 4, 5, 2),
-    ];
-    for (pad, (n, c, h, w, k, s)) in [Padding::Same, Padding::Symmetric]
-        .into_iter()
-        .flat_map(|p| cases.map(|c| (p, c)))
-    {
-        let x = random([n, c, h, w], &device).require_grad();
-        let wt = random([c, 1, k, k], &device).require_grad();
-        let ours = depthwise_conv2d(x.clone(), wt.clone(), s, pad);
-        let xr = x.clone().detach().require_grad();
-        let wr = wt.clone().detach().require_grad();
-        let reference = reference_conv2d(xr.clone(), wr.clone(), s, pad);
-        assert_eq!(
-            ours.dims(),
-            reference.dims(),
-            "{n} {c} {h} {w} k{k} s{s} {pad:?}"
-        );
-        assert_eq!(ours.dims()[2], h.div_ceil(s));
-        // A random upstream gradient, the same for both.
-        let up = random(ours.dims(), &Device::flex());
-        let up_ad = Tensor::<4>::from_data(up.into_data(), &device);
-        let case = format!("n{n} c{c} {h}x{w} k{k} s{s} {pad:?}");
-        assert!(
-            max_abs_diff(ours.clone(), reference.clone()) < 1e-4,
-            "output {case}"
-        );
-        let g1 = (ours * up_ad.clone()).sum().backward();
-        let g2 = (reference * up_ad).sum().backward();
-        let dx = max_abs_diff(x.grad(&g1).unwrap(), xr.grad(&g2).unwrap());
-        let dw = max_abs_diff(wt.grad(&g1).unwrap(), wr.grad(&g2).unwrap());
-        assert!(dx < 1e-4, "input gradient {case}: {dx}");
-        assert!(dw < 1e-3, "weight gradient {case}: {dw}");
+    let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+    let flex = |v: &[f32], shape: [usize; 4]| {
+        Flex::float_from_data(TensorData::new(v.to_vec(), shape), &Default::default())
+    };
+    for pad in [Padding::Same, Padding::Symmetric] {
+        for (n, c, h, w, k, s) in common::DEPTHWISE_CASES {
+            let g = Geometry::new([n, c, h, w], k, s, pad);
+            let x = values(random([n, c, h, w], &Device::flex()));
+            let up = values(random([n, c, g.oh, g.ow], &Device::flex()));
+            let cpu = weight_grad_cpu(&g, &x, &up);
+            let taps = dnarun::nn::gpu::tap_weight_grad::<Flex>(
+                flex(&x, [n, c, h, w]),
+                flex(&up, [n, c, g.oh, g.ow]),
+                &g,
+            );
+            let taps = taps.to_contiguous().storage::<f32>().to_vec();
+            assert_eq!(taps.len(), c * k * k);
+            let worst = cpu
+                .iter()
+                .zip(&taps)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst < 1e-3, "{g:?}: {worst}");
+        }
     }
 }
 

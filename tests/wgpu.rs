@@ -82,6 +82,18 @@ fn one_seed_gives_the_same_initial_weights_on_every_device() {
     assert_ne!(values(&again), a, "the seed changes the weights");
 }
 
+/// The depthwise convolution GPU users run (Burn's forward and input gradient, the per-tap weight
+/// gradient of `nn::gpu`) against Burn's grouped `conv2d` on the same wgpu device: outputs and
+/// both gradients, every shape and padding the CPU kernels are tested on.
+#[test]
+fn the_gpu_depthwise_convolution_matches_burn_conv2d_and_its_gradients() {
+    // Draws its inputs on the host too (the upstream gradients).
+    let _rng = HOST_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    use dnarun::nn::cpu::{Depthwise, depthwise_on};
+    assert_eq!(depthwise_on(&gpu().autodiff()), Depthwise::TapWeightGrad);
+    common::depthwise_matches_burn(&gpu().autodiff());
+}
+
 /// A training step of a block supernet (every cell, every op: depthwise convolutions,
 /// BatchNorm with batch statistics, squeeze-excitation, the activations) on the GPU, against
 /// the CPU kernels: outputs and every parameter's gradient.

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod device;
+pub mod gpu;
 pub mod layers;
 pub mod models;
 pub mod weights;

@@ -53,3 +53,60 @@ pub fn sets(dir: &Path, extra: &[&str]) -> Vec<String> {
     }
     v
 }
+
+/// Depthwise shapes the kernel tests cover: `(n, c, h, w, k, stride)`, odd and even sizes, 3/5/7
+/// kernels, one channel.
+pub const DEPTHWISE_CASES: [(usize, usize, usize, usize, usize, usize); 6] = [
+    (2, 8, 14, 14, 3, 1),
+    (3, 5, 9, 7, 5, 2),
+    (2, 4, 8, 8, 3, 2),
+    (1, 6, 7, 11, 7, 1),
+    (2, 1, 6, 6, 3, 1),
+    (2, 3, 4, 4, 5, 2),
+];
+
+/// The largest absolute difference of two equally shaped tensors.
+pub fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+    let (a, b) = (
+        a.into_data().try_to_vec::<f32>().unwrap(),
+        b.into_data().try_to_vec::<f32>().unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// `dnarun::nn::cpu::depthwise_conv2d` (whatever formulation runs on `device`, an autodiff
+/// device) against Burn's grouped `conv2d` on the same device: the output and both gradients,
+/// for every case in [`DEPTHWISE_CASES`] with TensorFlow's "same" and PyTorch's symmetric
+/// padding.
+pub fn depthwise_matches_burn(device: &Device) {
+    use dnarun::nn::cpu::{depthwise_conv2d, reference_depthwise_conv2d};
+    use dnarun::space::Padding;
+    for pad in [Padding::Same, Padding::Symmetric] {
+        for (n, c, h, w, k, s) in DEPTHWISE_CASES {
+            let case = format!("n{n} c{c} {h}x{w} k{k} s{s} {pad:?}");
+            let x = random([n, c, h, w], device).require_grad();
+            let wt = random([c, 1, k, k], device).require_grad();
+            let ours = depthwise_conv2d(x.clone(), wt.clone(), s, pad);
+            let xr = x.clone().detach().require_grad();
+            let wr = wt.clone().detach().require_grad();
+            let reference = reference_depthwise_conv2d(xr.clone(), wr.clone(), s, pad);
+            assert_eq!(ours.dims(), reference.dims(), "{case}");
+            assert_eq!(ours.dims()[2], h.div_ceil(s), "{case}");
+            // A random upstream gradient, the same for both.
+            let up = random(ours.dims(), &Device::flex());
+            let up = Tensor::<4>::from_data(up.into_data(), device);
+            let out = max_abs_diff(ours.clone(), reference.clone());
+            assert!(out < 1e-4, "output {case}: {out}");
+            let g1 = (ours * up.clone()).sum().backward();
+            let g2 = (reference * up).sum().backward();
+            let dx = max_abs_diff(x.grad(&g1).unwrap(), xr.grad(&g2).unwrap());
+            let dw = max_abs_diff(wt.grad(&g1).unwrap(), wr.grad(&g2).unwrap());
+            assert!(dx < 1e-4, "input gradient {case}: {dx}");
+            assert!(dw < 1e-3, "weight gradient {case}: {dw}");
+        }
+    }
+}

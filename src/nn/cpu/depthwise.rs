@@ -11,7 +11,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 
@@ -90,7 +90,7 @@ impl Geometry {
     }
 
     /// Outputs `lo..hi` along one axis whose input `o * s + tap - pad` lies in `0..len`.
-    fn valid(&self, tap: usize, pad: usize, len: usize, out: usize) -> (usize, usize) {
+    pub(crate) fn valid(&self, tap: usize, pad: usize, len: usize, out: usize) -> (usize, usize) {
         let lo = if tap >= pad {
             0
         } else {
@@ -239,8 +239,9 @@ pub fn weight_grad_cpu(g: &Geometry, x: &[f32], grad: &[f32]) -> Vec<f32> {
 }
 
 /// A depthwise convolution as a backend extension: `flex` runs the loops above, `Autodiff<Flex>`
-/// adds their backward.
-#[backend_extension(Flex, Autodiff)]
+/// adds their backward; the cubecl backends (`Cube`, CUDA and wgpu) run Burn's convolution forward
+/// with the weight gradient as per-tap reductions (`nn::gpu`).
+#[backend_extension(Flex, Cube: cfg(any(feature = "wgpu", feature = "cuda")), Autodiff)]
 pub trait DepthwiseBackend: Backend {
     /// Depthwise convolution of `x` `[n, c, h, w]` with `weight` `[c, 1, k, k]`, no bias.
     #[allow(clippy::too_many_arguments)]
@@ -255,9 +256,15 @@ pub trait DepthwiseBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-fn geometry(x: &FloatTensor<Flex>, weight: &FloatTensor<Flex>, geo: [usize; 5]) -> Geometry {
-    let xs = x.layout().shape();
-    let k = weight.layout().shape()[2];
+/// The geometry of the extension's arguments: shapes from the tensors, `geo` = `[stride,
+/// pad_top, pad_left, out_h, out_w]`.
+pub(crate) fn geometry<B: Backend>(
+    x: &FloatTensor<B>,
+    weight: &FloatTensor<B>,
+    geo: [usize; 5],
+) -> Geometry {
+    let xs = x.shape();
+    let k = weight.shape()[2];
     let [s, pt, pl, oh, ow] = geo;
     Geometry {
         n: xs[0],
@@ -278,7 +285,7 @@ fn flex_forward(
     weight: FloatTensor<Flex>,
     geo: [usize; 5],
 ) -> FloatTensor<Flex> {
-    let g = geometry(&x, &weight, geo);
+    let g = geometry::<Flex>(&x, &weight, geo);
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
     let out = forward_cpu(&g, x.storage::<f32>(), weight.storage::<f32>());
     flex_tensor(out, [g.n, g.c, g.oh, g.ow])
@@ -308,7 +315,7 @@ impl Backward<Flex, 2> for DepthwiseBackward {
         let [node_x, node_w] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
         let (x, weight, geo) = ops.state;
-        let g = geometry(&x, &weight, geo);
+        let g = geometry::<Flex>(&x, &weight, geo);
         if let Some(node) = node_w {
             let x = x.to_contiguous();
             let dw = weight_grad_cpu(&g, x.storage::<f32>(), grad.storage::<f32>());

@@ -3,7 +3,9 @@
 //! handwritten backward pass.
 //!
 //! Each is a Burn backend extension implemented for `Flex` (the CPU backend) and
-//! `Autodiff<Flex>`; on other devices (CUDA, wgpu) the functions here call Burn's own operations.
+//! `Autodiff<Flex>`; on other devices (CUDA, wgpu) the functions here call Burn's own operations,
+//! except the depthwise convolution, whose weight gradient runs as per-tap reductions there
+//! (`nn::gpu`).
 //! The loops work on whole `(image, channel)` planes and are spread over the rayon pool that
 //! `flex` already uses; every reduction runs in a fixed order, so results do not depend on the
 //! number of threads. `tests/models.rs` checks outputs and gradients against Burn's operations on
@@ -65,6 +67,32 @@ impl Backward<Flex, 1> for NoGrad {
     fn backward(self, _: Ops<(), 1>, _: &mut Gradients, _: &mut Checkpointer) {}
 }
 
+/// Which depthwise convolution runs on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depthwise {
+    /// dnarun's CPU kernels (`flex`, f32).
+    CpuKernels,
+    /// Burn's forward and input gradient, the weight gradient as per-tap reductions (`nn::gpu`):
+    /// the GPU backends.
+    TapWeightGrad,
+    /// Burn's grouped `conv2d` throughout (`use_burn_ops(true)`, or a build without GPU backends).
+    Burn,
+}
+
+/// The depthwise convolution that runs for f32 tensors on `device`.
+pub fn depthwise_on(device: &Device) -> Depthwise {
+    if kernels_for(device) {
+        Depthwise::CpuKernels
+    } else if *device != Device::flex()
+        && cfg!(any(feature = "wgpu", feature = "cuda"))
+        && !BURN_OPS.load(Ordering::Relaxed)
+    {
+        Depthwise::TapWeightGrad
+    } else {
+        Depthwise::Burn
+    }
+}
+
 /// Depthwise convolution (`groups` = channels, no bias) with "same" or symmetric padding.
 pub fn depthwise_conv2d(
     x: Tensor<4>,
@@ -73,7 +101,12 @@ pub fn depthwise_conv2d(
     padding: Padding,
 ) -> Tensor<4> {
     let g = Geometry::new(x.dims(), weight.dims()[2], stride, padding);
-    if kernels_run(&x) && kernels_run(&weight) {
+    let ours = match depthwise_on(&x.device()) {
+        Depthwise::CpuKernels => kernels_run(&x) && kernels_run(&weight),
+        Depthwise::TapWeightGrad => true,
+        Depthwise::Burn => false,
+    };
+    if ours {
         Tensor::from_dispatch(<Dispatch as DepthwiseBackend>::depthwise_conv2d(
             x.into_dispatch(),
             weight.into_dispatch(),
