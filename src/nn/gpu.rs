@@ -70,14 +70,20 @@ mod cube {
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
     use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::ops::{Backward, Ops};
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Backend, Cube};
 
     use super::tap_weight_grad;
-    use crate::nn::cpu::depthwise::{DepthwiseBackend, Geometry, geometry};
+    use crate::nn::cpu::depthwise::{DepthwiseBackend, geometry, tracked};
 
-    fn forward<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, g: &Geometry) -> FloatTensor<B> {
+    /// Burn's convolution; `geo` as the extension passes it.
+    fn forward<B: Backend>(
+        x: FloatTensor<B>,
+        w: FloatTensor<B>,
+        geo: [usize; 5],
+    ) -> FloatTensor<B> {
+        let g = geometry::<B>(&x, &w, geo);
         B::conv2d(x, w, None, g.options())
     }
 
@@ -85,14 +91,9 @@ mod cube {
         fn depthwise_conv2d(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
-            stride: usize,
-            pad_top: usize,
-            pad_left: usize,
-            out_h: usize,
-            out_w: usize,
+            geo: [usize; 5],
         ) -> FloatTensor<Self> {
-            let g = geometry::<Cube>(&x, &weight, [stride, pad_top, pad_left, out_h, out_w]);
-            forward::<Cube>(x, weight, &g)
+            forward::<Cube>(x, weight, geo)
         }
     }
 
@@ -101,12 +102,13 @@ mod cube {
     struct TapsBackward;
 
     impl<B: Backend> Backward<B, 2> for TapsBackward {
-        type State = (FloatTensor<B>, FloatTensor<B>, Geometry);
+        type State = (FloatTensor<B>, FloatTensor<B>, [usize; 5]);
 
         fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
             let [node_x, node_w] = ops.parents;
             let grad = grads.consume::<B>(&ops.node);
-            let (x, weight, g) = ops.state;
+            let (x, weight, geo) = ops.state;
+            let g = geometry::<B>(&x, &weight, geo);
             if let Some(node) = node_w {
                 let dw = tap_weight_grad::<B>(x.clone(), grad.clone(), &g);
                 grads.register::<B>(node.id, dw);
@@ -122,30 +124,9 @@ mod cube {
         fn depthwise_conv2d(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
-            stride: usize,
-            pad_top: usize,
-            pad_left: usize,
-            out_h: usize,
-            out_w: usize,
+            geo: [usize; 5],
         ) -> FloatTensor<Self> {
-            let geo = [stride, pad_top, pad_left, out_h, out_w];
-            let g = geometry::<Cube>(x.primitive(), weight.primitive(), geo);
-            match TapsBackward
-                .prepare::<C>([x.node(), weight.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => {
-                    let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
-                    let out = forward::<Cube>(xp.clone(), wp.clone(), &g);
-                    prep.finish((xp, wp, g), out)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(forward::<Cube>(
-                    x.into_primitive(),
-                    weight.into_primitive(),
-                    &g,
-                )),
-            }
+            tracked::<Cube, C, _>(TapsBackward, x, weight, geo, forward::<Cube>)
         }
     }
 }

@@ -243,16 +243,12 @@ pub fn weight_grad_cpu(g: &Geometry, x: &[f32], grad: &[f32]) -> Vec<f32> {
 /// with the weight gradient as per-tap reductions (`nn::gpu`).
 #[backend_extension(Flex, Cube: cfg(any(feature = "wgpu", feature = "cuda")), Autodiff)]
 pub trait DepthwiseBackend: Backend {
-    /// Depthwise convolution of `x` `[n, c, h, w]` with `weight` `[c, 1, k, k]`, no bias.
-    #[allow(clippy::too_many_arguments)]
+    /// Depthwise convolution of `x` `[n, c, h, w]` with `weight` `[c, 1, k, k]`, no bias; `geo`
+    /// = `[stride, pad_top, pad_left, out_h, out_w]` (the padding after the image follows).
     fn depthwise_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        stride: usize,
-        pad_top: usize,
-        pad_left: usize,
-        out_h: usize,
-        out_w: usize,
+        geo: [usize; 5],
     ) -> FloatTensor<Self>;
 }
 
@@ -295,13 +291,9 @@ impl DepthwiseBackend for Flex {
     fn depthwise_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        stride: usize,
-        pad_top: usize,
-        pad_left: usize,
-        out_h: usize,
-        out_w: usize,
+        geo: [usize; 5],
     ) -> FloatTensor<Self> {
-        flex_forward(x, weight, [stride, pad_top, pad_left, out_h, out_w])
+        flex_forward(x, weight, geo)
     }
 }
 
@@ -333,28 +325,38 @@ impl<C: CheckpointStrategy> DepthwiseBackend for Autodiff<Flex, C> {
     fn depthwise_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        stride: usize,
-        pad_top: usize,
-        pad_left: usize,
-        out_h: usize,
-        out_w: usize,
+        geo: [usize; 5],
     ) -> FloatTensor<Self> {
-        let geo = [stride, pad_top, pad_left, out_h, out_w];
-        match DepthwiseBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
-                let out = flex_forward(xp.clone(), wp.clone(), geo);
-                prep.finish((xp, wp, geo), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(flex_forward(
-                x.into_primitive(),
-                weight.into_primitive(),
-                geo,
-            )),
+        tracked::<Flex, C, _>(DepthwiseBackward, x, weight, geo, flex_forward)
+    }
+}
+
+/// The autodiff half of the extension for any backend: runs `forward` on the inner backend and,
+/// when either input is tracked, records `backward` with `(x, weight, geo)` as its state.
+pub(crate) fn tracked<B, C, W>(
+    backward: W,
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    geo: [usize; 5],
+    forward: fn(FloatTensor<B>, FloatTensor<B>, [usize; 5]) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: Backend,
+    C: CheckpointStrategy,
+    W: Backward<B, 2, State = (FloatTensor<B>, FloatTensor<B>, [usize; 5])>,
+{
+    match backward
+        .prepare::<C>([x.node(), weight.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
+            let out = forward(xp.clone(), wp.clone(), geo);
+            prep.finish((xp, wp, geo), out)
+        }
+        OpsKind::UnTracked(prep) => {
+            prep.finish(forward(x.into_primitive(), weight.into_primitive(), geo))
         }
     }
 }

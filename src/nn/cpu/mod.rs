@@ -110,11 +110,7 @@ pub fn depthwise_conv2d(
         Tensor::from_dispatch(<Dispatch as DepthwiseBackend>::depthwise_conv2d(
             x.into_dispatch(),
             weight.into_dispatch(),
-            g.s,
-            g.pt,
-            g.pl,
-            g.oh,
-            g.ow,
+            [g.s, g.pt, g.pl, g.oh, g.ow],
         ))
     } else {
         conv2d(x, weight, None, g.options())
