@@ -25,18 +25,7 @@ fn make_folder(photos: &Path, dir: &Path) {
     if dir.join(".complete").exists() {
         return;
     }
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(photos)
-        .expect("the foolbox photo folder")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("imagenet_")
-        })
-        .collect();
-    sources.sort();
+    let sources = common::imagenet_photos(photos);
     let images: Vec<image::RgbImage> = sources
         .iter()
         .map(|p| image::open(p).unwrap().to_rgb8())

@@ -400,11 +400,8 @@ fn lite_classifies_the_foolbox_photos(arch: &str, var: &str, size: usize) {
     };
     let dir = Path::new("target/lite-photos");
     std::fs::create_dir_all(dir).unwrap();
-    for e in std::fs::read_dir(&photos).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("imagenet_") {
-            std::fs::copy(e.path(), dir.join(&name)).unwrap();
-        }
+    for p in common::imagenet_photos(Path::new(&photos)) {
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
     }
     let images = dnarun::data::read_flat_folder(dir, 3, size, 1000, 1.0).unwrap();
     assert_eq!(images.len(), 20);

@@ -553,23 +553,10 @@ fn plan_reports_the_data() {
 /// training folder that gives every one of the 1000 classes two images (links to the photos),
 /// so that the paper's sampling (per class) can draw its subsets.
 fn imagenet_photo_folders(dir: &Path) -> (PathBuf, PathBuf) {
-    let photos = std::env::var_os("DNARUN_TEST_FOOLBOX")
-        .expect("DNARUN_TEST_FOOLBOX must be set: run the suite with `scripts/test`");
     let (train, test) = (dir.join("train"), dir.join("val"));
     std::fs::create_dir_all(&train).unwrap();
     std::fs::create_dir_all(&test).unwrap();
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(&photos)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("imagenet_")
-        })
-        .collect();
-    sources.sort();
+    let sources = common::imagenet_photos(&common::foolbox());
     assert_eq!(sources.len(), 20);
     for p in &sources {
         std::fs::copy(p, test.join(p.file_name().unwrap())).unwrap();

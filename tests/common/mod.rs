@@ -26,6 +26,30 @@ pub fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
 }
 
+/// foolbox's 20 ImageNet photos (`imagenet_NN_<label>.jpg`) in `folder`, sorted by name.
+pub fn imagenet_photos(folder: &Path) -> Vec<PathBuf> {
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(folder)
+        .unwrap_or_else(|e| panic!("the foolbox photo folder {}: {e}", folder.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("imagenet_")
+        })
+        .collect();
+    photos.sort();
+    photos
+}
+
+/// foolbox's data folder, from `DNARUN_TEST_FOOLBOX` (set by `scripts/test`).
+pub fn foolbox() -> PathBuf {
+    std::env::var_os("DNARUN_TEST_FOOLBOX")
+        .expect("DNARUN_TEST_FOOLBOX must be set: run the suite with `scripts/test`")
+        .into()
+}
+
 /// A fresh, empty `target/<area>/<name>` directory.
 pub fn out_dir(area: &str, name: &str) -> PathBuf {
     let d = std::env::current_dir()
