@@ -120,7 +120,7 @@ fn whole_pipeline_writes_every_artifact() {
             .starts_with("<svg")
     );
     // No temp files are left behind.
-    let leftovers: Vec<_> = walk(&r)
+    let leftovers: Vec<_> = common::files_under(&r)
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(".tmp~"))
         .collect();
@@ -181,19 +181,6 @@ fn whole_pipeline_writes_every_artifact() {
     // ... and retrains.
     let re = run(&["retrain".into(), arch]);
     assert!(String::from_utf8_lossy(&re.stdout).contains("top1: test accuracy"));
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! metric histories, NaN, artifacts; the local store served by `mlflow server`; and a server
 //! killed and restarted mid-run losing nothing.
 
+mod common;
+
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -164,21 +166,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk_files(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 fn tag<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
@@ -387,7 +374,7 @@ fn a_run_on_a_real_server() {
         .read_dir()
         .unwrap()
         .flatten()
-        .flat_map(|e| walk_files(&e.path()))
+        .flat_map(|e| common::files_under(&e.path()))
         .any(|p| p.ends_with("sub dir?/my recipe_1 100%.toml"));
     // (MLflow refuses `#` in artifact paths: it becomes `_`.)
     assert!(stored, "the artifact is stored under its own name");

@@ -50,6 +50,20 @@ pub fn foolbox() -> PathBuf {
         .into()
 }
 
+/// Every file under `dir`, recursively (none when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// A fresh, empty `target/<area>/<name>` directory.
 pub fn out_dir(area: &str, name: &str) -> PathBuf {
     let d = std::env::current_dir()
