@@ -192,7 +192,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DNARUN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // dnarun's progress; only errors from the libraries (cubecl logs every kernel it
+                // autotunes at info).
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,dnarun=info")),
         )
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -224,6 +226,7 @@ fn main() -> ExitCode {
         args.insert(1, "run".into());
     }
     let cli = Cli::parse_from(args);
+    dnarun::nn::device::report_device_failures();
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();

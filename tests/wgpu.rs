@@ -240,3 +240,37 @@ fn the_tiny_recipe_runs_end_to_end_on_the_gpu_and_agrees_with_the_cpu() {
         "teacher accuracy {a} on the CPU, {b} on the GPU"
     );
 }
+
+/// A device that runs out of memory ends the command with one paragraph and exit code 2, not a
+/// panic: lavapipe cannot allocate a 200 MB buffer, which the tiny recipe at 512 px needs.
+#[test]
+fn running_out_of_device_memory_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args([
+            "plan",
+            "tests/fixtures/tiny.toml",
+            "--measure",
+            "--device",
+            "wgpu:0",
+        ])
+        .args(["--measure-batch", "64", "--set", "data.image_size=512"])
+        .args([
+            "--set",
+            r#"teacher.taps=[{ name = "t1", stage = 1 }, { name = "t2", stage = 2 }]"#,
+        ])
+        .args(["--set", "search.max_mflops=120"])
+        .env("CUBECL_AUTOTUNE_LEVEL", "minimal")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("error: the device failed while computing (can't allocate buffer")
+            && err.contains("lower `data.batch_size`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}

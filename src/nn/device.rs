@@ -200,9 +200,85 @@ pub fn check_devices(devices: &[DeviceSpec]) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The reason in a Burn panic raised when a device failed while computing (out of device
+/// memory, a lost device): the innermost `Caused by:` line of its message. `None` for any other
+/// panic.
+pub fn device_failure(message: &str) -> Option<String> {
+    let device = message.contains("Error while reading data")
+        || message.contains("An error happened during execution");
+    if !device {
+        return None;
+    }
+    let lines: Vec<&str> = message.lines().map(str::trim).collect();
+    let reason = lines
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(i, l)| **l == "Caused by:" && lines.get(i + 1).is_some_and(|n| !n.is_empty()))
+        .map(|(i, _)| lines[i + 1].to_string());
+    Some(reason.unwrap_or_else(|| "the backend gave no reason".into()))
+}
+
+/// Makes a device failure during a command (Burn panics when a device runs out of memory or is
+/// lost) end the process with one paragraph and exit code 2 instead of a panic and a backtrace;
+/// the panics of failing autotune candidates (caught by cubecl's tuner) are logged at debug; other
+/// panics keep Rust's report. What finished before is already saved atomically.
+pub fn report_device_failures() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // cubecl's autotuner tries candidate kernels that may not fit a shape; one that fails
+        // panics inside the tuner, which moves on to the next. Not a failure of the run.
+        if info
+            .location()
+            .is_some_and(|l| l.file().contains("cubecl") && l.file().contains("tune"))
+        {
+            tracing::debug!("an autotune candidate failed: {message}");
+            return;
+        }
+        match device_failure(message) {
+            Some(reason) => {
+                let memory = if reason.contains("allocate") || reason.contains("memory") {
+                    " This is the device's memory: lower `data.batch_size` (or the stage's \
+                     `batch_size`; `--measure-batch` for `dnarun plan --measure`), or run on a \
+                     device with more memory."
+                } else {
+                    " Check the driver with `dnarun devices`, or run on `cpu`."
+                };
+                eprintln!(
+                    "error: the device failed while computing ({reason}).{memory} What a run \
+                     finished before (stages, checkpoints) is saved in its run directory."
+                );
+                std::process::exit(2);
+            }
+            None => default(info),
+        }
+    }));
+}
+
 #[cfg(test)]
 mod tests {
-    use super::wgpu_kind;
+    use super::{device_failure, wgpu_kind};
+
+    #[test]
+    fn a_device_failure_is_told_by_its_innermost_cause() {
+        // Burn 0.22.1's message when lavapipe could not allocate a batch's activation.
+        let message = "Error while reading data: use `try_into_scalar` instead to catch the error \
+            at runtime: Execution(An error happened during execution\nCaused by:\n  Several \
+            failures at once\nCaused by:\n  The bytes were never written (failure #26894)\n  \
+            skipped `ReduceKernel`: it needed memory\nCaused by:\n  An IO error happened\n\
+            Caused by:\n  can't allocate buffer of size: 308281344\nNo backtrace available)";
+        assert_eq!(
+            device_failure(message).as_deref(),
+            Some("can't allocate buffer of size: 308281344")
+        );
+        assert_eq!(device_failure("index out of bounds: the len is 3"), None);
+    }
 
     #[test]
     fn wgpu_adapters_are_ordered_discrete_first_software_last() {
