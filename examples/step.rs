@@ -291,13 +291,15 @@ fn train_sections(
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let json = args.iter().any(|a| a == "--json");
-    let spec = args
-        .iter()
-        .position(|a| a == "--device")
-        .and_then(|i| args.get(i + 1))
-        .map_or(dnarun::plan::DeviceSpec::Cpu, |s| {
-            dnarun::plan::DeviceSpec::parse(s).unwrap_or_else(|e| panic!("{e}"))
-        });
+    // The value after a flag.
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let spec = value("--device").map_or(dnarun::plan::DeviceSpec::Cpu, |s| {
+        dnarun::plan::DeviceSpec::parse(s).unwrap_or_else(|e| panic!("{e}"))
+    });
     let device = dnarun::nn::device::open_device(&spec).unwrap_or_else(|e| panic!("{e}"));
     println!("device {spec}");
     let ad = device.clone().autodiff();
@@ -305,11 +307,7 @@ fn main() {
         dnarun::nn::cpu::Depthwise::TapWeightGrad => "dnarun per-tap wgrad",
         _ => "dnarun kernels",
     };
-    let dw_batch = args
-        .iter()
-        .position(|a| a == "--dw-batch")
-        .and_then(|i| args.get(i + 1))
-        .map_or(4, |s| s.parse().expect("--dw-batch takes a number"));
+    let dw_batch = value("--dw-batch").map_or(4, |s| s.parse().expect("--dw-batch takes a number"));
     let mut out = serde_json::json!({"device": spec.to_string()});
     if !args.iter().any(|a| a == "--only-depthwise") {
         let peak = peak(&device);
