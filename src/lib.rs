@@ -7,8 +7,8 @@
 //! taps, every candidate path is rated, the best architectures under the budget are searched
 //! exactly, retrained from scratch and reported, with everything tracked in MLflow.
 
+pub mod atomic;
 pub mod data;
-pub mod error;
 pub mod nn;
 pub mod plan;
 pub mod recipe;

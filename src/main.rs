@@ -14,9 +14,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
-use dnarun::error::RunError;
 use dnarun::recipe;
+use dnarun::run::{Request, Resume, RunError};
 use dnarun::run::{Stage, commands};
+
+/// Which run directory: `--resume` (the newest) or `--run-dir DIR`, else a new one.
+fn resume_of(resume: bool, run_dir: Option<PathBuf>) -> Resume {
+    match (resume, run_dir) {
+        (_, Some(d)) => Resume::Dir(d),
+        (true, None) => Resume::Latest,
+        (false, None) => Resume::New,
+    }
+}
+
+/// Whether a first argument is one of clap's subcommands or top-level flags (else it is a recipe:
+/// `dnarun recipe.toml` is `dnarun run recipe.toml`).
+fn is_top_level(arg: &str) -> bool {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.build();
+    cmd.get_subcommands()
+        .any(|s| s.get_name() == arg || s.get_all_aliases().any(|a| a == arg))
+        || cmd.get_arguments().any(|a| {
+            a.get_long().is_some_and(|l| arg == format!("--{l}"))
+                || a.get_short().is_some_and(|c| arg == format!("-{c}"))
+        })
+}
 
 /// Neural architecture search by block-wise knowledge distillation (DNA), declared in a TOML
 /// recipe. `dnarun recipe.toml` runs the whole pipeline: teacher, distill, rate, search,
@@ -202,27 +225,7 @@ fn main() -> ExitCode {
         .init();
     // `dnarun recipe.toml` is `dnarun run recipe.toml`.
     let mut args: Vec<String> = std::env::args().collect();
-    let known = [
-        "run",
-        "resume",
-        "validate",
-        "plan",
-        "schema",
-        "retrain",
-        "track",
-        "submit",
-        "status",
-        "study",
-        "completions",
-        "devices",
-        "teachers",
-        "help",
-        "--help",
-        "-h",
-        "--version",
-        "-V",
-    ];
-    if args.len() > 1 && !known.contains(&args[1].as_str()) {
+    if args.len() > 1 && !is_top_level(&args[1]) {
         args.insert(1, "run".into());
     }
     let cli = Cli::parse_from(args);
@@ -240,13 +243,6 @@ fn main() -> ExitCode {
     }
     match execute(cli.command, stop) {
         Ok(code) => code,
-        Err(RunError::Stopped(dir)) => {
-            eprintln!(
-                "stopped; everything finished so far is saved. Resume with `dnarun resume {}`",
-                dir.display()
-            );
-            ExitCode::from(130)
-        }
         Err(RunError::Recipe(d)) => {
             eprintln!("{}", d.render());
             ExitCode::from(2)
@@ -272,16 +268,16 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             if worker.is_some() {
                 stop_with_parent(stop.clone());
             }
-            let req = commands::RunRequest {
+            let req = Request {
                 stage,
                 block,
                 worker,
-                resume,
-                run_dir,
+                resume: resume_of(resume, run_dir),
+                stop,
                 study: false,
                 net: None,
             };
-            commands::run(&plan, req, stop)?;
+            dnarun::run::run(&plan, &req)?;
         }
         Command::Study {
             recipe,
@@ -290,14 +286,14 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             net,
         } => {
             let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
-            let req = commands::RunRequest {
-                resume,
-                run_dir,
+            let req = Request {
+                resume: resume_of(resume, run_dir),
+                stop,
                 study: true,
                 net,
                 ..Default::default()
             };
-            commands::run(&plan, req, stop)?;
+            dnarun::run::run(&plan, &req)?;
         }
         Command::Resume { run_dir } => {
             commands::resume(&run_dir, stop)?;
@@ -370,7 +366,7 @@ fn submit(c: Command) -> Result<ExitCode, RunError> {
         unreachable!("called with `submit` only")
     };
     let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
-    let s = dnarun::slurm::submit(&plan, &opts, run_dir.as_deref())?;
+    let s = commands::submit(&plan, &opts, run_dir.as_deref())?;
     print!("{}", s.describe(&recipe.recipe, opts.dry_run));
     Ok(ExitCode::SUCCESS)
 }

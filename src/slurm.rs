@@ -7,9 +7,68 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::error::RunError;
 use crate::plan::Plan;
-use crate::rundir::{Jobs, RunDir, write_atomic};
+use crate::rundir::{Jobs, RunDir, RunDirError, write_atomic};
+
+/// Why a submission failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    /// An `sbatch` option value that could change the script.
+    #[error(
+        "`--{flag}` is {value:?}, which is not a Slurm {flag}: write it like `{example}` ({} only)",
+        match flag.as_str() {
+            "partition" => "letters, digits and `-_.,`",
+            "time" => "digits and `:-`",
+            _ => "letters and digits",
+        }
+    )]
+    Option {
+        /// The option.
+        flag: String,
+        /// Its value.
+        value: String,
+        /// A valid value.
+        example: &'static str,
+    },
+    /// A run directory path `sbatch --output` would misread.
+    #[error(
+        "the run directory path `{path}` holds {bad:?}, which `sbatch --output` cannot take; choose an `experiment.output_dir` without whitespace, `%`, quotes or backslashes"
+    )]
+    Path {
+        /// The path.
+        path: String,
+        /// The character it cannot take.
+        bad: char,
+    },
+    /// `sbatch` is not there.
+    #[error("`sbatch` cannot be run ({0}); is Slurm installed and on the PATH?")]
+    NoSbatch(String),
+    /// `sbatch` refused a script.
+    #[error("`sbatch {}` failed: {stderr}", script.display())]
+    Refused {
+        /// The script.
+        script: PathBuf,
+        /// What `sbatch` said.
+        stderr: String,
+    },
+    /// The executable the scripts must call cannot be found.
+    #[error("cannot find the dnarun executable: {0}")]
+    NoExecutable(String),
+    /// A file of the run cannot be read or written.
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
+}
+
+impl SlurmError {
+    /// Whether the submission itself failed rather than its input.
+    pub fn is_failure(&self) -> bool {
+        match self {
+            SlurmError::NoExecutable(_) => true,
+            SlurmError::RunDir(e) => e.is_failure(),
+            _ => false,
+        }
+    }
+}
 
 /// `sbatch` settings for every job (also `dnarun submit`'s options).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -55,24 +114,21 @@ fn check_option(
     flag: &str,
     value: &str,
     allowed: fn(char) -> bool,
-    example: &str,
-) -> Result<(), RunError> {
+    example: &'static str,
+) -> Result<(), SlurmError> {
     if value.is_empty() || !value.chars().all(allowed) {
-        return Err(RunError::Usage(format!(
-            "`--{flag}` is {value:?}, which is not a Slurm {flag}: write it like `{example}` ({} only)",
-            match flag {
-                "partition" => "letters, digits and `-_.,`",
-                "time" => "digits and `:-`",
-                _ => "letters and digits",
-            }
-        )));
+        return Err(SlurmError::Option {
+            flag: flag.to_string(),
+            value: value.to_string(),
+            example,
+        });
     }
     Ok(())
 }
 
 impl SlurmOptions {
     /// Checks every value that goes into an `#SBATCH` line.
-    pub fn check(&self) -> Result<(), RunError> {
+    pub fn check(&self) -> Result<(), SlurmError> {
         if let Some(p) = &self.partition {
             check_option(
                 "partition",
@@ -98,15 +154,13 @@ impl SlurmOptions {
 
 /// Refuses a run directory whose path `sbatch` would misread in `--output` (whitespace, `%`
 /// patterns, quotes, control characters).
-fn check_path(dir: &Path) -> Result<(), RunError> {
+fn check_path(dir: &Path) -> Result<(), SlurmError> {
     let text = dir.display().to_string();
     if let Some(c) = text
         .chars()
         .find(|c| c.is_whitespace() || c.is_control() || "%\"'\\".contains(*c))
     {
-        return Err(RunError::Usage(format!(
-            "the run directory path `{text}` holds {c:?}, which `sbatch --output` cannot take; choose an `experiment.output_dir` without whitespace, `%`, quotes or backslashes"
-        )));
+        return Err(SlurmError::Path { path: text, bad: c });
     }
     Ok(())
 }
@@ -162,7 +216,7 @@ fn sbatch(
     script: &Path,
     dependency: Option<&str>,
     array: Option<&str>,
-) -> Result<String, RunError> {
+) -> Result<String, SlurmError> {
     let mut cmd = Command::new("sbatch");
     cmd.arg("--parsable");
     if let Some(d) = dependency {
@@ -172,17 +226,14 @@ fn sbatch(
         cmd.arg(format!("--array={a}"));
     }
     cmd.arg(script);
-    let out = cmd.output().map_err(|e| {
-        RunError::Usage(format!(
-            "`sbatch` cannot be run ({e}); is Slurm installed and on the PATH?"
-        ))
-    })?;
+    let out = cmd
+        .output()
+        .map_err(|e| SlurmError::NoSbatch(e.to_string()))?;
     if !out.status.success() {
-        return Err(RunError::Usage(format!(
-            "`sbatch {}` failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(SlurmError::Refused {
+            script: script.to_path_buf(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text
@@ -274,23 +325,21 @@ impl Submitted {
     }
 }
 
-/// Writes the batch scripts for a run and submits what is not done yet. With `resubmit` the run
-/// directory exists: jobs still queued from an earlier submission are cancelled first, and only
-/// unfinished blocks go into the arrays.
-pub fn submit(
-    plan: &Plan,
-    opts: &SlurmOptions,
-    resubmit: Option<&Path>,
-) -> Result<Submitted, RunError> {
+/// Checks what can be checked before a run directory is made: the `sbatch` option values and,
+/// for a new run, that `experiment.output_dir` is a path `sbatch --output` can take.
+pub fn check(plan: &Plan, opts: &SlurmOptions, resubmit: bool) -> Result<(), SlurmError> {
     opts.check()?;
-    if resubmit.is_none() {
-        // Refused before a run directory is made there.
+    if !resubmit {
         check_path(&plan.experiment.output_dir)?;
     }
-    // Shared with block tasks still running (they are cancelled below), exclusive of a whole run.
-    let dir = crate::run::prepare(plan, resubmit, 0, Some("submit"))?
-        .dir
-        .canonical();
+    Ok(())
+}
+
+/// Writes the batch scripts for the run in `dir` (made ready, lock file written) and submits what
+/// is not done yet. Jobs still queued from an earlier submission are cancelled first, and only
+/// unfinished blocks go into the arrays.
+pub fn submit(plan: &Plan, opts: &SlurmOptions, dir: &RunDir) -> Result<Submitted, SlurmError> {
+    let dir = dir.canonical();
     check_path(dir.root())?;
     if !opts.dry_run {
         let old = dir.jobs()?;
@@ -300,8 +349,7 @@ pub fn submit(
                 .status();
         }
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| RunError::Failed(format!("cannot find the dnarun executable: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| SlurmError::NoExecutable(e.to_string()))?;
     let base = |command: &str| {
         format!(
             "exec {} {command} {} --run-dir {}",
@@ -311,7 +359,7 @@ pub fn submit(
         )
     };
     let logs = dir.slurm_logs();
-    std::fs::create_dir_all(&logs).map_err(|e| RunError::write(&logs, e))?;
+    std::fs::create_dir_all(&logs).map_err(|e| RunDirError::write(&logs, e))?;
     let n = plan.space.blocks.len();
     let progress = dir.progress()?;
     let distill_todo: Vec<usize> = (0..n).filter(|&i| !progress.distilled[i]).collect();

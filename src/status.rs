@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
 
-use crate::error::RunError;
 use crate::plan::Plan;
 use crate::rundir::RunDir;
+use crate::rundir::RunDirError;
 
 /// Active Slurm jobs: job id (`12`, `12_3`) -> state (`RUNNING`, `PENDING`).
 fn queue(ids: &[&String]) -> BTreeMap<String, String> {
@@ -31,7 +31,7 @@ fn queue(ids: &[&String]) -> BTreeMap<String, String> {
 }
 
 /// A table of the run's progress.
-pub fn render(plan: &Plan, dir: &RunDir) -> Result<String, RunError> {
+pub fn render(plan: &Plan, dir: &RunDir) -> Result<String, RunDirError> {
     let s = dir.progress()?;
     let jobs = dir.jobs()?;
     let q = queue(&jobs.jobs.values().collect::<Vec<_>>());

@@ -169,11 +169,9 @@ impl Images {
     pub fn image(&self, i: usize) -> Result<Cow<'_, [u8]>, DataError> {
         Ok(match self.pixels(i)? {
             Pixels::Sized(px) => Cow::Borrowed(px),
-            Pixels::Photo(img) => Cow::Owned(super::preprocess::centre_crop(
-                &img,
-                self.size,
-                self.channels,
-            )),
+            Pixels::Photo(img) => {
+                Cow::Owned(super::pixels::centre_crop(&img, self.size, self.channels))
+            }
         })
     }
 
@@ -227,5 +225,5 @@ pub fn decode_photo(path: &std::path::Path, base: usize) -> Result<RgbImage, Dat
     } else {
         (scaled(w), base)
     };
-    Ok(super::preprocess::resize(&img, None, nw as u32, nh as u32))
+    Ok(super::pixels::resize(&img, None, nw as u32, nh as u32))
 }

@@ -4,6 +4,7 @@
 
 mod formats;
 mod images;
+mod pixels;
 mod preprocess;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +19,8 @@ use sha2::{Digest, Sha256};
 
 pub use formats::{photo_base, read_cifar, read_flat_folder, read_folder, read_idx};
 pub use images::{Images, Pixels, decode_photo};
-pub use preprocess::{Preprocess, centre_crop};
+pub use pixels::centre_crop;
+pub use preprocess::Preprocess;
 
 use crate::plan::{DataFormat, DataSpec, Plan, SplitSpec};
 

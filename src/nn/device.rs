@@ -7,7 +7,6 @@
 
 use burn::tensor::Device;
 
-use crate::error::RunError;
 use crate::plan::DeviceSpec;
 
 /// A device this build can open.
@@ -115,8 +114,50 @@ pub fn render(list: &[Listed]) -> String {
     s
 }
 
+/// Why a device cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The device's backend is not compiled into this build.
+    #[error(
+        "`runtime.devices` asks for `{device}`, but this dnarun was built without {backend}; rebuild with `cargo build --release --features {feature}` or use `cpu`"
+    )]
+    NotCompiled {
+        /// The device asked for.
+        device: String,
+        /// The backend's name.
+        backend: &'static str,
+        /// The crate feature that compiles it in.
+        feature: &'static str,
+    },
+    /// This machine has no such device.
+    #[error(
+        "the device `{device}` in `runtime.devices` does not exist on this machine ({}); `dnarun devices` lists what this build can open",
+        if present.is_empty() {
+            "no adapter of that backend was found: check the driver".to_string()
+        } else {
+            format!("it has {}", present.join(", "))
+        }
+    )]
+    Missing {
+        /// The device asked for.
+        device: String,
+        /// The devices of the same backend that exist.
+        present: Vec<String>,
+    },
+    /// The device exists but fails a tiny computation.
+    #[error(
+        "the device `{device}` in `runtime.devices` cannot be used ({reason}); check the driver, or use `cpu`"
+    )]
+    Unusable {
+        /// The device.
+        device: String,
+        /// What the backend said.
+        reason: String,
+    },
+}
+
 /// Opens a device, failing with a clear message when this build or this machine cannot use it.
-pub fn open_device(spec: &DeviceSpec) -> Result<Device, RunError> {
+pub fn open_device(spec: &DeviceSpec) -> Result<Device, DeviceError> {
     match spec {
         DeviceSpec::Cpu => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
@@ -130,16 +171,18 @@ pub fn open_device(spec: &DeviceSpec) -> Result<Device, RunError> {
             } else {
                 ("wgpu", "wgpu")
             };
-            Err(RunError::Device(format!(
-                "`runtime.devices` asks for `{other}`, but this dnarun was built without {name}; rebuild with `cargo build --release --features {feature}` or use `cpu`"
-            )))
+            Err(DeviceError::NotCompiled {
+                device: other.to_string(),
+                backend: name,
+                feature,
+            })
         }
     }
 }
 
 /// Opens a listed GPU, or says which this machine has.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-fn open_listed(spec: &DeviceSpec) -> Result<Device, RunError> {
+fn open_listed(spec: &DeviceSpec) -> Result<Device, DeviceError> {
     let all = list(false);
     let found = all.iter().find(|l| l.spec == *spec).ok_or_else(|| {
         let same: Vec<String> = all
@@ -147,14 +190,10 @@ fn open_listed(spec: &DeviceSpec) -> Result<Device, RunError> {
             .filter(|l| std::mem::discriminant(&l.spec) == std::mem::discriminant(spec))
             .map(|l| format!("`{}` ({})", l.spec, l.kind))
             .collect();
-        RunError::Device(format!(
-            "the device `{spec}` in `runtime.devices` does not exist on this machine ({}); `dnarun devices` lists what this build can open",
-            if same.is_empty() {
-                "no adapter of that backend was found: check the driver".to_string()
-            } else {
-                format!("it has {}", same.join(", "))
-            }
-        ))
+        DeviceError::Missing {
+            device: spec.to_string(),
+            present: same,
+        }
     })?;
     probe(spec, found.device.clone())
 }
@@ -176,22 +215,21 @@ fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, Strin
 
 /// Runs a tiny computation on a device, turning a backend panic into an error.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-fn probe(spec: &DeviceSpec, d: Device) -> Result<Device, RunError> {
+fn probe(spec: &DeviceSpec, d: Device) -> Result<Device, DeviceError> {
     let probe = d.clone();
     quietly(move || {
         let t = burn::tensor::Tensor::<1>::ones([4], &probe);
         let _ = t.sum().into_data();
     })
-    .map_err(|msg| {
-        RunError::Device(format!(
-            "the device `{spec}` in `runtime.devices` cannot be used ({msg}); check the driver, or use `cpu`"
-        ))
+    .map_err(|msg| DeviceError::Unusable {
+        device: spec.to_string(),
+        reason: msg,
     })?;
     Ok(d)
 }
 
 /// Opens every device of `devices` once, so that a missing one is reported before any work.
-pub fn check_devices(devices: &[DeviceSpec]) -> Result<(), RunError> {
+pub fn check_devices(devices: &[DeviceSpec]) -> Result<(), DeviceError> {
     for (i, d) in devices.iter().enumerate() {
         if !devices[..i].contains(d) {
             open_device(d)?;

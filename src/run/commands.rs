@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::{Options, Stage};
-use crate::error::RunError;
+use super::{Request, Resume, RunError};
 use crate::plan::Plan;
 use crate::recipe::Overrides;
-use crate::rundir::{RunDir, lock_file};
+use crate::rundir::{RunDir, RunDirError, lock_file};
 use crate::space::FlopsConvention;
 use crate::stages::retrain::ArchFile;
 use crate::stages::search::Chosen;
@@ -30,92 +29,40 @@ pub fn load_plan(path: &Path, sets: &[String]) -> Result<Plan, RunError> {
 pub fn run_dir_plan(run_dir: &Path) -> Result<Plan, RunError> {
     let lock = lock_file(run_dir);
     if !lock.exists() {
-        return Err(RunError::Usage(format!(
-            "`{}` is not a run directory: it has no `dnarun.lock`",
-            run_dir.display()
-        )));
+        return Err(RunDirError::NotARunDir {
+            path: run_dir.to_path_buf(),
+            why: "it has no `dnarun.lock`",
+        }
+        .into());
     }
     load_plan(&lock, &[])
 }
 
-/// What `dnarun run` was asked.
-#[derive(Debug, Clone, Default)]
-pub struct RunRequest {
-    /// Only this stage.
-    pub stage: Option<Stage>,
-    /// Only this block.
-    pub block: Option<usize>,
-    /// As the worker of this device.
-    pub worker: Option<usize>,
-    /// Continue the newest run of the recipe.
-    pub resume: bool,
-    /// Continue this run directory.
-    pub run_dir: Option<PathBuf>,
-    /// Run the ranking study instead of retraining and reporting.
-    pub study: bool,
-    /// With `study`: retrain only this net of the study.
-    pub net: Option<usize>,
-}
-
-/// `dnarun run`: checks the request against the plan and runs it; returns the run directory.
-pub fn run(plan: &Plan, req: RunRequest, stop: Arc<AtomicBool>) -> Result<PathBuf, RunError> {
-    if let Some(k) = req.worker
-        && k >= plan.devices.len()
-    {
-        return Err(RunError::Usage(format!(
-            "`--worker {k}`: the recipe lists {} device(s) in `runtime.devices`",
-            plan.devices.len()
-        )));
-    }
-    if let Some(b) = req.block
-        && b >= plan.space.blocks.len()
-    {
-        return Err(RunError::Usage(format!(
-            "`--block {b}`: the recipe has blocks 0 to {}",
-            plan.space.blocks.len() - 1
-        )));
-    }
-    let resume = match (req.resume, req.run_dir) {
-        (_, Some(d)) => Some(d),
-        (true, None) => Some(
-            RunDir::latest(plan)
-                .ok_or_else(|| {
-                    RunError::Usage(format!(
-                        "`--resume`: there is no run of `{}` under `{}` yet",
-                        plan.experiment.name,
-                        plan.experiment.output_dir.display()
-                    ))
-                })?
-                .root()
-                .to_path_buf(),
-        ),
-        (false, None) => None,
-    };
-    super::run(
-        plan,
-        &Options {
-            stage: req.stage,
-            block: req.block,
-            worker: req.worker,
-            resume,
-            stop,
-            study: req.study,
-            net: req.net,
-        },
-    )
-}
-
-/// `dnarun resume RUN_DIR`.
+/// `dnarun resume RUN_DIR`: continues whatever the run directory holds.
 pub fn resume(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<PathBuf, RunError> {
     let plan = run_dir_plan(run_dir)?;
     super::run(
         &plan,
-        &Options {
-            resume: Some(run_dir.to_path_buf()),
+        &Request {
+            resume: Resume::Dir(run_dir.to_path_buf()),
             stop,
             ..Default::default()
         },
     )
+}
+
+/// `dnarun submit --slurm`: makes the run directory ready (or reopens `resubmit`), writes the
+/// batch scripts and submits what is not done.
+pub fn submit(
+    plan: &Plan,
+    opts: &crate::slurm::SlurmOptions,
+    resubmit: Option<&Path>,
+) -> Result<crate::slurm::Submitted, RunError> {
+    crate::slurm::check(plan, opts, resubmit.is_some())?;
+    // Shared with block tasks still running (they are cancelled), exclusive of a whole run; the
+    // hold ends before the jobs start.
+    let dir = super::prepare(plan, resubmit, 0, Some("submit"))?.dir;
+    Ok(crate::slurm::submit(plan, opts, &dir)?)
 }
 
 /// Whether a file is an architecture file (`arch.toml`) rather than a recipe.
@@ -219,7 +166,7 @@ pub fn retrain(path: &Path, stop: Arc<AtomicBool>) -> Result<(String, f64), RunE
 /// `dnarun status RUN_DIR`.
 pub fn status(run_dir: &Path) -> Result<String, RunError> {
     let plan = run_dir_plan(run_dir)?;
-    crate::status::render(&plan, &RunDir::open(&plan, run_dir))
+    Ok(crate::status::render(&plan, &RunDir::open(&plan, run_dir))?)
 }
 
 /// `dnarun track replay RUN_DIR`: sends every spooled call; says what it did.
@@ -253,14 +200,17 @@ pub fn measure(
 ) -> Result<String, RunError> {
     let device = device
         .map(|d| {
-            crate::plan::DeviceSpec::parse(d)
-                .map_err(|m| RunError::Usage(format!("`--device`: {m}")))
+            crate::plan::DeviceSpec::parse(d).map_err(|problem| RunError::BadOption {
+                option: "device",
+                problem,
+            })
         })
         .transpose()?;
     if batch == Some(0) {
-        return Err(RunError::Usage(
-            "`--measure-batch` must be at least 1".into(),
-        ));
+        return Err(RunError::BadOption {
+            option: "measure-batch",
+            problem: "must be at least 1".into(),
+        });
     }
     let p = super::measure::measure(plan, device.as_ref(), batch)?;
     Ok(if json {
@@ -307,14 +257,10 @@ pub fn teachers(name: Option<&str>, image_size: Option<usize>) -> Result<String,
     };
     let arch = TeacherArch::pretrained()
         .find(|a| a.name() == name)
-        .ok_or_else(|| {
-            let near =
-                crate::recipe::did_you_mean(name, TeacherArch::pretrained().map(|a| a.name()))
-                    .map(|n| format!(" (did you mean `{n}`?)"))
-                    .unwrap_or_default();
-            RunError::Usage(format!(
-                "`{name}` is not a pretrained teacher{near}; `dnarun teachers` lists them"
-            ))
+        .ok_or_else(|| RunError::UnknownTeacher {
+            name: name.to_string(),
+            near: crate::recipe::did_you_mean(name, TeacherArch::pretrained().map(|a| a.name()))
+                .map(str::to_string),
         })?;
     let native = arch.member().expect("a pretrained teacher").resolution;
     let size = image_size.unwrap_or(native);

@@ -18,8 +18,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::RunError;
 use super::resources::{peak_rss_bytes, reset_peak_rss};
-use crate::error::RunError;
 use crate::nn::device::open_device;
 use crate::nn::{Mode, Student, SuperBlock, Teacher};
 use crate::plan::{DeviceSpec, Plan};

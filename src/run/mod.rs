@@ -3,6 +3,7 @@
 //! several devices, distillation and rating run as one worker process per device (`workers`).
 
 pub mod commands;
+mod error;
 pub mod measure;
 pub mod resources;
 mod workers;
@@ -15,12 +16,12 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::data;
-use crate::error::RunError;
 use crate::nn::device::{check_devices, open_device};
 use crate::plan::Plan;
-use crate::rundir::{LockInfo, RunDir};
-use crate::stages::{self, Ctx, Track};
+use crate::rundir::{LockInfo, RunDir, RunDirError};
+use crate::stages::{self, Ctx, StageError, Track};
 use crate::track::{self, RunStatus, flatten_params};
+pub use error::RunError;
 
 /// A stage of the pipeline.
 #[derive(
@@ -55,9 +56,21 @@ impl Stage {
     }
 }
 
-/// How to run.
+/// Which run directory a run writes into.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Resume {
+    /// A new one.
+    #[default]
+    New,
+    /// The newest run of the recipe (`--resume`).
+    Latest,
+    /// This one (`--run-dir`, `dnarun resume`).
+    Dir(PathBuf),
+}
+
+/// What a command asks the interpreter to run: built by the command line, read by [`run`].
 #[derive(Debug, Clone, Default)]
-pub struct Options {
+pub struct Request {
     /// Only this stage.
     pub stage: Option<Stage>,
     /// Only this block (distill, rate).
@@ -65,14 +78,49 @@ pub struct Options {
     /// This process is the worker for `runtime.devices[K]`: it distills or rates the blocks
     /// assigned to that device, on it (started by a run with several devices).
     pub worker: Option<usize>,
-    /// Continue this run directory instead of making a new one.
-    pub resume: Option<PathBuf>,
+    /// Which run directory.
+    pub resume: Resume,
     /// Set by Ctrl-C.
     pub stop: Arc<AtomicBool>,
     /// Run the ranking study after the search instead of retraining and reporting.
     pub study: bool,
     /// With `study`: retrain only this net (a Slurm array task) and stop.
     pub net: Option<usize>,
+}
+
+impl Request {
+    /// Checks the request against the plan and resolves `--resume` to a run directory.
+    fn resolve(&self, plan: &Plan) -> Result<Option<PathBuf>, RunError> {
+        if let Some(k) = self.worker
+            && k >= plan.devices.len()
+        {
+            return Err(RunError::NoSuchWorker {
+                worker: k,
+                devices: plan.devices.len(),
+            });
+        }
+        if let Some(b) = self.block
+            && b >= plan.space.blocks.len()
+        {
+            return Err(RunError::NoSuchBlock {
+                block: b,
+                last: plan.space.blocks.len() - 1,
+            });
+        }
+        Ok(match &self.resume {
+            Resume::New => None,
+            Resume::Dir(d) => Some(d.clone()),
+            Resume::Latest => Some(
+                RunDir::latest(plan)
+                    .ok_or_else(|| RunError::NothingToResume {
+                        experiment: plan.experiment.name.clone(),
+                        output_dir: plan.experiment.output_dir.clone(),
+                    })?
+                    .root()
+                    .to_path_buf(),
+            ),
+        })
+    }
 }
 
 /// A run directory made ready: lock file written or checked, data loaded, tracking open.
@@ -107,10 +155,11 @@ pub fn prepare(
         None => RunDir::create(plan)?,
     };
     if !dir.root().is_dir() {
-        return Err(RunError::Usage(format!(
-            "`{}` is not a run directory: it does not exist",
-            dir.root().display()
-        )));
+        return Err(RunDirError::NotARunDir {
+            path: dir.root().to_path_buf(),
+            why: "it does not exist",
+        }
+        .into());
     }
     let lock = dir.lock(part)?;
     let info = LockInfo::current(plan, device_spec, &data.fingerprint);
@@ -183,8 +232,9 @@ fn dataset_inputs(plan: &Plan, data: &data::Dataset) -> Vec<track::DatasetInput>
     .collect()
 }
 
-/// Runs the plan; returns the run directory.
-pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
+/// Runs the plan as asked; returns the run directory.
+pub fn run(plan: &Plan, opts: &Request) -> Result<PathBuf, RunError> {
+    let resume = opts.resolve(plan)?;
     let part = match (opts.block, opts.worker, opts.net) {
         (Some(b), _, _) => Some(format!("block{b}")),
         (None, Some(k), _) => Some(format!("worker{k}")),
@@ -199,7 +249,7 @@ pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
         mut track,
     } = prepare(
         plan,
-        opts.resume.as_deref(),
+        resume.as_deref(),
         process_device(plan, opts),
         part.as_deref(),
     )?;
@@ -210,7 +260,7 @@ pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
             Some(RunStatus::Finished)
         }
         Ok(()) => None,
-        Err(RunError::Stopped(_)) => Some(RunStatus::Killed),
+        Err(e) if e.is_stop() => Some(RunStatus::Killed),
         Err(_) => Some(RunStatus::Failed),
     };
     let _ = track.log_system();
@@ -229,7 +279,7 @@ pub fn run(plan: &Plan, opts: &Options) -> Result<PathBuf, RunError> {
 }
 
 /// The device this process computes on: a worker's own, a single block's, else the first.
-fn process_device(plan: &Plan, opts: &Options) -> usize {
+fn process_device(plan: &Plan, opts: &Request) -> usize {
     match (opts.worker, opts.block) {
         (Some(k), _) => k.min(plan.devices.len() - 1),
         (None, Some(b)) => plan.devices.device_of_block(b),
@@ -239,7 +289,7 @@ fn process_device(plan: &Plan, opts: &Options) -> usize {
 
 fn run_stages(
     plan: &Plan,
-    opts: &Options,
+    opts: &Request,
     data: &data::Dataset,
     device: Device,
     dir: &RunDir,
@@ -320,7 +370,7 @@ fn run_stages(
 fn measured<T>(
     ctx: &mut Ctx,
     stage: Stage,
-    f: impl FnOnce(&mut Ctx) -> Result<T, RunError>,
+    f: impl FnOnce(&mut Ctx) -> Result<T, StageError>,
 ) -> Result<T, RunError> {
     resources::reset_peak_rss();
     let started = std::time::Instant::now();
@@ -400,5 +450,5 @@ pub fn retrain_arch(
         },
     );
     track.tracker.flush();
-    result
+    Ok(result?)
 }

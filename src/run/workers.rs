@@ -4,8 +4,9 @@
 
 use std::process::{Child, ExitStatus};
 
+use super::RunError;
 use super::Stage;
-use crate::error::RunError;
+use crate::rundir::RunDirError;
 use crate::stages::{self, Ctx};
 
 /// A started worker: its device, process and log.
@@ -40,10 +41,10 @@ pub(super) fn spread(ctx: &Ctx, stage: Stage) -> Result<(), RunError> {
         }
     }
     if !failed.is_empty() {
-        return Err(RunError::Failed(failed.join("; ")));
+        return Err(RunError::WorkersFailed(failed));
     }
     if stopped || ctx.stopping() {
-        return Err(ctx.stopped());
+        return Err(ctx.stopped().into());
     }
     Ok(())
 }
@@ -51,10 +52,9 @@ pub(super) fn spread(ctx: &Ctx, stage: Stage) -> Result<(), RunError> {
 fn start(ctx: &Ctx, stage: Stage) -> Result<Vec<Worker>, RunError> {
     let plan = ctx.plan;
     let name = stage.name();
-    let exe = std::env::current_exe().map_err(|e| {
-        RunError::Failed(format!(
-            "cannot find the dnarun executable to start workers: {e}"
-        ))
+    let exe = std::env::current_exe().map_err(|e| RunError::Process {
+        what: "find the dnarun executable to start workers".into(),
+        reason: e.to_string(),
     })?;
     let mut workers = Vec::new();
     for k in 0..plan.devices.len() {
@@ -73,14 +73,14 @@ fn start(ctx: &Ctx, stage: Stage) -> Result<Vec<Worker>, RunError> {
         }
         let log = ctx.dir.worker_log(name, k);
         if let Some(parent) = log.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| RunError::write(parent, e))?;
+            std::fs::create_dir_all(parent).map_err(|e| RunDirError::write(parent, e))?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
-            .map_err(|e| RunError::write(&log, e))?;
-        let err = file.try_clone().map_err(|e| RunError::write(&log, e))?;
+            .map_err(|e| RunDirError::write(&log, e))?;
+        let err = file.try_clone().map_err(|e| RunDirError::write(&log, e))?;
         let child = std::process::Command::new(&exe)
             .arg("run")
             .arg(ctx.dir.lock_file())
@@ -90,7 +90,10 @@ fn start(ctx: &Ctx, stage: Stage) -> Result<Vec<Worker>, RunError> {
             .stdout(file)
             .stderr(err)
             .spawn()
-            .map_err(|e| RunError::Failed(format!("cannot start a {name} worker: {e}")))?;
+            .map_err(|e| RunError::Process {
+                what: format!("start a {name} worker"),
+                reason: e.to_string(),
+            })?;
         tracing::info!(
             "{name}: blocks {blocks:?} on {} (worker {k}, log `{}`)",
             plan.devices.list[k],
@@ -117,11 +120,9 @@ fn wait(
     while statuses.iter().any(Option::is_none) {
         for (j, w) in workers.iter_mut().enumerate() {
             if statuses[j].is_none() {
-                statuses[j] = w.child.try_wait().map_err(|e| {
-                    RunError::Failed(format!(
-                        "cannot wait for the worker logging to `{}`: {e}",
-                        w.log.display()
-                    ))
+                statuses[j] = w.child.try_wait().map_err(|e| RunError::Process {
+                    what: format!("wait for the worker logging to `{}`", w.log.display()),
+                    reason: e.to_string(),
                 })?;
             }
         }

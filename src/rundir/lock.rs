@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::RunError;
+use super::RunDirError;
 use crate::plan::{DeviceSpec, Plan};
 use crate::recipe::differing_keys;
 
@@ -99,10 +99,10 @@ impl Lock {
     }
 
     /// Reads a lock file.
-    pub fn read(path: &Path) -> Result<Lock, RunError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RunError::file(path, e))?;
+    pub fn read(path: &Path) -> Result<Lock, RunDirError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RunDirError::read(path, e))?;
         toml::from_str(&text)
-            .map_err(|e| RunError::file(path, format!("is not a valid lock file: {e}")))
+            .map_err(|e| RunDirError::invalid(path, format!("is not a valid lock file: {e}")))
     }
 
     /// Refuses to resume the run in `dir` when its recipe or data differ from `now`'s.
@@ -111,26 +111,21 @@ impl Lock {
         dir: &Path,
         recipe: &serde_json::Value,
         now: &LockInfo,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), RunDirError> {
         let diff = differing_keys(&self.recipe, recipe);
         if !diff.is_empty() {
-            return Err(RunError::Usage(format!(
-                "the recipe changed since the run in `{}` started, so it cannot be resumed; keys that differ: {}. Start a new run instead (drop `--resume`)",
-                dir.display(),
-                diff.iter()
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(RunDirError::RecipeChanged {
+                path: dir.to_path_buf(),
+                keys: diff,
+            });
         }
         let (old, new) = (&self.lock.data_fingerprint, &now.data_fingerprint);
         if old != new {
-            return Err(RunError::Usage(format!(
-                "the dataset changed since the run in `{}` started (fingerprint {} -> {}), so it cannot be resumed; start a new run",
-                dir.display(),
-                &old[..12.min(old.len())],
-                &new[..12.min(new.len())]
-            )));
+            return Err(RunDirError::DataChanged {
+                path: dir.to_path_buf(),
+                old: old.clone(),
+                new: new.clone(),
+            });
         }
         Ok(())
     }

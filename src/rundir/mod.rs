@@ -19,6 +19,7 @@
 //! RUN_DIR/slurm/                      NAME.sbatch, jobs.json, logs/
 //! ```
 
+mod error;
 pub mod files;
 mod lock;
 mod state;
@@ -29,14 +30,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::recipe::differing_keys;
+pub use error::RunDirError;
 pub use files::{
-    Checkpoints, load_module, read_json, save_module, save_optim, write_atomic, write_atomic_io,
-    write_json,
+    Checkpoints, load_module, read_json, save_module, save_optim, write_atomic, write_json,
 };
 pub use lock::{Lock, LockInfo};
 pub use state::{DistillState, TrainState};
 
-use crate::error::RunError;
 use crate::plan::Plan;
 
 /// A run directory of a plan.
@@ -98,15 +98,15 @@ impl RunDir {
     }
 
     /// Makes a new, numbered run directory (`<output_dir>/<name>-NNN`).
-    pub fn create(plan: &Plan) -> Result<RunDir, RunError> {
+    pub fn create(plan: &Plan) -> Result<RunDir, RunDirError> {
         let out = &plan.experiment.output_dir;
-        std::fs::create_dir_all(out).map_err(|e| RunError::write(out, e))?;
+        std::fs::create_dir_all(out).map_err(|e| RunDirError::write(out, e))?;
         for n in 1.. {
             let dir = out.join(format!("{}-{n:03}", plan.experiment.name));
             match std::fs::create_dir(&dir) {
                 Ok(()) => return Ok(RunDir::open(plan, &dir)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(RunError::write(&dir, e)),
+                Err(e) => return Err(RunDirError::write(&dir, e)),
             }
         }
         unreachable!("some run number is free")
@@ -161,7 +161,7 @@ impl RunDir {
         &self,
         recipe: &serde_json::Value,
         now: &LockInfo,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), RunDirError> {
         let path = self.lock_file();
         if path.exists() {
             Lock::read(&path)?.check_resume(&self.root, recipe, now)
@@ -178,8 +178,8 @@ impl RunDir {
     /// `block3`) shared with the processes that run other blocks at once and exclusively for
     /// that block, or as a worker of the process that holds it (`worker1`: that part only). A second writer is refused with a clear message; the lock goes
     /// with the returned value (and with the process).
-    pub fn lock(&self, part: Option<&str>) -> Result<RunLock, RunError> {
-        let open = |name: &str| -> Result<(std::fs::File, PathBuf), RunError> {
+    pub fn lock(&self, part: Option<&str>) -> Result<RunLock, RunDirError> {
+        let open = |name: &str| -> Result<(std::fs::File, PathBuf), RunDirError> {
             let path = self.root.join(name);
             let f = std::fs::OpenOptions::new()
                 .create(true)
@@ -187,20 +187,15 @@ impl RunDir {
                 .read(true)
                 .write(true)
                 .open(&path)
-                .map_err(|e| RunError::write(&path, e))?;
+                .map_err(|e| RunDirError::write(&path, e))?;
             Ok((f, path))
         };
-        let busy = |path: &Path, what: &str| {
-            let holder = std::fs::read_to_string(path).unwrap_or_default();
-            RunError::Usage(format!(
-                "`{}` is in use by another dnarun process{} ({what}); wait for it to finish or stop it, then resume",
-                self.root.display(),
-                if holder.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!(" (pid {})", holder.trim())
-                }
-            ))
+        let busy = |path: &Path, part: &str| RunDirError::Busy {
+            path: self.root.clone(),
+            part: part.to_string(),
+            holder: std::fs::read_to_string(path)
+                .ok()
+                .and_then(|h| h.trim().parse().ok()),
         };
         let (whole, whole_path) = open(".lock")?;
         let mut files = Vec::new();
@@ -249,7 +244,7 @@ impl RunDir {
     }
 
     /// Block `i`'s distillation state (default when it has not started).
-    pub fn distill_state(&self, i: usize) -> Result<DistillState, RunError> {
+    pub fn distill_state(&self, i: usize) -> Result<DistillState, RunDirError> {
         Ok(read_json(&self.distill(i).state())?.unwrap_or_default())
     }
 
@@ -336,12 +331,12 @@ impl RunDir {
     }
 
     /// The Slurm jobs of the run (empty when it was never submitted).
-    pub fn jobs(&self) -> Result<Jobs, RunError> {
+    pub fn jobs(&self) -> Result<Jobs, RunDirError> {
         Ok(read_json(&self.slurm_dir().join("jobs.json"))?.unwrap_or_default())
     }
 
     /// Records the Slurm jobs of the run.
-    pub fn write_jobs(&self, jobs: &Jobs) -> Result<(), RunError> {
+    pub fn write_jobs(&self, jobs: &Jobs) -> Result<(), RunDirError> {
         write_json(&self.slurm_dir().join("jobs.json"), jobs)
     }
 
@@ -352,9 +347,9 @@ impl RunDir {
     }
 
     /// Every process's spool, sorted.
-    pub fn spools(&self) -> Result<Vec<PathBuf>, RunError> {
+    pub fn spools(&self) -> Result<Vec<PathBuf>, RunDirError> {
         let mut spools: Vec<PathBuf> = std::fs::read_dir(&self.root)
-            .map_err(|e| RunError::file(&self.root, format!("cannot be read: {e}")))?
+            .map_err(|e| RunDirError::read(&self.root, e))?
             .flatten()
             .map(|e| e.path())
             .filter(|p| {
@@ -385,7 +380,7 @@ impl RunDir {
     }
 
     /// Records the id of a tracked run.
-    pub fn write_tracking_id(&self, name: &str, id: &str) -> Result<(), RunError> {
+    pub fn write_tracking_id(&self, name: &str, id: &str) -> Result<(), RunDirError> {
         write_atomic(
             &self
                 .root
@@ -396,18 +391,23 @@ impl RunDir {
     }
 
     /// The teacher's test accuracy, once known.
-    pub fn teacher_accuracy(&self) -> Result<Option<f64>, RunError> {
+    pub fn teacher_accuracy(&self) -> Result<Option<f64>, RunDirError> {
         Ok(read_json::<TrainState>(&self.teacher().state())?.and_then(|s| s.accuracy))
     }
 
     /// What each stage cost: peak resident memory and seconds.
-    pub fn resources(&self) -> Result<Resources, RunError> {
+    pub fn resources(&self) -> Result<Resources, RunDirError> {
         Ok(read_json(&self.root.join("resources.json"))?.unwrap_or_default())
     }
 
     /// Records what a stage cost this process: the larger peak of the recorded and the new, and
     /// the seconds added; returns the recorded peak.
-    pub fn record_stage(&self, stage: &str, peak_rss: u64, seconds: f64) -> Result<u64, RunError> {
+    pub fn record_stage(
+        &self,
+        stage: &str,
+        peak_rss: u64,
+        seconds: f64,
+    ) -> Result<u64, RunDirError> {
         let mut all = self.resources()?;
         let v = all.peak_rss_bytes.entry(stage.to_string()).or_insert(0);
         *v = (*v).max(peak_rss);
@@ -418,10 +418,10 @@ impl RunDir {
     }
 
     /// What is finished.
-    pub fn progress(&self) -> Result<Progress, RunError> {
+    pub fn progress(&self) -> Result<Progress, RunDirError> {
         let epochs = (0..self.blocks)
             .map(|i| Ok(self.distill_state(i)?.epochs_done))
-            .collect::<Result<Vec<usize>, RunError>>()?;
+            .collect::<Result<Vec<usize>, RunDirError>>()?;
         Ok(Progress {
             teacher: read_json::<TrainState>(&self.teacher().state())?
                 .is_some_and(|s| s.accuracy.is_some() || s.features_only),

@@ -12,24 +12,27 @@ use burn::tensor::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::StageError;
 use super::{Ctx, progress};
 use crate::data::{HostBatch, Loader, Preprocess, batches};
-use crate::error::RunError;
 use crate::nn::{Mode, SuperBlock, Teacher};
 use crate::rundir::{DistillState, load_module};
 use crate::space::Path;
 use crate::track::RunStatus;
 
 /// Whether block `i` is fully distilled.
-pub fn is_done(ctx: &Ctx, i: usize) -> Result<bool, RunError> {
+pub fn is_done(ctx: &Ctx, i: usize) -> Result<bool, StageError> {
     Ok(ctx.dir.distill_state(i)?.epochs_done >= ctx.plan.distill.epochs)
 }
 
 /// Loads block `i`'s distilled supernet (eval form, on the run's device).
-pub fn load_block(ctx: &Ctx, i: usize) -> Result<SuperBlock, RunError> {
+pub fn load_block(ctx: &Ctx, i: usize) -> Result<SuperBlock, StageError> {
     let b = SuperBlock::new(&ctx.plan.space, i, &ctx.device);
     let state = ctx.dir.distill_state(i)?;
-    load_module(b, &ctx.dir.distill(i).model(&state.checkpoint))
+    Ok(load_module(
+        b,
+        &ctx.dir.distill(i).model(&state.checkpoint),
+    )?)
 }
 
 struct Job {
@@ -62,7 +65,7 @@ pub fn sample_path(rng: &mut ChaCha8Rng, cell: usize, layers: usize, ops: usize)
 }
 
 /// Distills the given blocks (all unfinished ones when `only` is `None`).
-pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(), RunError> {
+pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(), StageError> {
     let mut jobs = open_jobs(ctx, only)?;
     if jobs.is_empty() {
         return Ok(());
@@ -88,7 +91,7 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(
 }
 
 /// The unfinished blocks, each with its supernet and optimizer (resumed where it stopped).
-fn open_jobs(ctx: &mut Ctx, only: Option<&[usize]>) -> Result<Vec<Job>, RunError> {
+fn open_jobs(ctx: &mut Ctx, only: Option<&[usize]>) -> Result<Vec<Job>, StageError> {
     let plan = ctx.plan;
     let ad = ctx.train_device();
     let mut jobs = Vec::new();
@@ -145,7 +148,7 @@ fn run_epoch(
     teacher: &Teacher,
     jobs: &mut [Job],
     epoch: usize,
-) -> Result<usize, RunError> {
+) -> Result<usize, StageError> {
     let plan = ctx.plan;
     let mut order = batches(
         &ctx.data.search,
@@ -272,7 +275,7 @@ fn finish_epoch(
     epoch: usize,
     steps: usize,
     secs: f64,
-) -> Result<(), RunError> {
+) -> Result<(), StageError> {
     let plan = ctx.plan;
     for job in jobs.iter_mut() {
         if job.state.epochs_done > epoch {
@@ -306,7 +309,7 @@ fn finish_epoch(
     Ok(())
 }
 
-fn save_job(ctx: &Ctx, job: &mut Job, epoch: usize, step: usize) -> Result<(), RunError> {
+fn save_job(ctx: &Ctx, job: &mut Job, epoch: usize, step: usize) -> Result<(), StageError> {
     let old = job.state.checkpoint.clone();
     let tag = format!("e{epoch}s{step}");
     job.state.checkpoint = tag.clone();
@@ -316,7 +319,8 @@ fn save_job(ctx: &Ctx, job: &mut Job, epoch: usize, step: usize) -> Result<(), R
         job.state.losses.truncate(epoch);
         job.state.losses.push(job.epoch_loss / step as f64);
     }
-    ctx.dir
+    Ok(ctx
+        .dir
         .distill(job.index)
-        .save(&job.net, &job.optim, &tag, &old, &job.state)
+        .save(&job.net, &job.optim, &tag, &old, &job.state)?)
 }

@@ -3,6 +3,7 @@
 //! skips the work it already finished, so a killed run resumes.
 
 pub mod distill;
+mod error;
 pub mod rate;
 pub mod report;
 pub mod retrain;
@@ -18,10 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use error::StageError;
 pub use train::{Classifier, evaluate, train_classifier};
 
 use crate::data::Dataset;
-use crate::error::RunError;
+
 use crate::plan::Plan;
 use crate::rundir::RunDir;
 use crate::track::{Metric, RunStatus, Tracker, now_ms};
@@ -56,7 +58,7 @@ impl Track {
     }
 
     /// Logs the system samples taken so far to the parent run.
-    pub fn log_system(&mut self) -> Result<(), RunError> {
+    pub fn log_system(&mut self) -> Result<(), StageError> {
         if let Some(s) = &self.system {
             let samples = s.drain();
             if !samples.is_empty() {
@@ -67,7 +69,7 @@ impl Track {
     }
 
     /// The child run `name`, started on first use.
-    pub fn child(&mut self, name: &str, tags: &[(String, String)]) -> Result<String, RunError> {
+    pub fn child(&mut self, name: &str, tags: &[(String, String)]) -> Result<String, StageError> {
         if let Some(id) = self.dir.tracking_ids().get(name) {
             return Ok(id.clone());
         }
@@ -77,7 +79,7 @@ impl Track {
     }
 
     /// Ends the child run `name`.
-    pub fn end(&mut self, name: &str, status: RunStatus) -> Result<(), RunError> {
+    pub fn end(&mut self, name: &str, status: RunStatus) -> Result<(), StageError> {
         if let Some(id) = self.dir.tracking_ids().get(name) {
             self.tracker.end_run(id, status)?;
         }
@@ -90,7 +92,7 @@ impl Track {
         run: &str,
         step: i64,
         values: &[(&str, f64)],
-    ) -> Result<(), RunError> {
+    ) -> Result<(), StageError> {
         self.log_system()?;
         let mut ts = now_ms();
         if ts <= self.last_ts {
@@ -110,7 +112,7 @@ impl Track {
     }
 
     /// Logs a file as an artifact.
-    pub fn artifact(&mut self, run: &str, file: &Path, dir: &str) -> Result<(), RunError> {
+    pub fn artifact(&mut self, run: &str, file: &Path, dir: &str) -> Result<(), StageError> {
         Ok(self.tracker.log_artifact(run, file, dir)?)
     }
 }
@@ -138,8 +140,8 @@ impl Ctx<'_> {
     }
 
     /// The error that says the run stopped and how to resume it.
-    pub fn stopped(&self) -> RunError {
-        RunError::Stopped(self.dir.root().to_path_buf())
+    pub fn stopped(&self) -> StageError {
+        StageError::Stopped(self.dir.root().to_path_buf())
     }
 
     /// The device with autodiff.

@@ -9,9 +9,9 @@ use std::time::Instant;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::StageError;
 use super::{Ctx, progress};
 use crate::data::{Loader, Preprocess, batches};
-use crate::error::RunError;
 use crate::nn::{Bn, Mode, SuperBlock, Teacher};
 use crate::recipe::RateLoss;
 use crate::rundir::{read_json, write_atomic, write_json};
@@ -295,15 +295,13 @@ pub fn rate_block_naive(net: &SuperBlock, block: &BlockSpace, data: &RateData) -
 }
 
 /// Reads every block's ratings.
-pub fn load_all(ctx: &Ctx) -> Result<Vec<BlockRatings>, RunError> {
+pub fn load_all(ctx: &Ctx) -> Result<Vec<BlockRatings>, StageError> {
     (0..ctx.plan.space.blocks.len())
         .map(|i| {
             let p = ctx.dir.ratings(i);
-            read_json(&p)?.ok_or_else(|| {
-                RunError::Usage(format!(
-                    "block {i} has no ratings yet (`{}`); run the `rate` stage first",
-                    p.display()
-                ))
+            read_json(&p)?.ok_or_else(|| StageError::NotRated {
+                block: i,
+                path: p.clone(),
             })
         })
         .collect()
@@ -318,7 +316,7 @@ struct Features {
 }
 
 impl Features {
-    fn compute(ctx: &Ctx, teacher: &Teacher) -> Result<Features, RunError> {
+    fn compute(ctx: &Ctx, teacher: &Teacher) -> Result<Features, StageError> {
         let plan = ctx.plan;
         let batch = plan.rate.batch_size;
         let pre = Preprocess::new(&plan.data, false);
@@ -326,7 +324,7 @@ impl Features {
         let mut cal_order = batches(&ctx.data.search, batch, Some(plan.seeds.calibration()));
         cal_order.truncate(plan.rate.calibration_batches);
         let workers = plan.data.workers;
-        let run = |order: Vec<Vec<usize>>| -> Result<_, RunError> {
+        let run = |order: Vec<Vec<usize>>| -> Result<_, StageError> {
             let (mut xs, mut taps) = (Vec::new(), Vec::new());
             for b in Loader::start(ctx.data.train.clone(), order, pre.clone(), 0, workers) {
                 let x = b?.into_tensors(&ctx.device).0;
@@ -366,7 +364,7 @@ impl Features {
 }
 
 /// Rates the given blocks (all unrated ones when `only` is `None`).
-pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(), RunError> {
+pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(), StageError> {
     let todo: Vec<usize> = (0..ctx.plan.space.blocks.len())
         .filter(|i| only.is_none_or(|o| o.contains(i)) && !ctx.dir.ratings(*i).exists())
         .collect();
@@ -384,7 +382,7 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(
 }
 
 /// Rates block `i` and writes its ratings (JSON and CSV) and metrics.
-fn rate_one(ctx: &mut Ctx, i: usize, data: &RateData) -> Result<(), RunError> {
+fn rate_one(ctx: &mut Ctx, i: usize, data: &RateData) -> Result<(), StageError> {
     let block = &ctx.plan.space.blocks[i];
     let run = ctx.track.child(
         &format!("rate/block{i}"),

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::StageError;
 use super::retrain::Retrained;
-use crate::error::RunError;
 use crate::rundir::{read_json, write_atomic, write_json};
 use crate::stats::kendall_tau;
 
@@ -120,7 +120,7 @@ pub fn run(
     ctx: &mut Ctx,
     teacher_accuracy: Option<f64>,
     architectures: Vec<Retrained>,
-) -> Result<Report, RunError> {
+) -> Result<Report, StageError> {
     let neg_rating: Vec<f64> = architectures.iter().map(|r| -r.chosen.rating).collect();
     let acc: Vec<f64> = architectures.iter().map(|r| r.accuracy).collect();
     let est = (architectures.len() >= 3).then(|| {

@@ -5,12 +5,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::StageError;
 use super::search::{Chosen, SearchResult};
 use super::{Ctx, train_classifier};
-use crate::error::RunError;
 use crate::nn::Student;
 use crate::plan::Plan;
-use crate::rundir::write_atomic;
+use crate::rundir::{RunDirError, write_atomic};
 use crate::space::Architecture;
 use crate::track::RunStatus;
 
@@ -43,17 +43,17 @@ pub struct ArchFile {
 
 impl ArchFile {
     /// Reads an architecture file.
-    pub fn read(path: &Path) -> Result<ArchFile, RunError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RunError::file(path, format!("cannot be read: {e}")))?;
-        toml::from_str(&text)
-            .map_err(|e| RunError::file(path, format!("is not a valid architecture file: {e}")))
+    pub fn read(path: &Path) -> Result<ArchFile, StageError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RunDirError::read(path, e))?;
+        Ok(toml::from_str(&text).map_err(|e| {
+            RunDirError::invalid(path, format!("is not a valid architecture file: {e}"))
+        })?)
     }
 
     /// The architecture in a plan's space.
-    pub fn architecture(&self, plan: &Plan) -> Result<Architecture, RunError> {
+    pub fn architecture(&self, plan: &Plan) -> Result<Architecture, StageError> {
         if self.blocks.len() != plan.space.blocks.len() {
-            return Err(RunError::Usage(format!(
+            return Err(StageError::Architecture(format!(
                 "the architecture names {} block paths but the recipe has {} blocks",
                 self.blocks.len(),
                 plan.space.blocks.len()
@@ -65,7 +65,7 @@ impl ArchFile {
             .zip(&plan.space.blocks)
             .map(|(p, b)| b.parse_path(p))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(RunError::Usage)?;
+            .map_err(StageError::Architecture)?;
         Ok(Architecture { paths })
     }
 }
@@ -83,7 +83,7 @@ pub struct Retrained {
 
 /// Retrains one architecture into its folder of the run directory; `recipe_rel` is the recipe
 /// its `arch.toml` names.
-pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, recipe_rel: &str) -> Result<f64, RunError> {
+pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, recipe_rel: &str) -> Result<f64, StageError> {
     let ck = ctx.dir.retrain(&chosen.name);
     let dir = ck.dir().to_path_buf();
     let arch = ArchFile {
@@ -142,7 +142,7 @@ pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, recipe_rel: &str) -> Result<f
 }
 
 /// Retrains every chosen architecture and control.
-pub fn run(ctx: &mut Ctx, result: &SearchResult) -> Result<Vec<Retrained>, RunError> {
+pub fn run(ctx: &mut Ctx, result: &SearchResult) -> Result<Vec<Retrained>, StageError> {
     let mut out = Vec::new();
     for (chosen, control) in result
         .top

@@ -8,8 +8,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::StageError;
 use super::rate::{BlockRatings, architecture_of, ratings_of};
-use crate::error::RunError;
 use crate::plan::{Measure, Plan};
 use crate::rundir::{read_json, write_atomic, write_json};
 use crate::space::Architecture;
@@ -81,7 +81,7 @@ pub fn describe(plan: &Plan, name: &str, arch: &Architecture, rating: f64) -> Ch
 }
 
 /// Searches with the given ratings.
-pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, RunError> {
+pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, StageError> {
     let started = Instant::now();
     let blocks: Vec<Vec<Candidate>> = ratings
         .iter()
@@ -102,9 +102,7 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Run
     let k = plan.search.top_k;
     let found = top_k(&blocks, fixed, plan.search.limits, k);
     if found.is_empty() {
-        return Err(RunError::Usage(
-            "no architecture fits the budget in `search`; raise `search.max_mflops` / `search.max_mparams`".into(),
-        ));
+        return Err(StageError::NothingFits);
     }
     let arch_of = |choice: &[usize]| architecture_of(ratings, choice);
     // The ratings of a choice (what the report shows whatever the objective).
@@ -241,7 +239,7 @@ pub fn pareto_svg(result: &SearchResult, limit: f64) -> String {
 }
 
 /// Runs the search stage (skipped when its result exists).
-pub fn run(ctx: &mut Ctx) -> Result<SearchResult, RunError> {
+pub fn run(ctx: &mut Ctx) -> Result<SearchResult, StageError> {
     let path = ctx.dir.search_result();
     if let Some(r) = read_json(&path)? {
         return Ok(r);

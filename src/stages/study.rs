@@ -12,11 +12,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::StageError;
 use super::rate::{BlockRatings, architecture_of, choice_of, ratings_of};
 use super::retrain::ArchFile;
 use super::search::SearchResult;
 use super::{Ctx, train_classifier};
-use crate::error::RunError;
 use crate::nn::Student;
 use crate::plan::{Plan, Seeds, StudySample};
 use crate::rundir::{write_atomic, write_json};
@@ -105,7 +105,7 @@ fn costs(plan: &Plan, ratings: &[BlockRatings]) -> Vec<Vec<[f64; 2]>> {
 }
 
 /// The sampled nets: per block, an index into its ratings.
-fn choose(plan: &Plan, ratings: &[BlockRatings]) -> Result<Vec<Vec<usize>>, RunError> {
+fn choose(plan: &Plan, ratings: &[BlockRatings]) -> Result<Vec<Vec<usize>>, StageError> {
     let s = &plan.study;
     if s.sample == StudySample::Files {
         return s
@@ -113,8 +113,7 @@ fn choose(plan: &Plan, ratings: &[BlockRatings]) -> Result<Vec<Vec<usize>>, RunE
             .iter()
             .map(|f| {
                 let arch = ArchFile::read(f)?.architecture(plan)?;
-                choice_of(&arch, ratings)
-                    .ok_or_else(|| RunError::file(f, "names a path that was not rated"))
+                choice_of(&arch, ratings).ok_or_else(|| StageError::UnratedPath { path: f.clone() })
             })
             .collect();
     }
@@ -153,12 +152,11 @@ fn choose(plan: &Plan, ratings: &[BlockRatings]) -> Result<Vec<Vec<usize>>, RunE
         }
     }
     if pool.len() < s.architectures {
-        return Err(RunError::Usage(format!(
-            "`study.architectures` is {}, but only {} distinct architectures lie in the band of `study.band` = {} below the budget; widen the band or study fewer",
-            s.architectures,
-            pool.len(),
-            s.band
-        )));
+        return Err(StageError::BandTooNarrow {
+            asked: s.architectures,
+            found: pool.len(),
+            band: s.band,
+        });
     }
     // Stratified: evenly spaced quantiles of the key (rating in the band, cost over the space).
     pool.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -178,7 +176,7 @@ fn retrain(
     name: &str,
     choice: &[usize],
     ratings: &[BlockRatings],
-) -> Result<StudyNet, RunError> {
+) -> Result<StudyNet, StageError> {
     let plan = ctx.plan;
     // Each net's training curves in its own MLflow child run.
     let child = format!("study__{name}");
@@ -297,7 +295,7 @@ fn nets(
     plan: &Plan,
     ratings: &[BlockRatings],
     searched: &SearchResult,
-) -> Result<Vec<(String, Vec<usize>)>, RunError> {
+) -> Result<Vec<(String, Vec<usize>)>, StageError> {
     let mut list: Vec<(String, Vec<usize>)> = choose(plan, ratings)?
         .into_iter()
         .enumerate()
@@ -330,15 +328,13 @@ pub fn run(
     ratings: &[BlockRatings],
     searched: &SearchResult,
     only: Option<usize>,
-) -> Result<Option<StudyReport>, RunError> {
+) -> Result<Option<StudyReport>, StageError> {
     let plan = ctx.plan;
     let list = nets(plan, ratings, searched)?;
     if let Some(k) = only {
-        let (name, choice) = list.get(k).ok_or_else(|| {
-            RunError::Usage(format!(
-                "`--net {k}`: the study has nets 0 to {} (the last is the searched top-1)",
-                list.len() - 1
-            ))
+        let (name, choice) = list.get(k).ok_or_else(|| StageError::NoSuchNet {
+            net: k,
+            last: list.len() - 1,
         })?;
         retrain(ctx, name, choice, ratings)?;
         return Ok(None);

@@ -3,9 +3,9 @@
 
 use burn::tensor::Tensor;
 
+use super::StageError;
 use super::{Ctx, evaluate, train_classifier};
 use crate::data::{HostBatch, Preprocess};
-use crate::error::RunError;
 use crate::nn::{Mode, Teacher, weights};
 use crate::plan::WeightFormat;
 use crate::rundir::{TrainState, load_module, read_json, write_json};
@@ -17,7 +17,7 @@ pub fn build(ctx: &Ctx, device: &burn::tensor::Device) -> Teacher {
 }
 
 /// Loads or trains the teacher; returns it in eval form on the run's device.
-pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
+pub fn run(ctx: &mut Ctx) -> Result<Teacher, StageError> {
     let run = ctx.track.child("teacher", &[])?;
     let teacher = match ctx.plan.teacher.weights.clone() {
         Some((path, format)) => {
@@ -64,7 +64,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Teacher, RunError> {
 }
 
 /// The teacher from its weights file, in eval form.
-fn load(ctx: &Ctx, path: &std::path::Path, format: WeightFormat) -> Result<Teacher, RunError> {
+fn load(ctx: &Ctx, path: &std::path::Path, format: WeightFormat) -> Result<Teacher, StageError> {
     let d = &ctx.plan.data;
     let t = match format {
         WeightFormat::Torch | WeightFormat::TorchLegacy => {
@@ -79,10 +79,9 @@ fn load(ctx: &Ctx, path: &std::path::Path, format: WeightFormat) -> Result<Teach
         )?,
         WeightFormat::Burn => {
             if !path.exists() {
-                return Err(RunError::file(
-                    path,
-                    "does not exist; check `teacher.weights.path` (relative to the recipe)",
-                ));
+                return Err(StageError::NoWeights {
+                    path: path.to_path_buf(),
+                });
             }
             load_module(build(ctx, &ctx.device), path)?
         }
@@ -97,7 +96,7 @@ fn teacher_classes(t: &Teacher) -> usize {
 
 /// The loaded teacher's test accuracy, measured once and kept in the teacher's state; `None`
 /// when its classifier has other classes than the data (then only its features are used).
-fn loaded_accuracy(ctx: &mut Ctx, t: &Teacher, run: &str) -> Result<Option<f64>, RunError> {
+fn loaded_accuracy(ctx: &mut Ctx, t: &Teacher, run: &str) -> Result<Option<f64>, StageError> {
     let state_path = ctx.dir.teacher().state();
     if let Some(state) = read_json::<TrainState>(&state_path)?
         && (state.accuracy.is_some() || state.features_only)
@@ -130,7 +129,7 @@ fn loaded_accuracy(ctx: &mut Ctx, t: &Teacher, run: &str) -> Result<Option<f64>,
 }
 
 /// Runs one image through the teacher and compares every tap's shape with the recipe's.
-fn check_taps(ctx: &Ctx, teacher: &Teacher) -> Result<(), RunError> {
+fn check_taps(ctx: &Ctx, teacher: &Teacher) -> Result<(), StageError> {
     let pre = Preprocess::new(&ctx.plan.data, false);
     // The first test image that decodes (with `data.skip_bad`, broken ones are passed over).
     let mut b: Option<HostBatch> = None;
@@ -142,9 +141,7 @@ fn check_taps(ctx: &Ctx, teacher: &Teacher) -> Result<(), RunError> {
         }
     }
     let Some(b) = b else {
-        return Err(RunError::Usage(
-            "no test image can be decoded; check `data.test`".into(),
-        ));
+        return Err(StageError::NoTestImage);
     };
     let x: Tensor<4> = b.images(&ctx.device);
     let stages: Vec<usize> = ctx.plan.taps.iter().map(|t| t.stage).collect();
@@ -152,13 +149,12 @@ fn check_taps(ctx: &Ctx, teacher: &Teacher) -> Result<(), RunError> {
     for (i, (tap, out)) in ctx.plan.taps.iter().zip(taps).enumerate() {
         let [_, c, h, w] = out.dims();
         if [c, h, w] != tap.shape {
-            return Err(RunError::Usage(format!(
-                "`teacher.taps[{i}].shape` is {:?}, but the teacher's stage {} outputs {:?}; write `shape = {:?}`",
-                tap.shape,
-                tap.stage,
-                [c, h, w],
-                [c, h, w]
-            )));
+            return Err(StageError::TapShape {
+                tap: i,
+                stage: tap.stage,
+                declared: tap.shape,
+                actual: [c, h, w],
+            });
         }
     }
     Ok(())

@@ -9,9 +9,9 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
 
+use super::StageError;
 use super::{Ctx, progress};
 use crate::data::{DataError, Images, Loader, Preprocess, batches};
-use crate::error::RunError;
 use crate::nn::{Mode, Student, Teacher};
 use crate::plan::{Seeds, TrainSpec};
 use crate::rundir::{Checkpoints, TrainState, read_json, write_json};
@@ -77,7 +77,7 @@ pub fn train_classifier<M: Classifier>(
     ck: Checkpoints,
     run: &str,
     init: impl Fn(&Device) -> M,
-) -> Result<(M, f64), RunError> {
+) -> Result<(M, f64), StageError> {
     let plan = ctx.plan;
     let mut state: TrainState = read_json(&ck.state())?.unwrap_or_default();
     let ad = ctx.train_device();

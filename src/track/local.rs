@@ -1,7 +1,7 @@
 //! MLflow's file-store layout, written directly: `mlflow ui --backend-store-uri ./mlruns` (with
 //! `MLFLOW_ALLOW_FILE_STORE=true`) and `mlflow migrate-filestore` read it.
 
-use crate::rundir::write_atomic_io;
+use crate::atomic;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
@@ -27,7 +27,7 @@ fn err(path: &Path, e: impl std::fmt::Display) -> TrackError {
 /// Writes a file through a temp file and a rename (processes running blocks at once, a Slurm
 /// array, may write the same run's files).
 fn write_atomic(path: &Path, text: &str) -> Result<(), TrackError> {
-    write_atomic_io(path, |tmp| fs::write(tmp, text)).map_err(|e| err(path, e))
+    atomic::write_with(path, |tmp| fs::write(tmp, text)).map_err(|e| err(path, e))
 }
 
 fn yaml_str(s: &str) -> String {
@@ -230,7 +230,7 @@ impl Tracker for LocalStore {
         let target = key_path(&self.run_dir(run).join("artifacts"), dir);
         fs::create_dir_all(&target).map_err(|e| err(&target, e))?;
         let dest = target.join(file.file_name().unwrap_or_default());
-        write_atomic_io(&dest, |tmp| fs::copy(file, tmp).map(|_| ())).map_err(|e| err(file, e))
+        atomic::write_with(&dest, |tmp| fs::copy(file, tmp).map(|_| ())).map_err(|e| err(file, e))
     }
 
     fn end_run(&mut self, run: &str, status: RunStatus) -> Result<(), TrackError> {

@@ -368,7 +368,7 @@ fn write_spool(path: &Path, pending: &VecDeque<Op>) {
         let _ = std::fs::remove_file(path);
         return;
     }
-    let _ = crate::rundir::write_atomic_io(path, |tmp| std::fs::write(tmp, text));
+    let _ = crate::atomic::write(path, text.as_bytes());
 }
 
 /// Appends a call the server refused for good to `<spool>.rejected.jsonl` (kept, never retried);

@@ -67,8 +67,7 @@ pub(super) fn write_safetensors(
         .map_err(|e| fail(e.to_string()))?;
     let bytes = safetensors::serialize(views, None).map_err(|e| fail(e.to_string()))?;
     // The temp name is unique per process: block tasks running at once may export one teacher.
-    crate::rundir::write_atomic_io(path, |tmp| std::fs::write(tmp, &bytes))
-        .map_err(|e| fail(format!("cannot be written: {e}")))
+    crate::atomic::write(path, &bytes).map_err(|e| fail(format!("cannot be written: {e}")))
 }
 
 struct Collect {
