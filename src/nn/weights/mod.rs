@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub use layout::{
     export_teacher_safetensors, load_teacher, load_teacher_safetensors, teacher_keys,
 };
-pub use pickle::read_legacy;
+pub use pickle::{PickleError, read_legacy};
 pub use safetensors::{export_safetensors, read_safetensors};
 
 /// A weights file that cannot be used.
@@ -25,6 +25,14 @@ pub enum WeightsError {
         path: PathBuf,
         /// What is wrong.
         problem: String,
+    },
+    /// A torch file whose contents are malformed.
+    #[error("weights file `{path}` {problem}")]
+    Torch {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong inside it.
+        problem: pickle::PickleError,
     },
     /// The tensors do not fit the teacher the recipe describes.
     #[error("weights file `{path}` does not fit the teacher the recipe describes (names read in the `{layout}` layout; `teacher.weights.layout` chooses another):\n{}", .problems.join("\n"))]

@@ -57,34 +57,34 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
         if self.pos.checked_add(n).is_none_or(|end| end > self.b.len()) {
-            return Err(format!(
-                "is truncated: needed {n} more bytes at offset {}",
-                self.pos
-            ));
+            return Err(PickleError::Truncated {
+                needed: n,
+                offset: self.pos,
+            });
         }
         let s = &self.b[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, PickleError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<usize, String> {
+    fn u16(&mut self) -> Result<usize, PickleError> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()) as usize)
     }
-    fn u32(&mut self) -> Result<usize, String> {
+    fn u32(&mut self) -> Result<usize, PickleError> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()) as usize)
     }
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self) -> Result<String, PickleError> {
         let start = self.pos;
         while self.u8()? != b'\n' {}
         Ok(String::from_utf8_lossy(&self.b[start..self.pos - 1]).into_owned())
     }
 
     /// One pickle, up to its STOP.
-    fn pickle(&mut self) -> Result<V, String> {
+    fn pickle(&mut self) -> Result<V, PickleError> {
         let mut m = Machine::default();
         loop {
             let op = self.u8()?;
@@ -96,15 +96,15 @@ impl<'a> Reader<'a> {
                 || m.memo(self, op)?
                 || m.object(self, op)?)
             {
-                return Err(format!(
-                    "uses pickle opcode 0x{op:02x} at offset {}, which a legacy torch file does not",
-                    self.pos - 1
-                ));
+                return Err(PickleError::Opcode {
+                    op,
+                    offset: self.pos - 1,
+                });
             }
         }
     }
 
-    fn string(&mut self, n: usize) -> Result<V, String> {
+    fn string(&mut self, n: usize) -> Result<V, PickleError> {
         Ok(V::Str(String::from_utf8_lossy(self.take(n)?).into_owned()))
     }
 }
@@ -152,52 +152,44 @@ struct Machine {
 }
 
 impl Machine {
-    fn push(&mut self, item: Item) -> Result<(), String> {
+    fn push(&mut self, item: Item) -> Result<(), PickleError> {
         self.nodes = self.nodes.saturating_add(item.nodes);
         if item.depth > MAX_DEPTH {
-            return Err(format!(
-                "has a malformed pickle (nested deeper than {MAX_DEPTH})"
-            ));
+            return Err(PickleError::TooDeep);
         }
         if self.nodes > MAX_NODES {
-            return Err(format!(
-                "has a malformed pickle (more than {MAX_NODES} values)"
-            ));
+            return Err(PickleError::TooLarge);
         }
         self.stack.push(item);
         Ok(())
     }
 
-    fn pop(&mut self) -> Result<Item, String> {
-        self.stack
-            .pop()
-            .ok_or_else(|| "has a malformed pickle (stack underflow)".to_string())
+    fn pop(&mut self) -> Result<Item, PickleError> {
+        self.stack.pop().ok_or(PickleError::Underflow)
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Item>, String> {
+    fn pop_mark(&mut self) -> Result<Vec<Item>, PickleError> {
         let at = self
             .stack
             .iter()
             .rposition(|v| matches!(v.v, V::Mark))
-            .ok_or("has a malformed pickle (no mark)")?;
+            .ok_or(PickleError::NoMark)?;
         let items = self.stack.split_off(at + 1);
         self.stack.pop();
         Ok(items)
     }
 
     /// Adds `parts` to the container on top of the stack (a dict takes key-value pairs).
-    fn extend_top(&mut self, parts: Vec<Item>) -> Result<(), String> {
+    fn extend_top(&mut self, parts: Vec<Item>) -> Result<(), PickleError> {
         let Some(top) = self.stack.last_mut() else {
-            return Err("has a malformed pickle (stack underflow)".into());
+            return Err(PickleError::Underflow);
         };
         for p in &parts {
             top.depth = top.depth.max(p.depth + 1);
             top.nodes += p.nodes;
         }
         if top.depth > MAX_DEPTH {
-            return Err(format!(
-                "has a malformed pickle (nested deeper than {MAX_DEPTH})"
-            ));
+            return Err(PickleError::TooDeep);
         }
         match &mut top.v {
             V::Dict(d) => {
@@ -213,7 +205,7 @@ impl Machine {
     }
 
     /// Constants, numbers, strings and bytes; `false` when `op` is not one of them.
-    fn literal(&mut self, r: &mut Reader, op: u8) -> Result<bool, String> {
+    fn literal(&mut self, r: &mut Reader, op: u8) -> Result<bool, PickleError> {
         let v = match op {
             0x80 => {
                 r.u8()?;
@@ -266,7 +258,7 @@ impl Machine {
     }
 
     /// Dicts, lists and tuples; `false` when `op` is not one of them.
-    fn container(&mut self, op: u8) -> Result<bool, String> {
+    fn container(&mut self, op: u8) -> Result<bool, PickleError> {
         match op {
             b'}' => self.push(Item::of(V::Dict(Vec::new()), &[]))?,
             b']' => self.push(Item::of(V::List(Vec::new()), &[]))?,
@@ -278,7 +270,7 @@ impl Machine {
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 if self.stack.len() < n {
-                    return Err("has a malformed pickle (stack underflow)".into());
+                    return Err(PickleError::Underflow);
                 }
                 let items = self.stack.split_off(self.stack.len() - n);
                 self.push(tuple(items))?;
@@ -306,7 +298,7 @@ impl Machine {
     }
 
     /// Memo puts and gets; `false` when `op` is not one of them.
-    fn memo(&mut self, r: &mut Reader, op: u8) -> Result<bool, String> {
+    fn memo(&mut self, r: &mut Reader, op: u8) -> Result<bool, PickleError> {
         let put = match op {
             b'q' => Some(r.u8()? as usize),
             b'r' => Some(r.u32()?),
@@ -323,17 +315,13 @@ impl Machine {
             b'j' => r.u32()?,
             _ => return Ok(false),
         };
-        let v = self
-            .memo
-            .get(&get)
-            .cloned()
-            .ok_or("has a malformed pickle (memo)")?;
+        let v = self.memo.get(&get).cloned().ok_or(PickleError::NoMemo)?;
         self.push(v)?;
         Ok(true)
     }
 
     /// Globals, calls, object state and persistent ids; `false` when `op` is not one of them.
-    fn object(&mut self, r: &mut Reader, op: u8) -> Result<bool, String> {
+    fn object(&mut self, r: &mut Reader, op: u8) -> Result<bool, PickleError> {
         match op {
             b'c' => {
                 let module = r.line()?;
@@ -392,6 +380,117 @@ fn tuple(items: Vec<Item>) -> Item {
 }
 
 /// A tensor of the state dict: where its data lies in which storage.
+
+/// What is wrong inside a torch file (said after the file's name).
+#[derive(Debug, thiserror::Error)]
+pub enum PickleError {
+    /// The file ends early.
+    #[error("is truncated: needed {needed} more bytes at offset {offset}")]
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Where.
+        offset: usize,
+    },
+    /// A storage's size overflows.
+    #[error("is truncated")]
+    Overflow,
+    /// A pickle opcode torch never writes.
+    #[error("uses pickle opcode 0x{op:02x} at offset {offset}, which a legacy torch file does not")]
+    Opcode {
+        /// The opcode.
+        op: u8,
+        /// Where.
+        offset: usize,
+    },
+    /// Nesting past the reader's limit.
+    #[error("has a malformed pickle (nested deeper than {MAX_DEPTH})")]
+    TooDeep,
+    /// More values than the reader's limit.
+    #[error("has a malformed pickle (more than {MAX_NODES} values)")]
+    TooLarge,
+    /// An opcode takes more values than the stack holds.
+    #[error("has a malformed pickle (stack underflow)")]
+    Underflow,
+    /// A memo lookup of a value never stored.
+    #[error("has a malformed pickle (memo)")]
+    NoMemo,
+    /// An opcode needs a mark there is none of.
+    #[error("has a malformed pickle (no mark)")]
+    NoMark,
+    /// A tensor's entry is not what torch writes.
+    #[error("tensor `{name}` {problem}")]
+    Tensor {
+        /// The tensor.
+        name: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// A zip-format file lacks an entry.
+    #[error("has no entry `{0}`")]
+    NoEntry(String),
+    /// A zip entry larger than the file could hold.
+    #[error("entry `{name}` declares {size} bytes, more than the file could hold")]
+    EntryTooLarge {
+        /// The entry.
+        name: String,
+        /// Its declared size.
+        size: u64,
+    },
+    /// A zip entry that cannot be read.
+    #[error("entry `{name}` cannot be read ({reason})")]
+    EntryUnreadable {
+        /// The entry.
+        name: String,
+        /// What the zip reader said.
+        reason: String,
+    },
+    /// The pickle is not a dict.
+    #[error("does not hold a state dict")]
+    NoStateDict,
+    /// A state dict with a key that is not a string.
+    #[error("has a state dict key that is not a string")]
+    KeyNotString,
+    /// Neither a state dict nor a checkpoint holding one.
+    #[error(
+        "holds no tensors: it is neither a state dict nor a training checkpoint with one under `{}`; save the model's `state_dict()` with `torch.save`",
+        NESTED.join("`, `")
+    )]
+    NoTensors,
+    /// A tensor whose storage has no data.
+    #[error("has no data for storage `{key}` of tensor `{name}`")]
+    NoStorage {
+        /// The storage.
+        key: String,
+        /// The tensor.
+        name: String,
+    },
+    /// A problem inside one storage.
+    #[error("{problem} (storage `{key}`)")]
+    InStorage {
+        /// The storage.
+        key: String,
+        /// The problem.
+        problem: Box<PickleError>,
+    },
+}
+
+impl PickleError {
+    fn tensor(name: &str, problem: &'static str) -> PickleError {
+        PickleError::Tensor {
+            name: name.to_string(),
+            problem,
+        }
+    }
+
+    fn in_storage(self, key: &str) -> PickleError {
+        PickleError::InStorage {
+            key: key.to_string(),
+            problem: Box::new(self),
+        }
+    }
+}
+
 struct TensorRef {
     name: String,
     key: String,
@@ -420,33 +519,33 @@ fn is_float(ty: &str) -> bool {
 }
 
 /// The tensor a state-dict entry rebuilds (`None` for entries that are not tensors).
-fn tensor_ref(name: &str, v: &V) -> Result<Option<TensorRef>, String> {
+fn tensor_ref(name: &str, v: &V) -> Result<Option<TensorRef>, PickleError> {
     let V::Call(f, args) = v else { return Ok(None) };
     if !matches!(&**f, V::Global(_, n) if n == "_rebuild_tensor_v2" || n == "_rebuild_tensor") {
         return Ok(None);
     }
     let args = match args.items() {
         Some(a) if a.len() >= 4 => a,
-        _ => return Err(format!("tensor `{name}` is malformed")),
+        _ => return Err(PickleError::tensor(name, "is malformed")),
     };
     let V::PersId(pid) = &args[0] else {
-        return Err(format!("tensor `{name}` has no storage"));
+        return Err(PickleError::tensor(name, "has no storage"));
     };
     let pid = match pid.items() {
         Some(p) if p.len() >= 3 => p,
-        _ => return Err(format!("tensor `{name}` has a malformed storage id")),
+        _ => return Err(PickleError::tensor(name, "has a malformed storage id")),
     };
     let ty = match &pid[1] {
         V::Global(_, n) => n.clone(),
         _ => String::new(),
     };
-    let ints = |v: &V| -> Result<Vec<usize>, String> {
+    let ints = |v: &V| -> Result<Vec<usize>, PickleError> {
         v.items()
             .unwrap_or(&[])
             .iter()
             .map(|x| match x.as_int() {
                 Some(i) if i >= 0 => Ok(i as usize),
-                _ => Err(format!("tensor `{name}` has a malformed shape or stride")),
+                _ => Err(PickleError::tensor(name, "has a malformed shape or stride")),
             })
             .collect()
     };
@@ -462,8 +561,8 @@ fn tensor_ref(name: &str, v: &V) -> Result<Option<TensorRef>, String> {
 
 /// The tensor's values in row-major order, gathered through its strides (torch may store
 /// channels-last); every index is checked against the storage before anything is allocated.
-fn gather(t: &TensorRef, data: &[u8]) -> Result<Vec<f32>, String> {
-    let outside = || format!("tensor `{}` lies outside its storage", t.name);
+fn gather(t: &TensorRef, data: &[u8]) -> Result<Vec<f32>, PickleError> {
+    let outside = || PickleError::tensor(&t.name, "lies outside its storage");
     let size = element_size(&t.ty);
     let elements = data.len() / size;
     let numel = t
@@ -472,9 +571,9 @@ fn gather(t: &TensorRef, data: &[u8]) -> Result<Vec<f32>, String> {
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(outside)?;
     if t.strides.len() != t.shape.len() {
-        return Err(format!(
-            "tensor `{}` has a malformed shape or stride",
-            t.name
+        return Err(PickleError::tensor(
+            &t.name,
+            "has a malformed shape or stride",
         ));
     }
     if numel > 0 {
@@ -528,6 +627,7 @@ fn gather(t: &TensorRef, data: &[u8]) -> Result<Vec<f32>, String> {
 fn read_zip(
     bytes: &[u8],
     fail: impl Fn(String) -> WeightsError,
+    torch: impl Fn(PickleError) -> WeightsError,
 ) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
     use std::io::Read;
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes))
@@ -540,29 +640,32 @@ fn read_zip(
     let prefix = pkl.trim_end_matches("data.pkl").to_string();
     // torch stores entries uncompressed; a deflated one may grow, but not past this.
     let limit = (bytes.len() as u64).saturating_mul(64);
-    let mut entry = |name: &str| -> Result<Vec<u8>, String> {
+    let mut entry = |name: &str| -> Result<Vec<u8>, PickleError> {
         let f = z
             .by_name(name)
-            .map_err(|_| format!("has no entry `{name}`"))?;
+            .map_err(|_| PickleError::NoEntry(name.to_string()))?;
         if f.size() > limit {
-            return Err(format!(
-                "entry `{name}` declares {} bytes, more than the file could hold",
-                f.size()
-            ));
+            return Err(PickleError::EntryTooLarge {
+                name: name.to_string(),
+                size: f.size(),
+            });
         }
         let mut v = Vec::with_capacity(f.size() as usize);
         f.take(limit)
             .read_to_end(&mut v)
-            .map_err(|e| format!("entry `{name}` cannot be read ({e})"))?;
+            .map_err(|e| PickleError::EntryUnreadable {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })?;
         Ok(v)
     };
-    let pickle = entry(&pkl).map_err(&fail)?;
+    let pickle = entry(&pkl).map_err(&torch)?;
     let mut r = Reader { b: &pickle, pos: 0 };
-    let tensors = state_dict(r.pickle().map_err(&fail)?).map_err(&fail)?;
+    let tensors = state_dict(r.pickle().map_err(&torch)?).map_err(&torch)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     for t in tensors.iter().filter(|t| is_float(&t.ty)) {
         if !storages.contains_key(&t.key) {
-            let data = entry(&format!("{prefix}data/{}", t.key)).map_err(&fail)?;
+            let data = entry(&format!("{prefix}data/{}", t.key)).map_err(&torch)?;
             storages.insert(t.key.clone(), data);
         }
     }
@@ -570,7 +673,7 @@ fn read_zip(
         .iter()
         .map(|(k, v)| (k.clone(), v.as_slice()))
         .collect();
-    weights_of(tensors, &storages).map_err(fail)
+    weights_of(tensors, &storages).map_err(torch)
 }
 
 /// The tensors a state dict (a pickled dict of name -> rebuilt tensor) points at.
@@ -587,15 +690,13 @@ const NESTED: [&str; 6] = [
 
 /// The tensors of a state dict, or of the state dict a training checkpoint nests under one of
 /// [`NESTED`]; a `module.` prefix on every name (`DataParallel`) is dropped.
-fn state_dict(dict: V) -> Result<Vec<TensorRef>, String> {
+fn state_dict(dict: V) -> Result<Vec<TensorRef>, PickleError> {
     let V::Dict(entries) = dict else {
-        return Err("does not hold a state dict".into());
+        return Err(PickleError::NoStateDict);
     };
     let mut tensors = Vec::new();
     for (k, v) in &entries {
-        let name = k
-            .as_str()
-            .ok_or("has a state dict key that is not a string")?;
+        let name = k.as_str().ok_or(PickleError::KeyNotString)?;
         if let Some(t) = tensor_ref(name, v)? {
             tensors.push(t);
         }
@@ -630,18 +731,16 @@ fn state_dict(dict: V) -> Result<Vec<TensorRef>, String> {
 fn weights_of(
     tensors: Vec<TensorRef>,
     storages: &HashMap<String, &[u8]>,
-) -> Result<BTreeMap<String, RawTensor>, String> {
+) -> Result<BTreeMap<String, RawTensor>, PickleError> {
     if tensors.is_empty() {
-        return Err(format!(
-            "holds no tensors: it is neither a state dict nor a training checkpoint with one under `{}`; save the model's `state_dict()` with `torch.save`",
-            NESTED.join("`, `")
-        ));
+        return Err(PickleError::NoTensors);
     }
     let mut out = BTreeMap::new();
     for t in tensors.into_iter().filter(|t| is_float(&t.ty)) {
-        let data = storages
-            .get(&t.key)
-            .ok_or_else(|| format!("has no data for storage `{}` of tensor `{}`", t.key, t.name))?;
+        let data = storages.get(&t.key).ok_or_else(|| PickleError::NoStorage {
+            key: t.key.clone(),
+            name: t.name.clone(),
+        })?;
         let values = gather(&t, data)?;
         out.insert(
             t.name,
@@ -658,41 +757,43 @@ fn weights_of(
 /// torch >= 1.6 (told apart by the file's first bytes).
 pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsError> {
     let (bytes, fail) = read_weights(path)?;
+    let torch = |problem: PickleError| WeightsError::Torch {
+        path: path.to_path_buf(),
+        problem,
+    };
     // A legacy torch file is a pickle (protocol 2: 0x80 0x02) of torch's magic number.
     if !bytes.starts_with(b"PK") && !bytes.starts_with(&[0x80, 0x02]) {
         return Err(fail("is not a PyTorch weights file (it starts with neither a pickle nor a zip header); give the `.pth` file the model was saved to".into()));
     }
     if bytes.starts_with(b"PK") {
-        return read_zip(&bytes, fail);
+        return read_zip(&bytes, fail, torch);
     }
     let mut r = Reader { b: &bytes, pos: 0 };
-    let magic = r.pickle().map_err(&fail)?;
+    let magic = r.pickle().map_err(&torch)?;
     if !matches!(magic, V::Int(_)) {
         return Err(fail("is not a legacy torch file (no magic number)".into()));
     }
-    r.pickle().map_err(&fail)?; // protocol version
-    r.pickle().map_err(&fail)?; // system info
-    let dict = r.pickle().map_err(&fail)?;
-    let keys = r.pickle().map_err(&fail)?;
-    let tensors = state_dict(dict).map_err(&fail)?;
+    r.pickle().map_err(&torch)?; // protocol version
+    r.pickle().map_err(&torch)?; // system info
+    let dict = r.pickle().map_err(&torch)?;
+    let keys = r.pickle().map_err(&torch)?;
+    let tensors = state_dict(dict).map_err(&torch)?;
     let sizes: HashMap<&str, usize> = tensors
         .iter()
         .map(|t| (t.key.as_str(), element_size(&t.ty)))
         .collect();
     let mut storages: HashMap<String, &[u8]> = HashMap::new();
     for key in keys.items().unwrap_or(&[]).iter().filter_map(V::as_str) {
-        let head = r
-            .take(8)
-            .map_err(|p| fail(format!("{p} (storage `{key}`)")))?;
+        let head = r.take(8).map_err(|p| torch(p.in_storage(key)))?;
         let numel = u64::from_le_bytes(head.try_into().unwrap());
         let size = sizes.get(key).copied().unwrap_or(4) as u64;
         let data = numel
             .checked_mul(size)
             .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| "is truncated".to_string())
+            .ok_or(PickleError::Overflow)
             .and_then(|n| r.take(n))
-            .map_err(|p| fail(format!("{p} (storage `{key}` of {numel} elements)")))?;
+            .map_err(|p| torch(p.in_storage(key)))?;
         storages.insert(key.to_string(), data);
     }
-    weights_of(tensors, &storages).map_err(fail)
+    weights_of(tensors, &storages).map_err(torch)
 }
