@@ -466,10 +466,12 @@ pub enum PickleError {
         name: String,
     },
     /// A problem inside one storage.
-    #[error("{problem} (storage `{key}`)")]
+    #[error("{problem} (storage `{key}`{})", elements.map(|n| format!(" of {n} elements")).unwrap_or_default())]
     InStorage {
         /// The storage.
         key: String,
+        /// Its element count, once read.
+        elements: Option<u64>,
         /// The problem.
         problem: Box<PickleError>,
     },
@@ -483,9 +485,10 @@ impl PickleError {
         }
     }
 
-    fn in_storage(self, key: &str) -> PickleError {
+    fn in_storage(self, key: &str, elements: Option<u64>) -> PickleError {
         PickleError::InStorage {
             key: key.to_string(),
+            elements,
             problem: Box::new(self),
         }
     }
@@ -784,7 +787,7 @@ pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsEr
         .collect();
     let mut storages: HashMap<String, &[u8]> = HashMap::new();
     for key in keys.items().unwrap_or(&[]).iter().filter_map(V::as_str) {
-        let head = r.take(8).map_err(|p| torch(p.in_storage(key)))?;
+        let head = r.take(8).map_err(|p| torch(p.in_storage(key, None)))?;
         let numel = u64::from_le_bytes(head.try_into().unwrap());
         let size = sizes.get(key).copied().unwrap_or(4) as u64;
         let data = numel
@@ -792,7 +795,7 @@ pub fn read_legacy(path: &Path) -> Result<BTreeMap<String, RawTensor>, WeightsEr
             .and_then(|n| usize::try_from(n).ok())
             .ok_or(PickleError::Overflow)
             .and_then(|n| r.take(n))
-            .map_err(|p| torch(p.in_storage(key)))?;
+            .map_err(|p| torch(p.in_storage(key, Some(numel))))?;
         storages.insert(key.to_string(), data);
     }
     weights_of(tensors, &storages).map_err(torch)
