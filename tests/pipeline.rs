@@ -1028,3 +1028,81 @@ fn a_resnet_teacher_from_a_torchvision_checkpoint_runs_every_stage() {
     }
     assert!(r.join("report.md").exists());
 }
+
+/// `plan --measure` times the stages' own steps: from the same weights on the same batch, the
+/// step it measures and the step the stage takes leave identical parameters (weight decay,
+/// loss, path sampling and learning rate included).
+#[test]
+fn the_measured_steps_are_the_stages_steps() {
+    use burn::tensor::{Device, Int, Tensor, TensorData};
+    use dnarun::nn::{Student, SuperBlock};
+    use dnarun::run::measure;
+    use dnarun::stages::step;
+
+    let dir = out_dir("measured-steps");
+    let plan = common::plan(
+        "tests/fixtures/tiny.toml",
+        &[
+            "retrain.train.weight_decay=0.01",
+            "distill.weight_decay=0.001",
+        ],
+    );
+    let ad = Device::flex().autodiff();
+    let bytes = |save: &dyn Fn(&Path), name: &str| {
+        let p = dir.join(name);
+        save(&p);
+        std::fs::read(&p).unwrap()
+    };
+    // Distillation of block 1: input the teacher's tap 0, target tap 1.
+    let [c0, h0, w0] = plan.taps[0].shape;
+    let [c1, h1, w1] = plan.taps[1].shape;
+    let x = common::random([4, c0, h0, w0], &ad);
+    let y = common::random([4, c1, h1, w1], &ad);
+    let init = || dnarun::nn::initialize(|d| SuperBlock::new(&plan.space, 1, d), &ad, 7);
+    let mut o1 = step::distill_optimizer(&plan);
+    let staged = step::distill_step(&plan, 1, init(), &mut o1, x.clone(), y.clone(), 0, 0).0;
+    let mut o2 = step::distill_optimizer(&plan);
+    let measured = measure::distill_step(&plan, 1, init(), &mut o2, x, y);
+    let a = bytes(
+        &|p| dnarun::rundir::save_module(&staged, p).unwrap(),
+        "staged.bpk",
+    );
+    let b = bytes(
+        &|p| dnarun::rundir::save_module(&measured, p).unwrap(),
+        "measured.bpk",
+    );
+    let before = bytes(
+        &|p| dnarun::rundir::save_module(&init(), p).unwrap(),
+        "init.bpk",
+    );
+    assert_ne!(a, before, "the step changes the weights");
+    assert_eq!(a, b, "the measured distillation step is the stage's");
+
+    // Retraining: a student of the first path of every block.
+    let arch = dnarun::space::Architecture {
+        paths: plan
+            .space
+            .blocks
+            .iter()
+            .map(|b| b.paths()[0].clone())
+            .collect(),
+    };
+    let d = &plan.data;
+    let x = common::random([4, d.channels, d.image_size, d.image_size], &ad);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3], [4]), &ad);
+    let init = || dnarun::nn::initialize(|dev| Student::new(&plan.space, &arch, dev), &ad, 7);
+    let t = &plan.retrain.train;
+    let mut o1 = step::classifier_optimizer(t);
+    let staged = step::classifier_step(t, init(), &mut o1, x.clone(), y.clone(), 0).0;
+    let mut o2 = step::classifier_optimizer(t);
+    let measured = measure::training_step(t, init(), &mut o2, x, y).0;
+    let a = bytes(
+        &|p| dnarun::rundir::save_module(&staged, p).unwrap(),
+        "staged-s.bpk",
+    );
+    let b = bytes(
+        &|p| dnarun::rundir::save_module(&measured, p).unwrap(),
+        "measured-s.bpk",
+    );
+    assert_eq!(a, b, "the measured training step is the stages'");
+}

@@ -10,9 +10,6 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,9 +19,10 @@ use super::RunError;
 use super::resources::{peak_rss_bytes, reset_peak_rss};
 use crate::nn::device::open_device;
 use crate::nn::{Mode, Student, SuperBlock, Teacher};
-use crate::plan::{DeviceSpec, Plan};
+use crate::plan::{DeviceSpec, Plan, TrainSpec};
 use crate::space::search::{Candidate, suffix_fronts, top_k};
 use crate::space::{Architecture, Path};
+use crate::stages::{Classifier, step};
 
 /// The projected cost of one stage.
 #[derive(Debug, Clone, Serialize)]
@@ -180,9 +178,7 @@ fn measure_block(ctx: &Ctx, i: usize) -> Result<(BlockCost, Vec<(f64, f64)>), Ru
     let block = &plan.space.blocks[i];
     let ad = ctx.device.clone().autodiff();
     let mut net = crate::nn::initialize(|d| SuperBlock::new(&plan.space, i, d), &ad, 1);
-    let mut optim = AdamConfig::new()
-        .with_weight_decay(Some(WeightDecayConfig::new(1e-4)))
-        .init();
+    let mut optim = step::distill_optimizer(plan);
     let d = &plan.data;
     let in_shape = match i {
         0 => [d.channels, d.image_size, d.image_size],
@@ -192,24 +188,13 @@ fn measure_block(ctx: &Ctx, i: usize) -> Result<(BlockCost, Vec<(f64, f64)>), Ru
     let (b, k) = ctx.at(plan.distill.batch_size);
     let x = random([b, in_shape[0], in_shape[1], in_shape[2]], &ad);
     let y = random([b, out_shape[0], out_shape[1], out_shape[2]], &ad);
-    let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
     let first = Path {
         cell: 0,
         ops: vec![0; block.cells[0].layers],
     };
     let x1 = random([1, in_shape[0], in_shape[1], in_shape[2]], &ctx.device);
-    let step = k * time(3, || {
-        let mut loss: Option<Tensor<1>> = None;
-        for (ci, cell) in block.cells.iter().enumerate() {
-            let path =
-                crate::stages::distill::sample_path(&mut rng, ci, cell.layers, block.ops.len());
-            let diff = net.forward(&path, x.clone(), Mode::TRAIN) - y.clone();
-            let l = (diff.clone() * diff).mean();
-            loss = Some(loss.map_or(l.clone(), |s| s + l));
-        }
-        let loss = loss.expect("a block has cells") / block.cells.len() as f64;
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = optim.step(1e-3, net.clone(), grads);
+    let step_seconds = k * time(3, || {
+        net = distill_step(plan, i, net.clone(), &mut optim, x.clone(), y.clone());
         // A one-image forward through the updated weights waits for the step to finish.
         sync(net.valid().forward(&first, x1.clone(), Mode::Eval));
     });
@@ -237,13 +222,37 @@ fn measure_block(ctx: &Ctx, i: usize) -> Result<(BlockCost, Vec<(f64, f64)>), Ru
     let cost = BlockCost {
         block: i,
         device: plan.devices.label_of_block(i),
-        distill_step_seconds: step,
+        distill_step_seconds: step_seconds,
         distill_seconds: 0.0,
         layer_evaluations: 0.0,
         rate_seconds: 0.0,
         peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
     };
     Ok((cost, cells))
+}
+
+/// The distillation step `plan --measure` times: the distill stage's own ([`step::distill_step`]).
+pub fn distill_step(
+    plan: &Plan,
+    i: usize,
+    net: SuperBlock,
+    optim: &mut burn::optim::ModuleOptimizer,
+    x: Tensor<4>,
+    y: Tensor<4>,
+) -> SuperBlock {
+    step::distill_step(plan, i, net, optim, x, y, 0, 0).0
+}
+
+/// The training step `plan --measure` times for the teacher and retraining: the stages' own
+/// ([`step::classifier_step`]).
+pub fn training_step<M: Classifier>(
+    settings: &TrainSpec,
+    model: M,
+    optim: &mut burn::optim::ModuleOptimizer,
+    x: Tensor<4>,
+    y: Tensor<1, Int>,
+) -> (M, Tensor<1>) {
+    step::classifier_step(settings, model, optim, x, y, 0)
 }
 
 /// Distillation and rating of every block, per device: each device's worker runs the teacher
@@ -349,12 +358,9 @@ fn teacher_stage(ctx: &Ctx, teacher: &Teacher) -> Result<StageCost, RunError> {
     }
     let t = &plan.teacher.train;
     let train = split_size(plan, true);
-    let step = train_step(
-        ctx,
-        t.batch_size,
-        |dev| Teacher::new(&plan.teacher, d.channels, d.classes, dev),
-        |m, x| m.logits(x, Mode::TRAIN),
-    )?;
+    let step = train_step(ctx, t, |dev| {
+        Teacher::new(&plan.teacher, d.channels, d.classes, dev)
+    })?;
     let per_epoch = train
         .0
         .div_ceil(t.batch_size)
@@ -397,28 +403,24 @@ fn split_size(plan: &Plan, train: bool) -> (usize, String) {
     }
 }
 
-/// Seconds of one from-scratch training step (cross-entropy, Adam) of `init`'s model.
-fn train_step<M: burn::module::Module>(
+/// Seconds of one from-scratch training step of `init`'s model: the step the stages take.
+fn train_step<M: Classifier>(
     ctx: &Ctx,
-    recipe_batch: usize,
+    settings: &TrainSpec,
     init: impl Fn(&Device) -> M,
-    logits: impl Fn(&M, Tensor<4>) -> Tensor<2>,
 ) -> Result<f64, RunError> {
     let d = &ctx.plan.data;
     let ad = ctx.device.clone().autodiff();
     let mut model = crate::nn::initialize(&init, &ad, 1);
-    let mut optim = AdamConfig::new().init();
-    let (b, k) = ctx.at(recipe_batch);
+    let mut optim = step::classifier_optimizer(settings);
+    let (b, k) = ctx.at(settings.batch_size);
     let x = random([b, d.channels, d.image_size, d.image_size], &ad);
     let labels: Vec<i64> = (0..b).map(|i| (i % d.classes) as i64).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &ad);
-    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     Ok(k * time(3, || {
-        let loss = loss_fn.forward(logits(&model, x.clone()), y.clone());
-        let value = loss.clone().inner();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-3, model.clone(), grads);
-        sync(value);
+        let loss;
+        (model, loss) = training_step(settings, model.clone(), &mut optim, x.clone(), y.clone());
+        sync(loss);
     }))
 }
 
@@ -472,12 +474,7 @@ fn retrain_stage(ctx: &Ctx) -> Result<StageCost, RunError> {
             })
             .collect(),
     };
-    let step = train_step(
-        ctx,
-        t.batch_size,
-        |dev| Student::new(&plan.space, &arch, dev),
-        |m, x| m.logits(x, Mode::TRAIN),
-    )?;
+    let step = train_step(ctx, t, |dev| Student::new(&plan.space, &arch, dev))?;
     let train = split_size(plan, true);
     let nets = plan.search.top_k + plan.retrain.random_controls;
     let per_epoch = train

@@ -6,18 +6,14 @@
 
 use std::time::Instant;
 
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use super::StageError;
-use super::{Ctx, progress};
+use super::{Ctx, progress, step};
 use crate::data::{HostBatch, Loader, Preprocess, batches};
 use crate::nn::{Mode, SuperBlock, Teacher};
 use crate::rundir::{DistillState, load_module};
-use crate::space::Path;
 use crate::track::RunStatus;
 
 /// Whether block `i` is fully distilled.
@@ -53,14 +49,6 @@ impl Job {
         if let Some(sum) = self.pending.take() {
             self.epoch_loss += crate::nn::read_back(sum)[0] as f64;
         }
-    }
-}
-
-/// A uniformly random path of a cell.
-pub fn sample_path(rng: &mut ChaCha8Rng, cell: usize, layers: usize, ops: usize) -> Path {
-    Path {
-        cell,
-        ops: (0..layers).map(|_| rng.random_range(0..ops)).collect(),
     }
 }
 
@@ -105,11 +93,7 @@ fn open_jobs(ctx: &mut Ctx, only: Option<&[usize]>) -> Result<Vec<Job>, StageErr
             &ad,
             plan.seeds.supernet_init(i),
         );
-        let mut optim = AdamConfig::new()
-            .with_weight_decay(Some(WeightDecayConfig::new(
-                plan.distill.weight_decay as f32,
-            )))
-            .init();
+        let mut optim = step::distill_optimizer(plan);
         if state.epochs_done > 0 || state.steps_done > 0 {
             (net, optim) = ctx.dir.distill(i).load(net, optim, &state.checkpoint)?;
         }
@@ -242,29 +226,21 @@ fn train_step(
         }
         .autodiff();
         let target = taps[i].clone().autodiff();
-        let mut rng = ChaCha8Rng::seed_from_u64(plan.seeds.distill_paths(i, epoch, step));
-        let block = &plan.space.blocks[i];
-        let mut loss: Option<Tensor<1>> = None;
-        for (ci, cell) in block.cells.iter().enumerate() {
-            let path = sample_path(&mut rng, ci, cell.layers, block.ops.len());
-            let out = job.net.forward(&path, input.clone(), Mode::TRAIN);
-            let diff = out - target.clone();
-            let l = (diff.clone() * diff).mean();
-            loss = Some(match loss {
-                Some(s) => s + l,
-                None => l,
-            });
-        }
-        let loss = loss.expect("a block has cells") / block.cells.len() as f64;
-        let detached = loss.clone().inner();
+        let (net, loss) = step::distill_step(
+            plan,
+            i,
+            job.net.clone(),
+            &mut job.optim,
+            input,
+            target,
+            epoch,
+            step,
+        );
+        job.net = net;
         job.pending = Some(match job.pending.take() {
-            Some(sum) => sum + detached,
-            None => detached,
+            Some(sum) => sum + loss,
+            None => loss,
         });
-        let grads = GradientsParams::from_grads(loss.backward(), &job.net);
-        job.net = job
-            .optim
-            .step(plan.distill.lr(i, epoch), job.net.clone(), grads);
     }
 }
 

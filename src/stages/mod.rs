@@ -8,6 +8,7 @@ pub mod rate;
 pub mod report;
 pub mod retrain;
 pub mod search;
+pub mod step;
 pub mod study;
 pub mod teacher;
 mod train;

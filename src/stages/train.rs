@@ -4,13 +4,10 @@
 use std::sync::Arc;
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
 
 use super::StageError;
-use super::{Ctx, progress};
+use super::{Ctx, progress, step};
 use crate::data::{DataError, Images, Loader, Preprocess, batches};
 use crate::nn::{Mode, Student, Teacher};
 use crate::plan::{Seeds, TrainSpec};
@@ -82,16 +79,13 @@ pub fn train_classifier<M: Classifier>(
     let mut state: TrainState = read_json(&ck.state())?.unwrap_or_default();
     let ad = ctx.train_device();
     let mut model = crate::nn::initialize(&init, &ad, init_seed);
-    let mut optim = AdamConfig::new()
-        .with_weight_decay(Some(WeightDecayConfig::new(settings.weight_decay as f32)))
-        .init();
+    let mut optim = step::classifier_optimizer(settings);
     if state.epochs_done > 0 {
         (model, optim) = ck.load(model, optim, &state.checkpoint)?;
     }
     if let Some(acc) = state.accuracy {
         return Ok((model.valid(), acc));
     }
-    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let train_pre = Preprocess::new(&plan.data, true);
     let name = ck
         .dir()
@@ -100,7 +94,7 @@ pub fn train_classifier<M: Classifier>(
         .to_string_lossy()
         .into_owned();
     for epoch in state.epochs_done..settings.epochs {
-        let lr = settings.lr * settings.lr_decay.powi(epoch as i32);
+        let lr = step::classifier_lr(settings, epoch);
         let mut order = batches(
             &ctx.data.train_idx,
             settings.batch_size,
@@ -124,15 +118,12 @@ pub fn train_classifier<M: Classifier>(
                 return Err(ctx.stopped());
             }
             let (x, y) = b.into_tensors(&ad);
-            let logits = model.logits(x, Mode::TRAIN);
-            let loss = loss_fn.forward(logits, y);
-            let detached = loss.clone().inner();
+            let loss;
+            (model, loss) = step::classifier_step(settings, model, &mut optim, x, y, epoch);
             pending = Some(match pending.take() {
-                Some(p) => p + detached,
-                None => detached,
+                Some(p) => p + loss,
+                None => loss,
             });
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
             n += 1;
             pb.inc(1);
             if n % 16 == 0 {
