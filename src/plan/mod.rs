@@ -108,7 +108,7 @@ pub struct RateSpec {
     /// Images of the rating subset rated on, at most (all when `None`).
     pub max_images: Option<usize>,
     /// The rating's loss.
-    pub loss: crate::recipe::RateLoss,
+    pub loss: crate::space::RateLoss,
 }
 
 /// The search under the budget.

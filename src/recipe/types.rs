@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::space::{Activation, FlopsConvention};
+pub use crate::space::{Activation, FlopsConvention, RateLoss};
 
 /// The recipe format version this dnarun reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -706,17 +706,6 @@ pub struct Rate {
     /// The rating's loss. Both are scale-free, so blocks' ratings can be summed.
     #[serde(default)]
     pub loss: RateLoss,
-}
-
-/// How a path's output is compared with the teacher's tap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum RateLoss {
-    /// DNA's "fair" loss: `mean|Y - Yhat| / std(Y)`.
-    #[default]
-    Fair,
-    /// The distillation loss made scale-free: `mean((Y - Yhat)^2) / var(Y)`.
-    RelativeMse,
 }
 
 impl Default for Rate {

@@ -1,5 +1,5 @@
-//! The vocabulary of the search space that recipes also name: activations and the FLOPs
-//! convention. Pure data (serde + schemars for the recipe schema), no Burn.
+//! The vocabulary of the search space that recipes also name: activations, padding, the FLOPs
+//! convention and the rating's loss. Pure data (serde + schemars for the recipe schema), no Burn.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -36,4 +36,15 @@ pub enum FlopsConvention {
     Dna,
     /// Plain multiply-accumulates of convolutions and linear layers.
     Macs,
+}
+
+/// How a path's output is compared with the teacher's tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateLoss {
+    /// DNA's "fair" loss: `mean|Y - Yhat| / std(Y)`.
+    #[default]
+    Fair,
+    /// The distillation loss made scale-free: `mean((Y - Yhat)^2) / var(Y)`.
+    RelativeMse,
 }

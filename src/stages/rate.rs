@@ -13,8 +13,8 @@ use super::StageError;
 use super::{Ctx, progress};
 use crate::data::{Loader, Preprocess, batches};
 use crate::nn::{Bn, Mode, SuperBlock, Teacher};
-use crate::recipe::RateLoss;
 use crate::rundir::{read_json, write_atomic, write_json};
+use crate::space::RateLoss;
 use crate::space::{BlockSpace, Path};
 use crate::track::RunStatus;
 
