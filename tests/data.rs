@@ -698,3 +698,15 @@ fn batches_cross_to_the_device_as_bytes_and_are_normalised_there() {
     assert_eq!(got, want);
     assert_eq!(dnarun::nn::read_back(b.images(&device)), want);
 }
+
+/// An aspect-ratio range far from every photo's (a 20x16 photo cropped to a ratio of 100, or of
+/// 1/1000) still gives a crop of at least one pixel each way: batches, not a panic.
+#[test]
+fn an_extreme_crop_ratio_range_still_crops() {
+    let dir = photo_folder("photos-small", 100, 6);
+    for ratio in ["[100.0, 200.0]", "[0.001, 0.002]"] {
+        let plan = photo_plan(&dir, &[format!("data.augment.ratio={ratio}")]);
+        let b = all_batches(&plan, true);
+        assert_eq!(b[0].shape, [16, 3, 192, 192], "ratio {ratio}");
+    }
+}

@@ -846,3 +846,71 @@ fn teachers_lists_the_family_and_its_taps() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("did you mean `resnet50`?"), "{err}");
 }
+
+bad!(
+    missing_top_level_table,
+    edit("[student]\nstem = 8\nstem_stride = 2\nhead = 32\n", "")
+);
+bad!(
+    op_name_with_a_dash,
+    edit("b = { kernel = 5", "k5-e2 = { kernel = 5").replace("\"b\"", "\"k5-e2\"")
+);
+bad!(
+    op_name_with_a_dash_set,
+    TINY.to_string(),
+    &["ops.k3-e3={kernel=3, expansion=3}"]
+);
+
+/// Every op name `validate` accepts survives a path written into an `arch.toml` and read back.
+#[test]
+fn every_allowed_op_name_shape_round_trips_through_arch_toml() {
+    use dnarun::stages::retrain::ArchFile;
+    let names = ["a", "Z9", "k3_e6", "_", "3x3", "mb_conv_K7_e6_se025"];
+    let sets: Vec<String> = names
+        .iter()
+        .map(|n| format!("ops.{n}={{kernel=3, expansion=2}}"))
+        .collect();
+    let p = write_case("op-names", TINY);
+    let plan = Plan::load(&p, &Overrides { sets, env: false })
+        .unwrap_or_else(|d| panic!("{}", d.render()));
+    for name in names {
+        let paths: Vec<SPath> = plan
+            .space
+            .blocks
+            .iter()
+            .map(|b| {
+                let o = b.ops.iter().position(|o| o.name == name).unwrap();
+                SPath {
+                    cell: b.cells.len() - 1,
+                    ops: vec![o; b.cells.last().unwrap().layers],
+                }
+            })
+            .collect();
+        let file = ArchFile {
+            recipe: "../op-names.toml".into(),
+            name: name.into(),
+            blocks: plan
+                .space
+                .blocks
+                .iter()
+                .zip(&paths)
+                .map(|(b, p)| b.path_name(p))
+                .collect(),
+            rating: None,
+            macs: None,
+            flops_dna: None,
+            params: None,
+            accuracy: None,
+        };
+        let at = Path::new("target/bad-recipes/op-names").join(format!("{name}.toml"));
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(&at, toml::to_string(&file).unwrap()).unwrap();
+        let back = ArchFile::read(&at).unwrap();
+        assert_eq!(back, file);
+        assert_eq!(
+            back.architecture(&plan).unwrap().paths,
+            paths,
+            "op `{name}`"
+        );
+    }
+}

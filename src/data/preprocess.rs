@@ -139,13 +139,14 @@ impl Preprocess {
                 break;
             }
         }
-        // Fallback: the largest centred crop within the ratio range.
+        // Fallback: the largest centred crop within the ratio range, at least one pixel each
+        // way (a ratio far from the photo's would round a side to 0, which no resize can take).
         let (x, y, cw, ch) = crop.unwrap_or_else(|| {
             let r = w / h;
             let (cw, ch) = if r < self.ratio[0] {
-                (w, (w / self.ratio[0]).round())
+                (w, (w / self.ratio[0]).round().max(1.0))
             } else if r > self.ratio[1] {
-                ((h * self.ratio[1]).round(), h)
+                ((h * self.ratio[1]).round().max(1.0), h)
             } else {
                 (w, h)
             };

@@ -87,6 +87,21 @@ fn check_ops(r: &Recipe, p: &mut Problems) {
         );
     }
     for (name, op) in &r.ops {
+        if !crate::space::is_op_name(name) {
+            let ptr = format!("/ops/{}", name.replace('~', "~0").replace('/', "~1"));
+            p.err_at_key(
+                &ptr,
+                format!(
+                    "the op name `{name}` cannot be written in a path (`c1:{name}-...`): op names are letters, digits and `_`"
+                ),
+                Some(format!(
+                    "rename it, e.g. `{}`",
+                    name.chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect::<String>()
+                )),
+            );
+        }
         if op.kernel % 2 == 0 {
             p.err(
                 &format!("/ops/{name}/kernel"),

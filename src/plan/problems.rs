@@ -26,6 +26,15 @@ impl<'a> Problems<'a> {
         self.items.push(d);
     }
 
+    /// A problem with the key at the JSON pointer `ptr` (its name, not its value).
+    pub(crate) fn err_at_key(&mut self, ptr: &str, msg: String, help: Option<String>) {
+        let mut d = Diagnostic::new(msg).at(self.loaded.origins.key(ptr));
+        if let Some(h) = help {
+            d = d.help(h);
+        }
+        self.items.push(d);
+    }
+
     /// Whether nothing is wrong so far.
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()

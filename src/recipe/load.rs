@@ -172,7 +172,22 @@ pub fn load_partial(
     }
 
     let set_failed = !diags.is_empty();
-    let rejected = schema_diagnostics(&value, &origins);
+    let mut rejected = schema_diagnostics(&value, &origins);
+    // A key missing from the top of the recipe has no table to point at: point at the end of
+    // the recipe file, where a new table would go.
+    if let Some((source, end)) = sources
+        .0
+        .iter()
+        .position(|s| s.name != "--set")
+        .map(|i| (i, end_of(&sources.0[i].text)))
+    {
+        for d in rejected.iter_mut().filter(|d| d.origin.is_none()) {
+            d.origin = Some(Origin::Span {
+                source,
+                span: end.clone(),
+            });
+        }
+    }
     if !rejected.is_empty() || set_failed {
         let partial = (!set_failed)
             .then(|| without_rejected(&value))
@@ -755,6 +770,12 @@ fn without_rejected(value: &Value) -> Option<Value> {
     validator.is_valid(&v).then_some(v)
 }
 
+/// The empty span just after a text's last character (trailing whitespace left out).
+fn end_of(text: &str) -> std::ops::Range<usize> {
+    let end = text.trim_end().len();
+    end..end
+}
+
 /// Checks the merged recipe against the schema; one diagnostic per problem.
 pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
     use jsonschema::error::ValidationErrorKind as K;
@@ -803,9 +824,19 @@ pub fn schema_diagnostics(value: &Value, origins: &Origins) -> Vec<Diagnostic> {
                     .map(|d| d.lines().next().unwrap_or("").to_string());
                 let mut d = Diagnostic::new(format!("missing key `{}`", display_key(&p)))
                     .at(origins.value(&pointer));
-                if let Some(desc) = desc {
-                    d = d.help(format!("add `{name}`: {desc}"));
-                }
+                let table = schema_at(&schema, &p).is_some_and(|n| {
+                    n.get("type").and_then(Value::as_str) == Some("object")
+                        || n.get("$ref").is_some()
+                });
+                let what = if table && pointer.is_empty() {
+                    format!("a `[{name}]` table (at the end of the file, say)")
+                } else {
+                    format!("`{name}`")
+                };
+                d = d.help(match desc {
+                    Some(desc) => format!("add {what}: {desc}"),
+                    None => format!("add {what}"),
+                });
                 missing.push((p, d));
                 continue;
             }

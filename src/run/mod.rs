@@ -91,6 +91,13 @@ pub struct Request {
 impl Request {
     /// Checks the request against the plan and resolves `--resume` to a run directory.
     fn resolve(&self, plan: &Plan) -> Result<Option<PathBuf>, RunError> {
+        if self.study && self.stage.is_some() {
+            // The study runs after the search: it needs every stage before it.
+            return Err(RunError::BadOption {
+                option: "stage",
+                problem: "a study runs every stage up to the search and then its own nets; leave out `--stage` (use `--net K` for one net)".into(),
+            });
+        }
         if let Some(k) = self.worker
             && k >= plan.devices.len()
         {

@@ -26,6 +26,12 @@ pub struct OpSpec {
     pub act: Activation,
 }
 
+/// Whether a name can be an op's: letters, digits and `_` (a path is written
+/// `c<cell>:<op>-<op>-...`, so `-` and `:` would make it ambiguous).
+pub fn is_op_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 impl OpSpec {
     /// Squeeze-excitation channels for `cin` input channels (0 when SE is off).
     pub fn se_channels(&self, cin: usize) -> usize {
@@ -266,7 +272,8 @@ impl BlockSpace {
         format!("c{}:{}", path.cell, ops.join("-"))
     }
 
-    /// Parses the textual form of a path.
+    /// Parses the textual form of a path (what [`BlockSpace::path_name`] writes; op names are
+    /// [`is_op_name`]s, so `-` separates them unambiguously).
     pub fn parse_path(&self, text: &str) -> Result<Path, String> {
         let (cell, ops) = text
             .split_once(':')
