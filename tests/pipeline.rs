@@ -1106,3 +1106,62 @@ fn the_measured_steps_are_the_stages_steps() {
     );
     assert_eq!(a, b, "the measured training step is the stages'");
 }
+
+/// A run started from the recipe's own folder with a bare file name records an absolute recipe
+/// directory (and the git commit) in its lock file, so the lock finds the data from anywhere:
+/// the next stage runs from the lock file in another folder, and `plan` of the lock reads it.
+#[test]
+fn a_run_started_with_a_bare_file_name_continues_from_its_lock_file() {
+    let dir = out_dir("bare-file-name");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut a = vec!["tiny.toml".to_string()];
+    a.extend(common::sets(&dir, &["teacher.train.epochs=1"]));
+    a.extend(["--stage".into(), "teacher".into()]);
+    let out = Command::new(BIN)
+        .args(&a)
+        .current_dir(&fixtures)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_dir = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("dnarun.lock").exists())
+        .expect("a run directory");
+    let lock = std::fs::read_to_string(run_dir.join("dnarun.lock")).unwrap();
+    let recorded: toml::Value = toml::from_str(&lock).unwrap();
+    let recipe_dir = recorded["lock"]["recipe_dir"].as_str().unwrap();
+    assert_eq!(
+        Path::new(recipe_dir),
+        fixtures.canonicalize().unwrap(),
+        "the recipe directory is recorded absolute"
+    );
+    assert!(
+        !recorded["lock"]["git_commit"].as_str().unwrap().is_empty(),
+        "the git commit is found from a bare file name too"
+    );
+    // From elsewhere (the run directory itself): the lock resolves the data.
+    let lock_path = run_dir.join("dnarun.lock");
+    let plan = Command::new(BIN)
+        .arg("plan")
+        .arg(&lock_path)
+        .current_dir(&run_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    assert!(
+        text.contains("train split: ") && !text.contains("not readable here"),
+        "{text}"
+    );
+    let next = Command::new(BIN)
+        .arg("run")
+        .arg(&lock_path)
+        .args(["--run-dir", run_dir.to_str().unwrap(), "--stage", "distill"])
+        .current_dir(&run_dir)
+        .output()
+        .unwrap();
+    assert!(next.status.success(), "{}", String::from_utf8_lossy(&next.stderr));
+    assert!(run_dir.join("distill/block1/state.json").exists());
+}

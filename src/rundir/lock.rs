@@ -40,7 +40,8 @@ pub struct LockInfo {
 impl LockInfo {
     /// What this process uses for `plan`, computing on `device`, with data of `fingerprint`.
     pub fn current(plan: &Plan, device: &DeviceSpec, fingerprint: &str) -> LockInfo {
-        let base = &plan.source.base_dir;
+        let base = absolute(&plan.source.base_dir);
+        let base = &base;
         LockInfo {
             dnarun_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: git(base, &["rev-parse", "HEAD"]).unwrap_or_default(),
@@ -61,11 +62,7 @@ impl LockInfo {
             seed: plan.seeds.base,
             data_fingerprint: fingerprint.to_string(),
             recipe_sha256: recipe_hash(&plan.source.value),
-            recipe_dir: base
-                .canonicalize()
-                .unwrap_or(base.clone())
-                .display()
-                .to_string(),
+            recipe_dir: absolute(base).display().to_string(),
         }
     }
 
@@ -129,6 +126,20 @@ impl Lock {
         }
         Ok(())
     }
+}
+
+/// A directory as an absolute path: a recipe given as a bare file name has the empty path as its
+/// directory, which must be recorded as the working directory, not as `""` (a lock file read from
+/// elsewhere would then resolve the recipe's paths against its own folder).
+fn absolute(dir: &Path) -> std::path::PathBuf {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    dir.canonicalize()
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf())
 }
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
