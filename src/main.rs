@@ -299,17 +299,14 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             commands::resume(&run_dir, stop)?;
         }
         Command::Teachers { name, image_size } => {
-            print!("{}", commands::teachers(name.as_deref(), image_size)?);
+            out(&commands::teachers(name.as_deref(), image_size)?);
         }
         Command::Devices => {
-            print!(
-                "{}",
-                dnarun::nn::device::render(&dnarun::nn::device::list(true))
-            );
+            out(&dnarun::nn::device::render(&dnarun::nn::device::list(true)));
         }
         Command::Validate { recipe } => {
             commands::load_plan(&recipe.recipe, &recipe.sets)?;
-            println!("`{}` is valid", recipe.recipe.display());
+            out(&format!("`{}` is valid\n", recipe.recipe.display()));
         }
         Command::Plan {
             recipe,
@@ -319,17 +316,19 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             json,
         } => {
             let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
-            print!(
-                "{}",
-                commands::measure(&plan, device.as_deref(), measure_batch, json)?
-            );
+            out(&commands::measure(
+                &plan,
+                device.as_deref(),
+                measure_batch,
+                json,
+            )?);
         }
         Command::Plan { recipe, .. } => {
             if commands::is_arch_file(&recipe.recipe) {
-                print!("{}", commands::describe_arch(&recipe.recipe)?);
+                out(&commands::describe_arch(&recipe.recipe)?);
             } else {
                 let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
-                print!("{}", commands::describe_plan(&plan));
+                out(&commands::describe_plan(&plan));
             }
         }
         Command::Schema {
@@ -339,17 +338,19 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
         } => return schema(output, check, markdown),
         Command::Retrain { arch } => {
             let (name, acc) = commands::retrain(&arch, stop)?;
-            println!("{name}: test accuracy {:.2}%", acc * 100.0);
+            out(&format!("{name}: test accuracy {:.2}%\n", acc * 100.0));
         }
         c @ Command::Submit { .. } => return submit(c),
-        Command::Status { run_dir } => print!("{}", commands::status(&run_dir)?),
+        Command::Status { run_dir } => out(&commands::status(&run_dir)?),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "dnarun", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "dnarun", &mut script);
+            out(&String::from_utf8_lossy(&script));
         }
         Command::Track {
             command: TrackCommand::Replay { run_dir },
-        } => println!("{}", commands::replay(&run_dir)?),
+        } => out(&(commands::replay(&run_dir)? + "\n")),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -367,7 +368,7 @@ fn submit(c: Command) -> Result<ExitCode, RunError> {
     };
     let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
     let s = commands::submit(&plan, &opts, run_dir.as_deref())?;
-    print!("{}", s.describe(&recipe.recipe, opts.dry_run));
+    out(&s.describe(&recipe.recipe, opts.dry_run));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -389,12 +390,29 @@ fn schema(output: Option<PathBuf>, check: bool, markdown: bool) -> Result<ExitCo
                 );
                 return Ok(ExitCode::from(1));
             }
-            println!("`{}` is up to date", p.display());
+            out(&format!("`{}` is up to date\n", p.display()));
         }
         (Some(p), false) => dnarun::rundir::write_atomic(&p, text.as_bytes())?,
-        (None, _) => print!("{text}"),
+        (None, _) => out(&text),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a command's output to stdout; a reader that closed the pipe early
+/// (`dnarun schema | head -1`) ends the command quietly with success, as `cat` would.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: the output cannot be written: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// A worker stops (as on Ctrl-C: saving first) when the run that started it dies, so a killed

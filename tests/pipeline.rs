@@ -821,12 +821,12 @@ fn a_tiny_study_end_to_end_and_resumed_after_a_kill() {
     let _ = child.wait();
     let before = std::fs::read_to_string(&first).unwrap();
     let modified = std::fs::metadata(&first).unwrap().modified().unwrap();
-    let mut resume = study_args(&dir);
-    resume.extend([
-        "--run-dir".into(),
-        dir.join("tiny-001").display().to_string(),
-    ]);
-    let out = run(&resume);
+    // `dnarun resume` finishes what the run directory holds: the study, not a run's retraining.
+    let out = run(&["resume".into(), dir.join("tiny-001").display().to_string()]);
+    assert!(
+        !dir.join("tiny-001/report.md").exists(),
+        "resume finished the study, not a run"
+    );
     // The finished net was not retrained.
     assert_eq!(std::fs::read_to_string(&first).unwrap(), before);
     assert_eq!(
@@ -1122,7 +1122,11 @@ fn a_run_started_with_a_bare_file_name_continues_from_its_lock_file() {
         .current_dir(&fixtures)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run_dir = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -1150,7 +1154,11 @@ fn a_run_started_with_a_bare_file_name_continues_from_its_lock_file() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&plan.stdout);
-    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
     assert!(
         text.contains("train split: ") && !text.contains("not readable here"),
         "{text}"
@@ -1162,6 +1170,10 @@ fn a_run_started_with_a_bare_file_name_continues_from_its_lock_file() {
         .current_dir(&run_dir)
         .output()
         .unwrap();
-    assert!(next.status.success(), "{}", String::from_utf8_lossy(&next.stderr));
+    assert!(
+        next.status.success(),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
     assert!(run_dir.join("distill/block1/state.json").exists());
 }

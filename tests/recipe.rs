@@ -305,6 +305,33 @@ fn bad_recipe_exits_2_without_backtrace() {
     );
 }
 
+/// A reader that stops early (`dnarun schema | head -1`) ends the command quietly with success,
+/// not with a broken-pipe panic (exit 101).
+#[test]
+fn output_piped_into_head_ends_quietly() {
+    use std::io::Read;
+    for args in [
+        &["schema"][..],
+        &["schema", "--markdown"],
+        &["completions", "bash"],
+        &["plan", "tests/fixtures/tiny.toml"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dnarun"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 16];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The pipe is closed here, as `head` closes it.
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
 /// The schema and the serde types must give the same verdict on every recipe.
 #[test]
 fn schema_and_types_agree() {

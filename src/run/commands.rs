@@ -38,14 +38,17 @@ pub fn run_dir_plan(run_dir: &Path) -> Result<Plan, RunError> {
     load_plan(&lock, &[])
 }
 
-/// `dnarun resume RUN_DIR`: continues whatever the run directory holds.
+/// `dnarun resume RUN_DIR`: continues whatever the run directory holds, a run or a study (as
+/// its lock file says).
 pub fn resume(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<PathBuf, RunError> {
     let plan = run_dir_plan(run_dir)?;
+    let study = crate::rundir::Lock::read(&lock_file(run_dir))?.lock.study;
     super::run(
         &plan,
         &Request {
             resume: Resume::Dir(run_dir.to_path_buf()),
             stop,
+            study,
             ..Default::default()
         },
     )
@@ -61,7 +64,7 @@ pub fn submit(
     crate::slurm::check(plan, opts, resubmit.is_some())?;
     // Shared with block tasks still running (they are cancelled), exclusive of a whole run; the
     // hold ends before the jobs start.
-    let dir = super::prepare(plan, resubmit, 0, Some("submit"))?.dir;
+    let dir = super::prepare(plan, resubmit, 0, Some("submit"), opts.study)?.dir;
     Ok(crate::slurm::submit(plan, opts, &dir)?)
 }
 

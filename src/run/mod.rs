@@ -152,6 +152,7 @@ pub fn prepare(
     resume: Option<&Path>,
     device: usize,
     part: Option<&str>,
+    study: bool,
 ) -> Result<Prepared, RunError> {
     let device_spec = &plan.devices.list[device];
     check_devices(&plan.devices.list)?;
@@ -169,7 +170,7 @@ pub fn prepare(
         .into());
     }
     let lock = dir.lock(part)?;
-    let info = LockInfo::current(plan, device_spec, &data.fingerprint);
+    let info = LockInfo::current(plan, device_spec, &data.fingerprint, study);
     dir.write_or_check_lock(&plan.source.value, &info)?;
     let mut tracker = track::open(&plan.tracking, &dir.spool())?;
     let parent = match dir.tracking_ids().remove("parent") {
@@ -259,6 +260,7 @@ pub fn run(plan: &Plan, opts: &Request) -> Result<PathBuf, RunError> {
         resume.as_deref(),
         process_device(plan, opts),
         part.as_deref(),
+        opts.study,
     )?;
     let parent = track.parent.clone();
     let result = run_stages(plan, opts, &data, device, &dir, &mut track);
@@ -351,10 +353,16 @@ fn run_stages(
         let ratings = stages::rate::load_all(&ctx)?;
         match measured_study(&mut ctx, &ratings, found, opts.net)? {
             Some(report) => {
-                println!("{}", report.markdown());
-                println!("study: {}", dir.study("md").display());
+                say(&format!(
+                    "{}\nstudy: {}",
+                    report.markdown(),
+                    dir.study("md").display()
+                ));
             }
-            None => println!("study net {} retrained", opts.net.unwrap_or_default()),
+            None => say(&format!(
+                "study net {} retrained",
+                opts.net.unwrap_or_default()
+            )),
         }
         return Ok(());
     }
@@ -364,11 +372,21 @@ fn run_stages(
         if want(Stage::Report) {
             let teacher_acc = dir.teacher_accuracy()?;
             let report = stages::report::run(&mut ctx, teacher_acc, retrained)?;
-            println!("{}", report.table());
-            println!("report: {}", dir.report("md").display());
+            say(&format!(
+                "{}\nreport: {}",
+                report.table(),
+                dir.report("md").display()
+            ));
         }
     }
     Ok(())
+}
+
+/// Prints a line of a run's result; a closed stdout (`dnarun r.toml | head`) loses the line, not
+/// the run, whose results are in its directory.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 /// Runs a stage, recording the process's peak resident memory while it ran (in

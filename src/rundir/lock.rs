@@ -35,11 +35,15 @@ pub struct LockInfo {
     pub recipe_sha256: String,
     /// Directory the recipe's relative paths are resolved against.
     pub recipe_dir: String,
+    /// Whether the run is a ranking study (`dnarun study`): `dnarun resume` then finishes the
+    /// study instead of retraining and reporting.
+    #[serde(default)]
+    pub study: bool,
 }
 
 impl LockInfo {
     /// What this process uses for `plan`, computing on `device`, with data of `fingerprint`.
-    pub fn current(plan: &Plan, device: &DeviceSpec, fingerprint: &str) -> LockInfo {
+    pub fn current(plan: &Plan, device: &DeviceSpec, fingerprint: &str, study: bool) -> LockInfo {
         let base = absolute(&plan.source.base_dir);
         let base = &base;
         LockInfo {
@@ -62,7 +66,8 @@ impl LockInfo {
             seed: plan.seeds.base,
             data_fingerprint: fingerprint.to_string(),
             recipe_sha256: recipe_hash(&plan.source.value),
-            recipe_dir: absolute(base).display().to_string(),
+            recipe_dir: base.display().to_string(),
+            study,
         }
     }
 
