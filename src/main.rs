@@ -27,6 +27,12 @@ fn resume_of(resume: bool, run_dir: Option<PathBuf>) -> Resume {
     }
 }
 
+/// Whether a first argument names a recipe or lock file rather than a misspelt subcommand (which
+/// clap then reports with "a similar subcommand exists").
+fn looks_like_a_file(arg: &str) -> bool {
+    std::path::Path::new(arg).exists() || arg.contains(['.', '/'])
+}
+
 /// Whether a first argument is one of clap's subcommands or top-level flags (else it is a recipe:
 /// `dnarun recipe.toml` is `dnarun run recipe.toml`).
 fn is_top_level(arg: &str) -> bool {
@@ -225,7 +231,7 @@ fn main() -> ExitCode {
         .init();
     // `dnarun recipe.toml` is `dnarun run recipe.toml`.
     let mut args: Vec<String> = std::env::args().collect();
-    if args.len() > 1 && !is_top_level(&args[1]) {
+    if args.len() > 1 && !is_top_level(&args[1]) && looks_like_a_file(&args[1]) {
         args.insert(1, "run".into());
     }
     let cli = Cli::parse_from(args);

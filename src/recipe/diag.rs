@@ -109,6 +109,15 @@ impl Diagnostics {
         let renderer = Renderer::plain();
         let mut out = String::new();
         for d in &self.items {
+            if d.origin.is_none() {
+                // Nothing to point at: the message and its help, without an empty source gutter.
+                out.push_str(&format!("error: {}", d.message));
+                if let Some(help) = &d.help {
+                    out.push_str(&format!("\nhelp: {help}"));
+                }
+                out.push_str("\n\n");
+                continue;
+            }
             let mut groups: Vec<Group> = Vec::new();
             let title = Level::ERROR.primary_title(d.message.as_str());
             let group = match &d.origin {

@@ -284,11 +284,11 @@ fn read_chain(
                     path.display()
                 ),
             };
-            diags.push(
-                Diagnostic::new(msg)
-                    .at(from)
-                    .help("check the path; `extends` is relative to the file that contains it"),
-            );
+            let help = match &from {
+                None => "check the path (relative to the current directory)",
+                Some(_) => "check the path; `extends` is relative to the file that contains it",
+            };
+            diags.push(Diagnostic::new(msg).at(from).help(help));
             return;
         }
     };
