@@ -28,7 +28,8 @@ pub struct Recipe {
     pub teacher: Teacher,
     /// The fixed parts of every student: stem and classifier head.
     pub student: Student,
-    /// Candidate operations, by name. Every layer of a cell picks one of its block's ops.
+    /// Candidate operations, by name (letters, digits and `_`: paths name them as `c1:k3e6-k5e6`).
+    /// Every layer of a cell picks one of its block's ops.
     pub ops: BTreeMap<String, Op>,
     /// The blocks of the student, in order. Block i learns to map the teacher's tap i-1 (the
     /// image for block 0) to tap i.
