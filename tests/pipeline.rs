@@ -1064,14 +1064,22 @@ fn the_measured_steps_are_the_stages_steps() {
     for path in plan.space.blocks[1].paths() {
         let a = values(staged.forward(&path, probe.clone(), Mode::Eval));
         let b = values(measured.forward(&path, probe.clone(), Mode::Eval));
-        assert_eq!(a, b, "the measured distillation step is the stage's (path {path:?})");
+        assert_eq!(
+            a, b,
+            "the measured distillation step is the stage's (path {path:?})"
+        );
         changed |= a != values(before.forward(&path, probe.clone(), Mode::Eval));
     }
     assert!(changed, "the step changes the weights");
 
     // Retraining: a student of the first path of every block.
     let arch = dnarun::space::Architecture {
-        paths: plan.space.blocks.iter().map(|b| b.paths()[0].clone()).collect(),
+        paths: plan
+            .space
+            .blocks
+            .iter()
+            .map(|b| b.paths()[0].clone())
+            .collect(),
     };
     let d = &plan.data;
     let x = common::random([4, d.channels, d.image_size, d.image_size], &ad);
