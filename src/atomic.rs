@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// A temp name beside `path`, unique to this process and call (block tasks may run at once).
-pub fn tmp_beside(path: &Path) -> PathBuf {
+fn tmp_beside(path: &Path) -> PathBuf {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();

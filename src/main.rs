@@ -253,6 +253,10 @@ fn main() -> ExitCode {
             eprintln!("{}", d.render());
             ExitCode::from(2)
         }
+        Err(e) if e.is_stop() => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())

@@ -21,7 +21,12 @@ fn args(dir: &Path, extra: &[&str]) -> Vec<String> {
 }
 
 fn run(a: &[String]) -> Output {
-    let out = Command::new(BIN).args(a).output().unwrap();
+    run_in(Path::new("."), a)
+}
+
+/// `dnarun ARGS` from the folder `cwd`, which must succeed.
+fn run_in(cwd: &Path, a: &[String]) -> Output {
+    let out = Command::new(BIN).args(a).current_dir(cwd).output().unwrap();
     assert!(
         out.status.success(),
         "dnarun {a:?} failed:\n{}",
@@ -1046,7 +1051,7 @@ fn the_measured_steps_are_the_stages_steps() {
         &["retrain.weight_decay=0.01", "distill.weight_decay=0.001"],
     );
     let ad = Device::flex().autodiff();
-    let values = |t: Tensor<4>| t.into_data().to_vec::<f32>().unwrap();
+    let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
     // Distillation of block 1: input the teacher's tap 0, target tap 1.
     let [c0, h0, w0] = plan.taps[0].shape;
     let [c1, h1, w1] = plan.taps[1].shape;
@@ -1093,7 +1098,7 @@ fn the_measured_steps_are_the_stages_steps() {
     let logits = |m: &Student| {
         m.logits(x.clone().inner(), Mode::Eval)
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap()
     };
     let (a, b) = (logits(&staged.valid()), logits(&measured.valid()));
@@ -1111,16 +1116,7 @@ fn a_run_started_with_a_bare_file_name_continues_from_its_lock_file() {
     let mut a = vec!["tiny.toml".to_string()];
     a.extend(common::sets(&dir, &["teacher.train.epochs=1"]));
     a.extend(["--stage".into(), "teacher".into()]);
-    let out = Command::new(BIN)
-        .args(&a)
-        .current_dir(&fixtures)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_in(&fixtures, &a);
     let run_dir = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -1141,33 +1137,23 @@ fn a_run_started_with_a_bare_file_name_continues_from_its_lock_file() {
     );
     // From elsewhere (the run directory itself): the lock resolves the data.
     let lock_path = run_dir.join("dnarun.lock");
-    let plan = Command::new(BIN)
-        .arg("plan")
-        .arg(&lock_path)
-        .current_dir(&run_dir)
-        .output()
-        .unwrap();
+    let lock = lock_path.display().to_string();
+    let plan = run_in(&run_dir, &["plan".into(), lock.clone()]);
     let text = String::from_utf8_lossy(&plan.stdout);
-    assert!(
-        plan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
     assert!(
         text.contains("train split: ") && !text.contains("not readable here"),
         "{text}"
     );
-    let next = Command::new(BIN)
-        .arg("run")
-        .arg(&lock_path)
-        .args(["--run-dir", run_dir.to_str().unwrap(), "--stage", "distill"])
-        .current_dir(&run_dir)
-        .output()
-        .unwrap();
-    assert!(
-        next.status.success(),
-        "{}",
-        String::from_utf8_lossy(&next.stderr)
+    run_in(
+        &run_dir,
+        &[
+            "run".into(),
+            lock,
+            "--run-dir".into(),
+            run_dir.display().to_string(),
+            "--stage".into(),
+            "distill".into(),
+        ],
     );
     assert!(run_dir.join("distill/block1/state.json").exists());
 }

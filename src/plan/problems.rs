@@ -19,20 +19,21 @@ impl<'a> Problems<'a> {
 
     /// A problem with the value at the JSON pointer `ptr`, with an optional hint.
     pub(crate) fn err(&mut self, ptr: &str, msg: String, help: Option<String>) {
-        let mut d = Diagnostic::new(msg).at(self.loaded.origins.value(ptr));
-        if let Some(h) = help {
-            d = d.help(h);
-        }
-        self.items.push(d);
+        let origin = self.loaded.origins.value(ptr);
+        self.push(Diagnostic::new(msg).at(origin), help);
     }
 
     /// A problem with the key at the JSON pointer `ptr` (its name, not its value).
     pub(crate) fn err_at_key(&mut self, ptr: &str, msg: String, help: Option<String>) {
-        let mut d = Diagnostic::new(msg).at(self.loaded.origins.key(ptr));
-        if let Some(h) = help {
-            d = d.help(h);
-        }
-        self.items.push(d);
+        let origin = self.loaded.origins.key(ptr);
+        self.push(Diagnostic::new(msg).at(origin), help);
+    }
+
+    fn push(&mut self, d: Diagnostic, help: Option<String>) {
+        self.items.push(match help {
+            Some(h) => d.help(h),
+            None => d,
+        });
     }
 
     /// Whether nothing is wrong so far.

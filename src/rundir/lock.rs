@@ -44,8 +44,7 @@ pub struct LockInfo {
 impl LockInfo {
     /// What this process uses for `plan`, computing on `device`, with data of `fingerprint`.
     pub fn current(plan: &Plan, device: &DeviceSpec, fingerprint: &str, study: bool) -> LockInfo {
-        let base = absolute(&plan.source.base_dir);
-        let base = &base;
+        let base = &absolute(&plan.source.base_dir);
         LockInfo {
             dnarun_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: git(base, &["rev-parse", "HEAD"]).unwrap_or_default(),

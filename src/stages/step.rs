@@ -15,7 +15,7 @@ use crate::plan::{Plan, TrainSpec};
 use crate::space::Path;
 
 /// A uniformly random path of a cell.
-pub fn sample_path(rng: &mut ChaCha8Rng, cell: usize, layers: usize, ops: usize) -> Path {
+fn sample_path(rng: &mut ChaCha8Rng, cell: usize, layers: usize, ops: usize) -> Path {
     Path {
         cell,
         ops: (0..layers).map(|_| rng.random_range(0..ops)).collect(),
