@@ -47,13 +47,22 @@ fn is_top_level(arg: &str) -> bool {
         })
 }
 
+/// `0.1.0 (backends: cpu, wgpu)`: the version and the backends compiled in.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (backends: {})",
+        env!("CARGO_PKG_VERSION"),
+        dnarun::plan::compiled_backends()
+    )
+});
+
 /// Neural architecture search by block-wise knowledge distillation (DNA), declared in a TOML
 /// recipe. `dnarun recipe.toml` runs the whole pipeline: teacher, distill, rate, search,
 /// retrain, report. Exit codes: 0 success, 1 the run itself failed (a worker crashed, a file of
 /// the run could not be written), 2 bad input (recipe, data, weights, tracking, device), 130
 /// stopped by Ctrl-C (resume with `dnarun resume RUN_DIR`).
 #[derive(Parser, Debug)]
-#[command(name = "dnarun", version)]
+#[command(name = "dnarun", version = VERSION.as_str())]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,10 +128,16 @@ enum Command {
         /// The run directory (holds `dnarun.lock`).
         run_dir: PathBuf,
     },
-    /// Check a recipe and report every problem.
+    /// Check a recipe and report every problem: the recipe itself, then the data (read and
+    /// sampled as the run will: files, class count, images per class) and the teacher's weights
+    /// file (header, tensor names, shapes).
     Validate {
         #[command(flatten)]
         recipe: RecipeArgs,
+        /// Check the recipe only, not the data and weights files (a machine without them, such
+        /// as a cluster's login node); says what it left out.
+        #[arg(long)]
+        skip_data_checks: bool,
     },
     /// Show what a recipe will do: blocks, space size, costs, budget, work; or an `arch.toml`.
     Plan {
@@ -145,6 +160,10 @@ enum Command {
         /// `peak_rss_bytes`, `blocks`) instead of the table.
         #[arg(long, requires = "measure")]
         json: bool,
+        /// Do not read the data and weights files (a machine without them); says what it left
+        /// out.
+        #[arg(long, conflicts_with = "measure")]
+        skip_data_checks: bool,
     },
     /// Print the recipe JSON schema, or write it to a file.
     Schema {
@@ -314,9 +333,17 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
         Command::Devices => {
             out(&dnarun::nn::device::render(&dnarun::nn::device::list(true)));
         }
-        Command::Validate { recipe } => {
-            commands::load_plan(&recipe.recipe, &recipe.sets)?;
-            out(&format!("`{}` is valid\n", recipe.recipe.display()));
+        Command::Validate {
+            recipe,
+            skip_data_checks,
+        } => {
+            let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
+            let (_, checked) = commands::check_inputs(&plan, !skip_data_checks)?;
+            out(&format!(
+                "`{}` is valid\n{checked}\n{}",
+                recipe.recipe.display(),
+                commands::notes(&plan)
+            ));
         }
         Command::Plan {
             recipe,
@@ -324,6 +351,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             device,
             measure_batch,
             json,
+            ..
         } => {
             let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
             out(&commands::measure(
@@ -333,12 +361,18 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                 json,
             )?);
         }
-        Command::Plan { recipe, .. } => {
+        Command::Plan {
+            recipe,
+            skip_data_checks,
+            ..
+        } => {
             if commands::is_arch_file(&recipe.recipe) {
                 out(&commands::describe_arch(&recipe.recipe)?);
             } else {
                 let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
-                out(&commands::describe_plan(&plan));
+                let (data, checked) = commands::check_inputs(&plan, !skip_data_checks)?;
+                out(&(commands::describe_plan(&plan, data.as_ref(), &checked)
+                    + &commands::notes(&plan)));
             }
         }
         Command::Schema {

@@ -326,13 +326,43 @@ impl Submitted {
 }
 
 /// Checks what can be checked before a run directory is made: the `sbatch` option values and,
-/// for a new run, that `experiment.output_dir` is a path `sbatch --output` can take.
-pub fn check(plan: &Plan, opts: &SlurmOptions, resubmit: bool) -> Result<(), SlurmError> {
+/// for a new run, that `experiment.output_dir` is a path `sbatch --output` can take. Returns
+/// warnings: jobs that hold GPUs but compute on the CPU, or compute on GPUs they do not ask for.
+/// (No device is opened: the submitting machine need not have the compute nodes' devices.)
+pub fn check(plan: &Plan, opts: &SlurmOptions, resubmit: bool) -> Result<Vec<String>, SlurmError> {
     opts.check()?;
     if !resubmit {
         check_path(&plan.experiment.output_dir)?;
     }
-    Ok(())
+    Ok(device_warnings(&plan.devices.list, opts.gpus_per_task))
+}
+
+/// Jobs that hold GPUs and compute on the CPU, or that compute on a GPU they did not ask for.
+fn device_warnings(devices: &[crate::plan::DeviceSpec], gpus_per_task: Option<u32>) -> Vec<String> {
+    use crate::plan::DeviceSpec;
+    let gpus = gpus_per_task.unwrap_or(0);
+    let on_gpu: Vec<String> = devices
+        .iter()
+        .filter(|d| **d != DeviceSpec::Cpu)
+        .map(ToString::to_string)
+        .collect();
+    let listed = devices
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if gpus > 0 && on_gpu.is_empty() {
+        vec![format!(
+            "`--gpus-per-task {gpus}` holds GPUs, but `runtime.devices` is [{listed}]: the jobs would compute on the CPU; set `runtime.devices` to the GPUs (e.g. `--set 'runtime.devices=[\"cuda:0\"]'`) or leave out `--gpus-per-task`"
+        )]
+    } else if gpus == 0 && !on_gpu.is_empty() {
+        vec![format!(
+            "`runtime.devices` computes on {}, but the jobs ask for no GPU; add `--gpus-per-task N` (unless the partition gives every job its GPUs)",
+            on_gpu.join(", ")
+        )]
+    } else {
+        Vec::new()
+    }
 }
 
 /// Writes the batch scripts for the run in `dir` (made ready, lock file written) and submits what

@@ -833,6 +833,7 @@ fn teachers_lists_the_family_and_its_taps() {
     let out = std::process::Command::new(bin)
         .args([
             "validate",
+            "--skip-data-checks",
             &p.display().to_string(),
             "--set",
             "teacher.arch=\"efficientnet-lite2\"",
@@ -940,4 +941,131 @@ fn every_allowed_op_name_shape_round_trips_through_arch_toml() {
             "op `{name}`"
         );
     }
+}
+
+/// `validate` with a few environment variables set; returns (exit code, stderr).
+fn validate_with_env(vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnarun"))
+        .args(["validate", "tests/fixtures/tiny.toml"])
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A `DNARUN_*` variable that names no recipe setting is an error naming it, not ignored; other
+/// `DNARUN_*` variables (`DNARUN_LOG`, the suite's own) are not settings.
+#[test]
+fn environment_variables_that_set_nothing_are_errors() {
+    let (code, err) = validate_with_env(&[("DNARUN_DISTIL__EPOCHS", "2")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("`DNARUN_DISTIL__EPOCHS` sets no recipe key")
+            && err.contains("did you mean `DNARUN_DISTILL__EPOCHS`?"),
+        "{err}"
+    );
+    let (code, err) = validate_with_env(&[("DNARUN_RATE_BATCH_SIZE", "2")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`DNARUN_RATE__BATCH_SIZE`"), "{err}");
+    // Every section of the recipe can be set, `study` included.
+    let (code, err) = validate_with_env(&[
+        ("DNARUN_STUDY__SEEDS", "3"),
+        ("DNARUN_LOG", "warn"),
+        ("DNARUN_TEST_ANYTHING", "1"),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = validate_with_env(&[("DNARUN_STUDY__SEDS", "3")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`study.seds`"), "{err}");
+}
+
+/// `--version` says which backends the build has; a device of another backend is a recipe
+/// error at `validate`, naming the feature to build with.
+#[test]
+fn the_build_says_its_backends() {
+    let bin = env!("CARGO_BIN_EXE_dnarun");
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&out.stdout);
+    let mut backends = vec!["cpu"];
+    if cfg!(feature = "wgpu") {
+        backends.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        backends.push("cuda");
+    }
+    assert!(
+        version.contains(&format!("(backends: {})", backends.join(", "))),
+        "{version}"
+    );
+    if !cfg!(feature = "cuda") {
+        let err = problems(
+            "cuda_device",
+            TINY,
+            &["runtime.devices=[\"cpu\", \"cuda:0\"]"],
+        );
+        assert!(
+            err.contains(
+                "`runtime.devices[1]` is `cuda:0`, but this dnarun was built without CUDA"
+            ) && err.contains("--features cuda"),
+            "{err}"
+        );
+    }
+}
+
+/// A pretrained teacher's images are normalised as its checkpoints were trained, unless the
+/// recipe says otherwise (then with a note).
+#[test]
+fn a_pretrained_teacher_gets_its_checkpoints_normalisation() {
+    let paper = std::fs::read_to_string("recipes/dna-imagenet.toml").unwrap();
+    let line = "normalize = { mean = [0.498], std = [0.502] }\n";
+    assert!(paper.contains(line));
+    let p = write_case("paper_without_normalize", &paper.replace(line, ""));
+    let plan_of = |sets: &[&str]| {
+        let overrides = Overrides {
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            env: false,
+        };
+        Plan::load(&p, &overrides).unwrap_or_else(|d| panic!("{}", d.render()))
+    };
+    // Lite0 from the PyPI file: TensorFlow's (x - 127) / 128.
+    let lite = plan_of(&[]);
+    assert_eq!(lite.data.mean, vec![0.498; 3]);
+    assert_eq!(lite.data.std, vec![0.502; 3]);
+    assert!(lite.notes.is_empty(), "{:?}", lite.notes);
+    // A ResNet in torchvision's layout: ImageNet's statistics.
+    let resnet = dnarun::plan::TeacherArch::Resnet18
+        .normalization(dnarun::recipe::WeightLayout::Torchvision)
+        .unwrap();
+    assert_eq!(resnet.mean, vec![0.485, 0.456, 0.406]);
+    assert_eq!(resnet.std, vec![0.229, 0.224, 0.225]);
+    // timm's Lite ports: 0.5.
+    let timm = plan_of(&["teacher.weights.layout=\"timm\""]);
+    assert_eq!(timm.data.mean, vec![0.5; 3]);
+    // Other values are taken, with a note that says what the checkpoints expect.
+    let overridden = plan_of(&["data.normalize={mean=[0.5], std=[0.5]}"]);
+    assert_eq!(overridden.data.mean, vec![0.5; 3]);
+    assert_eq!(overridden.notes.len(), 1);
+    assert!(
+        overridden.notes[0].contains("trained with mean [0.498], std [0.502]"),
+        "{:?}",
+        overridden.notes
+    );
+    // A cnn teacher keeps 0.5 by default.
+    let tiny = TINY.replace("normalize = { mean = [0.286], std = [0.353] }\n", "");
+    let p = write_case("tiny_without_normalize", &tiny);
+    let plan = Plan::load(
+        &p,
+        &Overrides {
+            sets: vec![],
+            env: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(plan.data.mean, vec![0.5]);
 }

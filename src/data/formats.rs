@@ -260,6 +260,11 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(PathBuf, bool, u64)>, DataError> {
     let mut v = Vec::new();
     for e in rd {
         let e = e.map_err(|e| DataError::file(dir, format!("cannot be listed: {e}")))?;
+        // Hidden entries are the file manager's and the tools' (`.DS_Store`, `._x.jpg`,
+        // `.ipynb_checkpoints`), never images or classes.
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         let path = e.path();
         // `metadata` follows symlinks, so a linked image or class folder counts as one.
         let meta = std::fs::metadata(&path)

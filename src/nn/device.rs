@@ -106,9 +106,30 @@ pub fn render(list: &[Listed]) -> String {
     for l in list {
         s += &format!("{:<8} {:<15} {}\n", l.spec.to_string(), l.kind, l.name);
     }
-    if cfg!(not(any(feature = "cuda", feature = "wgpu"))) {
-        s += "\nthis dnarun was built for the CPU only; for GPUs rebuild with `cargo build --release --features wgpu` (Vulkan, Metal, DX12) or `--features cuda` (NVIDIA)\n";
-    } else if list.len() == 1 {
+    let missing: Vec<&str> = [
+        (
+            cfg!(feature = "wgpu"),
+            "`--features wgpu` (Vulkan, Metal, DX12)",
+        ),
+        (cfg!(feature = "cuda"), "`--features cuda` (NVIDIA)"),
+    ]
+    .into_iter()
+    .filter(|m| !m.0)
+    .map(|m| m.1)
+    .collect();
+    if !missing.is_empty() {
+        s += &format!(
+            "\nthis build has the backends: {}; for {} rebuild with `cargo build --release` and {}\n",
+            crate::plan::compiled_backends(),
+            if missing.len() == 2 {
+                "GPUs"
+            } else {
+                "the others"
+            },
+            missing.join(" or ")
+        );
+    }
+    if cfg!(any(feature = "cuda", feature = "wgpu")) && list.len() == 1 {
         s += "\nno GPU adapter found: check the driver (for wgpu: a Vulkan driver such as Mesa's, `vulkaninfo --summary`)\n";
     }
     s

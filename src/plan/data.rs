@@ -86,7 +86,13 @@ pub fn format_name(f: DataFormat) -> &'static str {
     }
 }
 
-pub(super) fn resolve(d: &Data, base: &Path, p: &mut Problems) -> DataSpec {
+/// Resolves the data section; `normalize` is `data.normalize`, or its default for the teacher.
+pub(super) fn resolve(
+    d: &Data,
+    normalize: &crate::recipe::Normalize,
+    base: &Path,
+    p: &mut Problems,
+) -> DataSpec {
     for (split, s) in [("train", &d.train), ("test", &d.test)] {
         let need: &[(&str, bool)] = match d.format {
             DataFormat::Idx => &[
@@ -109,7 +115,7 @@ pub(super) fn resolve(d: &Data, base: &Path, p: &mut Problems) -> DataSpec {
             }
         }
     }
-    for (key, v) in [("mean", &d.normalize.mean), ("std", &d.normalize.std)] {
+    for (key, v) in [("mean", &normalize.mean), ("std", &normalize.std)] {
         if v.len() != 1 && v.len() != d.channels {
             p.err(
                 &format!("/data/normalize/{key}"),
@@ -122,7 +128,7 @@ pub(super) fn resolve(d: &Data, base: &Path, p: &mut Problems) -> DataSpec {
             );
         }
     }
-    for (i, s) in d.normalize.std.iter().enumerate() {
+    for (i, s) in normalize.std.iter().enumerate() {
         if *s <= 0.0 {
             p.err(
                 &format!("/data/normalize/std/{i}"),
@@ -169,8 +175,8 @@ pub(super) fn resolve(d: &Data, base: &Path, p: &mut Problems) -> DataSpec {
         rate_per_class: d.rate_per_class,
         train_per_class: d.train_per_class,
         test_per_class: d.test_per_class,
-        mean: per(&d.normalize.mean),
-        std: per(&d.normalize.std),
+        mean: per(&normalize.mean),
+        std: per(&normalize.std),
         crop_padding: d.augment.crop_padding,
         hflip: d.augment.hflip,
         scale: d.augment.scale,

@@ -37,6 +37,34 @@ impl DeviceSpec {
     }
 }
 
+/// The backends compiled into this build, as `--version` lists them.
+pub const BACKENDS: &[(&str, bool)] = &[
+    ("cpu", true),
+    ("wgpu", cfg!(feature = "wgpu")),
+    ("cuda", cfg!(feature = "cuda")),
+];
+
+/// `cpu, wgpu`: the backends this build has.
+pub fn compiled_backends() -> String {
+    BACKENDS
+        .iter()
+        .filter(|b| b.1)
+        .map(|b| b.0)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl DeviceSpec {
+    /// The backend's name and the crate feature that compiles it in, when this build lacks it.
+    pub fn missing_backend(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            DeviceSpec::Cpu => None,
+            DeviceSpec::Cuda(_) => (!cfg!(feature = "cuda")).then_some(("CUDA", "cuda")),
+            DeviceSpec::Wgpu(_) => (!cfg!(feature = "wgpu")).then_some(("wgpu", "wgpu")),
+        }
+    }
+}
+
 impl std::fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -91,7 +119,21 @@ pub(super) fn resolve(rt: &Runtime, p: &mut Problems) -> Devices {
     let mut devices = Vec::new();
     for (i, d) in rt.devices.iter().enumerate() {
         match DeviceSpec::parse(d) {
-            Ok(d) => devices.push(d),
+            Ok(d) => {
+                if let Some((backend, feature)) = d.missing_backend() {
+                    p.err(
+                        &format!("/runtime/devices/{i}"),
+                        format!(
+                            "`runtime.devices[{i}]` is `{d}`, but this dnarun was built without {backend} (it has {})",
+                            compiled_backends()
+                        ),
+                        Some(format!(
+                            "rebuild with `cargo build --release --features {feature}`, or use `cpu`"
+                        )),
+                    );
+                }
+                devices.push(d)
+            }
             Err(m) => p.err(
                 &format!("/runtime/devices/{i}"),
                 format!("`runtime.devices[{i}]`: {m}"),

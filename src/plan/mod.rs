@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::recipe::{DataFormat, StudySample, TeacherArch, WeightFormat};
 pub use budget::Measure;
 pub use data::{DataSpec, SplitSpec, format_name};
-pub use devices::{DeviceSpec, Devices};
+pub use devices::{BACKENDS, DeviceSpec, Devices, compiled_backends};
 pub use reuse::Reused;
 pub use seeds::Seeds;
 pub use teacher::{
@@ -224,6 +224,9 @@ pub struct Plan {
     pub tracking: TrackingSpec,
     /// Devices.
     pub devices: Devices,
+    /// What the user should know about the recipe that is not an error (`validate`, `plan` and
+    /// the start of a run print them).
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -261,7 +264,9 @@ impl Plan {
             );
         }
         check_name(&r.experiment.name, &mut p);
-        let data = data::resolve(&r.data, &base, &mut p);
+        let mut notes = Vec::new();
+        let normalize = normalization(r, &mut notes);
+        let data = data::resolve(&r.data, &normalize, &base, &mut p);
         let teacher = teacher::resolve(r, &base, &mut p);
         let taps = teacher::taps(r, &teacher, &mut p);
         let (space, block_lr) = blocks::resolve(r, &taps, &mut p);
@@ -322,7 +327,37 @@ impl Plan {
             space,
             search,
             devices,
+            notes,
         })
+    }
+}
+
+/// `data.normalize`, or its default: what a pretrained teacher's checkpoints were trained with
+/// (a note when the recipe sets other values), else mean and std 0.5.
+fn normalization(r: &crate::recipe::Recipe, notes: &mut Vec<String>) -> crate::recipe::Normalize {
+    let layout = r
+        .teacher
+        .weights
+        .as_ref()
+        .and_then(|w| w.layout)
+        .unwrap_or(r.teacher.arch.default_layout());
+    let trained_with = r.teacher.arch.normalization(layout);
+    match (&r.data.normalize, trained_with) {
+        (Some(n), Some(t)) if *n != t => {
+            notes.push(format!(
+                "`data.normalize` is mean {:?}, std {:?}, but `{}` checkpoints in the `{}` layout were trained with mean {:?}, std {:?} (the default when `data.normalize` is left out); the teacher's features are only right for the statistics its weights were trained with",
+                n.mean,
+                n.std,
+                r.teacher.arch.name(),
+                layout_name(layout),
+                t.mean,
+                t.std
+            ));
+            n.clone()
+        }
+        (Some(n), _) => n.clone(),
+        (None, Some(t)) => t,
+        (None, None) => crate::recipe::Normalize::default(),
     }
 }
 

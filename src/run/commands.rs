@@ -61,10 +61,12 @@ pub fn submit(
     opts: &crate::slurm::SlurmOptions,
     resubmit: Option<&Path>,
 ) -> Result<crate::slurm::Submitted, RunError> {
-    crate::slurm::check(plan, opts, resubmit.is_some())?;
+    for w in crate::slurm::check(plan, opts, resubmit.is_some())? {
+        eprintln!("warning: {w}");
+    }
     // Shared with block tasks still running (they are cancelled), exclusive of a whole run; the
-    // hold ends before the jobs start.
-    let dir = super::prepare(plan, resubmit, 0, Some("submit"), opts.study)?.dir;
+    // hold ends before the jobs start. The devices are the compute nodes': none is opened here.
+    let (dir, ..) = super::make_ready(plan, resubmit, 0, Some("submit"), opts.study)?;
     Ok(crate::slurm::submit(plan, opts, &dir)?)
 }
 
@@ -105,46 +107,86 @@ pub fn describe_arch(path: &Path) -> Result<String, RunError> {
     Ok(s)
 }
 
-/// `dnarun plan` of a recipe: the summary, then what each split holds (or why it cannot be read).
-pub fn describe_plan(plan: &Plan) -> String {
-    let mut s = plan.summary();
-    for (name, split) in [("train", &plan.data.train), ("test", &plan.data.test)] {
-        match crate::data::read_split(&plan.data, split) {
-            Ok(images) => {
-                let h = images.histogram(plan.data.classes);
-                let (lo, hi) = (
-                    h.iter().min().copied().unwrap_or(0),
-                    h.iter().max().copied().unwrap_or(0),
-                );
-                let per = if lo == hi {
-                    format!("{lo} per class")
-                } else {
-                    format!("{lo} to {hi} per class")
-                };
-                let names = images
-                    .class_names
-                    .iter()
-                    .take(10)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let more = if images.class_names.len() > 10 {
-                    ", ..."
-                } else {
-                    ""
-                };
-                let _ = writeln!(
-                    s,
-                    "{name} split: {} images, {} classes, {per} ({names}{more})",
-                    images.len(),
-                    h.len()
-                );
-            }
-            Err(e) => {
-                let _ = writeln!(s, "{name} split: not readable here: {e}");
-            }
-        }
+/// What `validate` and `plan` check beyond the recipe, as a run would before creating anything:
+/// the data read and sampled as the recipe asks (files, class count, images per class) and the
+/// teacher's weights file read into the teacher (header, tensor names, shapes). `files: false`
+/// (`--skip-data-checks`, a machine without the data) checks neither. Returns the data read and
+/// one line saying what was checked.
+pub fn check_inputs(
+    plan: &Plan,
+    files: bool,
+) -> Result<(Option<crate::data::Dataset>, String), RunError> {
+    let weights = plan.teacher.weights.as_ref().map(|(p, _)| p.display());
+    if !files {
+        let what = match weights {
+            Some(w) => format!("the data and the teacher's weights `{w}`"),
+            None => "the data".into(),
+        };
+        return Ok((None, format!("not checked (`--skip-data-checks`): {what}")));
     }
+    let data = crate::data::load(plan)?;
+    super::check_weights(plan)?;
+    let mut line = format!(
+        "checked: the data ({} training and {} test images, sampled as the recipe asks)",
+        data.train.len(),
+        data.test.len()
+    );
+    if let Some(w) = weights {
+        let _ = write!(line, ", the teacher's weights `{w}`");
+    }
+    Ok((Some(data), line))
+}
+
+/// The plan's notes, one `note: ...` line each.
+pub fn notes(plan: &Plan) -> String {
+    plan.notes.iter().map(|n| format!("note: {n}\n")).collect()
+}
+
+/// `dnarun plan` of a recipe: the summary, then what each split holds (`data`, from
+/// [`check_inputs`]) and the line saying what was checked.
+pub fn describe_plan(plan: &Plan, data: Option<&crate::data::Dataset>, checked: &str) -> String {
+    let mut s = plan.summary();
+    if let Some(data) = data {
+        for (name, images) in [("train", &data.train), ("test", &data.test)] {
+            let h = images.histogram(plan.data.classes);
+            let (lo, hi) = (
+                h.iter().min().copied().unwrap_or(0),
+                h.iter().max().copied().unwrap_or(0),
+            );
+            let per = if lo == hi {
+                format!("{lo} per class")
+            } else {
+                format!("{lo} to {hi} per class")
+            };
+            let names = images
+                .class_names
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let more = if images.class_names.len() > 10 {
+                ", ..."
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                s,
+                "{name} split: {} images, {} classes, {per} ({names}{more})",
+                images.len(),
+                h.len()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "subsets: {} images to distill on, {} to rate on, {} to train on, {} to test on",
+            data.search.len(),
+            data.rate.len(),
+            data.train_idx.len(),
+            data.test_idx.len()
+        );
+    }
+    let _ = writeln!(s, "{checked}");
     s
 }
 
@@ -286,6 +328,22 @@ pub fn teachers(name: Option<&str>, image_size: Option<usize>) -> Result<String,
             i + 1,
             shape
         );
+    }
+    s += "\ncheckpoints (`teacher.weights = { path, format, layout }`):\n";
+    for line in arch.checkpoint_sources() {
+        let _ = writeln!(s, "  {line}");
+    }
+    s += "normalisation its checkpoints were trained with (the default of `data.normalize`):\n";
+    for layout in arch.layouts() {
+        if let Some(n) = arch.normalization(*layout) {
+            let _ = writeln!(
+                s,
+                "  {}: mean {:?}, std {:?}",
+                layout_name(*layout),
+                n.mean,
+                n.std
+            );
+        }
     }
     Ok(s)
 }

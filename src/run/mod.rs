@@ -154,10 +154,37 @@ pub fn prepare(
     part: Option<&str>,
     study: bool,
 ) -> Result<Prepared, RunError> {
-    let device_spec = &plan.devices.list[device];
     check_devices(&plan.devices.list)?;
-    let device = open_device(device_spec)?;
+    let opened = open_device(&plan.devices.list[device])?;
+    let (dir, lock, data, track) = make_ready(plan, resume, device, part, study)?;
+    Ok(Prepared {
+        dir,
+        lock,
+        data,
+        device: opened,
+        track,
+    })
+}
+
+/// The part of [`prepare`] that opens no device (`submit` makes a run directory ready on a
+/// machine that need not have the run's devices): the data read and sampled, the teacher's
+/// weights checked (for a new run), the run directory made or reopened and held, the lock file
+/// written or checked, tracking opened with the parent run started.
+fn make_ready(
+    plan: &Plan,
+    resume: Option<&Path>,
+    device: usize,
+    part: Option<&str>,
+    study: bool,
+) -> Result<(RunDir, crate::rundir::RunLock, data::Dataset, Track), RunError> {
+    let device_spec = &plan.devices.list[device];
     let data = data::load(plan)?;
+    if resume.is_none() {
+        check_weights(plan)?;
+        for n in &plan.notes {
+            eprintln!("note: {n}");
+        }
+    }
     let dir = match resume {
         Some(d) => RunDir::open(plan, d),
         None => RunDir::create(plan)?,
@@ -202,13 +229,21 @@ pub fn prepare(
         dir.root().display(),
         track.tracker.describe()
     );
-    Ok(Prepared {
-        dir,
-        lock,
-        data,
-        device,
-        track,
-    })
+    Ok((dir, lock, data, track))
+}
+
+/// Reads the teacher's weights file, if the recipe names one, as the teacher stage will.
+fn check_weights(plan: &Plan) -> Result<(), RunError> {
+    if let Some((path, format)) = &plan.teacher.weights {
+        crate::nn::weights::check_teacher(
+            path,
+            *format,
+            &plan.teacher,
+            plan.data.channels,
+            plan.data.classes,
+        )?;
+    }
+    Ok(())
 }
 
 /// The datasets of a run as MLflow dataset inputs: the training split, the distillation and

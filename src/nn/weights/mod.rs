@@ -68,3 +68,31 @@ fn read_weights(path: &Path) -> Result<(Vec<u8>, impl Fn(String) -> WeightsError
     })?;
     Ok((bytes, fail))
 }
+
+/// Reads a teacher's weights file as the teacher stage will, on the CPU, and drops the teacher:
+/// a missing, unreadable or mismatched file (header, tensor names, shapes) is found by `validate`,
+/// `plan` and before a run creates anything, not in the teacher stage. A Burn record (a teacher
+/// dnarun trained) is checked for existence only.
+pub fn check_teacher(
+    path: &Path,
+    format: crate::plan::WeightFormat,
+    spec: &crate::plan::TeacherSpec,
+    channels: usize,
+    classes: usize,
+) -> Result<(), WeightsError> {
+    use crate::plan::WeightFormat;
+    let device = burn::tensor::Device::flex();
+    match format {
+        WeightFormat::Torch | WeightFormat::TorchLegacy => {
+            load_teacher(path, spec, channels, classes, &device).map(drop)
+        }
+        WeightFormat::Safetensors => {
+            load_teacher_safetensors(path, spec, channels, classes, &device).map(drop)
+        }
+        WeightFormat::Burn if path.is_file() => Ok(()),
+        WeightFormat::Burn => Err(WeightsError::Format {
+            path: path.to_path_buf(),
+            problem: "does not exist; check `teacher.weights.path` (relative to the recipe)".into(),
+        }),
+    }
+}
