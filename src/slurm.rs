@@ -338,7 +338,10 @@ pub fn check(plan: &Plan, opts: &SlurmOptions, resubmit: bool) -> Result<Vec<Str
 }
 
 /// Jobs that hold GPUs and compute on the CPU, or that compute on a GPU they did not ask for.
-fn device_warnings(devices: &[crate::plan::DeviceSpec], gpus_per_task: Option<u32>) -> Vec<String> {
+pub fn device_warnings(
+    devices: &[crate::plan::DeviceSpec],
+    gpus_per_task: Option<u32>,
+) -> Vec<String> {
     use crate::plan::DeviceSpec;
     let gpus = gpus_per_task.unwrap_or(0);
     let on_gpu: Vec<String> = devices

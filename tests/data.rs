@@ -710,3 +710,134 @@ fn an_extreme_crop_ratio_range_still_crops() {
         assert_eq!(b[0].shape, [16, 3, 192, 192], "ratio {ratio}");
     }
 }
+
+/// `dnarun ARGS...`: (exit code, stdout, stderr).
+fn dnarun(args: &[String]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnarun"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn args(cmd: &str, recipe: &str, sets: &[String]) -> Vec<String> {
+    let mut a = vec![cmd.to_string(), recipe.to_string()];
+    for s in sets {
+        a.extend(["--set".to_string(), s.clone()]);
+    }
+    a
+}
+
+/// `validate` and `plan` read the data and the teacher's weights as a run would, so a recipe that
+/// cannot run is not called valid; `--skip-data-checks` leaves them out and says so.
+#[test]
+fn validate_and_plan_read_the_data_and_the_weights_as_a_run_would() {
+    let tiny = "tests/fixtures/tiny.toml";
+    let bad = [
+        ("data.classes=1000", "set `data.classes = 10`"),
+        (
+            "data.samples_per_class=600",
+            "fewer than `data.samples_per_class` + `data.rate_per_class` = 604",
+        ),
+        (
+            "data.train.images=\"../../data/nope.gz\"",
+            "data/nope.gz` does not exist",
+        ),
+    ];
+    for (set, says) in bad {
+        for cmd in ["validate", "plan"] {
+            let (code, out, err) = dnarun(&args(cmd, tiny, &[set.to_string()]));
+            assert_eq!(code, Some(2), "{cmd} {set}: {out}{err}");
+            assert!(err.contains(says), "{cmd} {set}: {err}");
+            assert!(!out.contains("is valid"), "{out}");
+        }
+        let (code, out, err) = dnarun(&[
+            "validate".into(),
+            "--skip-data-checks".into(),
+            tiny.into(),
+            "--set".into(),
+            set.into(),
+        ]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.contains("is valid\nnot checked (`--skip-data-checks`): the data"),
+            "{out}"
+        );
+    }
+    let (code, out, err) = dnarun(&args("validate", tiny, &[]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("checked: the data (5000 training and 1000 test images"),
+        "{out}"
+    );
+
+    // A class folder holding a file manager's `.DS_Store` and a hidden folder beside the
+    // classes: both ignored.
+    let dir = scratch("hidden-files");
+    let photos = photo_folder("photos-3x6", 3, 6);
+    for class in ["n00000000", "n00000001", "n00000002"] {
+        let to = dir.join(class);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(photos.join(class)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::write(dir.join("n00000001/.DS_Store"), b"\0\0\0\x01Bud1").unwrap();
+    std::fs::write(dir.join("n00000001/._img_00000.jpg"), b"AppleDouble").unwrap();
+    std::fs::create_dir_all(dir.join(".ipynb_checkpoints")).unwrap();
+    let abs = dir.canonicalize().unwrap();
+    let photo_sets = [
+        format!("data.train.dir=\"{}\"", abs.display()),
+        format!("data.test.dir=\"{}\"", abs.display()),
+        "data.classes=3".to_string(),
+    ];
+    let (code, out, err) = dnarun(&args("plan", "tests/fixtures/photos.toml", &photo_sets));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("train split: 18 images, 3 classes, 6 per class"),
+        "{out}"
+    );
+
+    // The paper's teacher on those photos: its weights file is read at `validate`, and a run
+    // whose weights cannot be read creates nothing.
+    let lite0 = std::env::var("DNARUN_TEST_LITE0")
+        .expect("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`");
+    let junk = scratch("weights").join("junk.pth");
+    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    let runs = scratch("weights-runs").canonicalize().unwrap();
+    let paper = |weights: &str| {
+        let mut sets = photo_sets.to_vec();
+        sets.extend([
+            "data.samples_per_class=2".to_string(),
+            "data.rate_per_class=1".into(),
+            format!("teacher.weights.path=\"{weights}\""),
+            format!("experiment.output_dir=\"{}\"", runs.display()),
+            format!("tracking.uri=\"file:{}/mlruns\"", runs.display()),
+        ]);
+        sets
+    };
+    let recipe = "recipes/dna-imagenet.toml";
+    let (code, out, err) = dnarun(&args("validate", recipe, &paper(&lite0)));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("the teacher's weights `"), "{out}");
+    let missing = runs.join("missing.pth").display().to_string();
+    for (weights, says) in [
+        (missing.as_str(), "missing.pth` cannot be read"),
+        (junk.to_str().unwrap(), "junk.pth"),
+    ] {
+        for cmd in ["validate", "run"] {
+            let (code, _, err) = dnarun(&args(cmd, recipe, &paper(weights)));
+            assert_eq!(code, Some(2), "{cmd}: {err}");
+            assert!(err.contains(says), "{cmd}: {err}");
+        }
+    }
+    assert!(
+        std::fs::read_dir(&runs).unwrap().next().is_none(),
+        "a run whose weights cannot be read writes nothing"
+    );
+}

@@ -33,7 +33,13 @@ fn ok(out: Output) -> String {
 }
 
 fn submit(recipe: &str, args: &[String]) -> (PathBuf, String) {
+    submit_in(Path::new("."), recipe, args)
+}
+
+/// [`submit`] from the folder `cwd`.
+fn submit_in(cwd: &Path, recipe: &str, args: &[String]) -> (PathBuf, String) {
     let stdout = ok(Command::new(BIN)
+        .current_dir(cwd)
         .args(["submit", recipe, "--slurm"])
         .args(args)
         .output()
@@ -82,6 +88,8 @@ fn chosen(run_dir: &Path) -> serde_json::Value {
     v["top"].clone()
 }
 
+/// A run submitted to Slurm (from the recipe's folder, with a bare file name) computes what a
+/// local run computes.
 #[test]
 fn a_slurm_run_equals_a_local_run() {
     slurm_available();
@@ -91,8 +99,10 @@ fn a_slurm_run_equals_a_local_run() {
         .args(sets(&local, &[]))
         .output()
         .unwrap());
+    // Submitted from the recipe's own folder with a bare file name: every task finds the data
+    // through the lock file.
     let dir = out_dir("submitted");
-    let (run, stdout) = submit("tests/fixtures/tiny.toml", &sets(&dir, &[]));
+    let (run, stdout) = submit_in(Path::new("tests/fixtures"), "tiny.toml", &sets(&dir, &[]));
     for stage in ["teacher", "distill", "rate", "finish"] {
         assert!(stdout.contains(&format!("  {stage:<8} job ")), "{stdout}");
         assert!(run.join(format!("slurm/{stage}.sbatch")).exists());
@@ -156,6 +166,36 @@ fn a_dry_run_only_writes_the_scripts() {
         "{rate}"
     );
     assert!(!run.join("slurm/jobs.json").exists());
+    // Jobs that would hold GPUs and compute on the CPU are submitted with a warning.
+    let out = Command::new(BIN)
+        .args(["submit", "tests/fixtures/tiny.toml", "--slurm", "--dry-run"])
+        .args(sets(&out_dir("dry-gpus"), &[]))
+        .args(["--gpus-per-task", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: `--gpus-per-task 1` holds GPUs, but `runtime.devices` is [cpu]"),
+        "{err}"
+    );
+}
+
+/// `submit` opens no device (the submitting machine need not have the compute nodes'); it warns
+/// where the jobs' GPUs and `runtime.devices` disagree, both ways.
+#[test]
+fn submit_warns_when_gpus_and_devices_disagree() {
+    use dnarun::plan::DeviceSpec::{Cpu, Cuda, Wgpu};
+    use dnarun::slurm::device_warnings;
+    assert!(device_warnings(&[Cpu], None).is_empty());
+    assert!(device_warnings(&[Cuda(0)], Some(1)).is_empty());
+    let w = device_warnings(&[Cpu, Cpu], Some(2));
+    assert!(w[0].contains("the jobs would compute on the CPU"), "{w:?}");
+    let w = device_warnings(&[Wgpu(0)], None);
+    assert!(
+        w[0].contains("`runtime.devices` computes on wgpu:0, but the jobs ask for no GPU"),
+        "{w:?}"
+    );
 }
 
 #[test]
