@@ -170,10 +170,6 @@ bad!(
     edit("max_mflops = 0.14", "max_mflops = 0.01")
 );
 bad!(
-    irrelevant_budget,
-    edit("max_mflops = 0.14", "max_mflops = 50.0")
-);
-bad!(
     bad_device,
     format!("{TINY}\n[runtime]\ndevices = [\"tpu:0\"]\n")
 );
@@ -1068,4 +1064,43 @@ fn a_pretrained_teacher_gets_its_checkpoints_normalisation() {
     )
     .unwrap();
     assert_eq!(plan.data.mean, vec![0.5]);
+}
+
+/// A budget above the dearest student is valid (it constrains nothing) and gets a note.
+#[test]
+fn a_budget_above_every_student_is_a_note() {
+    let p = write_case(
+        "irrelevant_budget",
+        &edit("max_mflops = 0.14", "max_mflops = 50.0"),
+    );
+    let plan = Plan::load(&p, &Overrides::default()).unwrap_or_else(|d| panic!("{}", d.render()));
+    assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+    assert!(
+        plan.notes[0].contains("`search.max_mflops` is 50, but the most expensive student needs only 0.17M FLOPs: the budget constrains nothing"),
+        "{:?}",
+        plan.notes
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnarun"))
+        .args(["validate", &p.display().to_string(), "--skip-data-checks"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("note: `search.max_mflops` is 50"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A block that targets a tap out of order gets that one error, not a second one about its
+/// shapes (which would suggest changing `student.stem_stride`).
+#[test]
+fn a_target_out_of_order_is_one_error() {
+    let paper = std::fs::read_to_string("recipes/dna-imagenet.toml").unwrap();
+    let err = problems("target_out_of_order", &paper, &["blocks.0.target=\"s7\""]);
+    assert!(
+        err.contains("so block 0 must target `s2`") && err.contains("the recipe has 1 problem"),
+        "{err}"
+    );
+    assert!(!err.contains("stem_stride"), "{err}");
 }

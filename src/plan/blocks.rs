@@ -35,8 +35,14 @@ pub(super) fn resolve(r: &Recipe, taps: &[TapSpec], p: &mut Problems) -> (Space,
     for (bi, b) in r.blocks.iter().enumerate() {
         let tap = check_target(bi, b, taps, &prev_name, p);
         let ops = block_ops(r, bi, b, p);
-        let target_shape = tap.map(|t| taps[t].shape).unwrap_or(prev_shape);
-        let stride = derive_stride(bi, b, prev_shape, target_shape, tap.is_some(), p);
+        // A block that names a tap out of order has one error, that one: its shapes (and the next
+        // block's input) are the tap it should target.
+        let in_order = tap == Some(bi);
+        let target_shape = match tap {
+            Some(t) => taps.get(bi).unwrap_or(&taps[t]).shape,
+            None => prev_shape,
+        };
+        let stride = derive_stride(bi, b, prev_shape, target_shape, in_order, p);
         if b.cells.is_empty() {
             p.err(
                 &format!("/blocks/{bi}/cells"),

@@ -28,7 +28,12 @@ impl Measure {
     }
 }
 
-pub(super) fn resolve(s: &Search, space: &Space, p: &mut Problems) -> SearchSpec {
+pub(super) fn resolve(
+    s: &Search,
+    space: &Space,
+    p: &mut Problems,
+    notes: &mut Vec<String>,
+) -> SearchSpec {
     // Budgets.
     let mut measures = [Measure::Flops(s.flops_convention), Measure::Params];
     let mut limits = [f64::INFINITY, f64::INFINITY];
@@ -72,18 +77,12 @@ pub(super) fn resolve(s: &Search, space: &Space, p: &mut Problems) -> SearchSpec
                         )),
                     );
             } else if limit >= hi as f64 {
-                p.err(
-                        &format!("/search/{key}"),
-                        format!(
-                            "`search.{key}` is {}, but the most expensive student needs only {:.2}{unit}: the budget limits nothing",
-                            limit / 1e6,
-                            hi as f64 / 1e6
-                        ),
-                        Some(format!(
-                            "lower `search.{key}` below {:.2}, or remove it to search without a budget",
-                            hi as f64 / 1e6
-                        )),
-                    );
+                // Not wrong, but worth knowing: every student fits.
+                notes.push(format!(
+                    "`search.{key}` is {}, but the most expensive student needs only {:.2}{unit}: the budget constrains nothing, the search ranks the whole space",
+                    limit / 1e6,
+                    hi as f64 / 1e6
+                ));
             }
         }
     }

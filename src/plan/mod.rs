@@ -270,7 +270,7 @@ impl Plan {
         let teacher = teacher::resolve(r, &base, &mut p);
         let taps = teacher::taps(r, &teacher, &mut p);
         let (space, block_lr) = blocks::resolve(r, &taps, &mut p);
-        let mut search = budget::resolve(&r.search, &space, &mut p);
+        let mut search = budget::resolve(&r.search, &space, &mut p, &mut notes);
         search.predictor = budget::predictor(&r.search, &base, space.blocks.len(), &mut p);
         let devices = devices::resolve(&r.runtime, &mut p);
         let reuse = reuse::resolve(&r.study.reuse, &base, &loaded.value, &mut p);

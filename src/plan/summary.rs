@@ -58,7 +58,7 @@ impl Plan {
                 .join(", ")
         );
         self.blocks_text(&mut s);
-        let _ = writeln!(s, "space: {:.4e} architectures", self.space.size());
+        let _ = writeln!(s, "space: {} architectures", count(self.space.size()));
         let (flo, fhi) = self.space.extremes(|c| c.flops(conv));
         let (plo, phi) = self.space.extremes(|c| c.params);
         let _ = writeln!(
@@ -69,6 +69,54 @@ impl Plan {
             plo as f64 / 1e6,
             phi as f64 / 1e6
         );
+        let _ = writeln!(
+            s,
+            "budget: {}; top {}",
+            self.budget_text(),
+            self.search.top_k
+        );
+        if self.search.limits[0].is_finite() {
+            let fit = self.fitting_fraction();
+            let _ = writeln!(
+                s,
+                "fit the first budget: about {} architectures ({:.1} % of the space)",
+                count((fit * self.space.size()).round()),
+                fit * 100.0
+            );
+        }
+        self.work_text(&mut s);
+        s
+    }
+}
+
+/// A count as people read it: `8,000` up to a million, then `1.96e17`.
+pub fn count(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e6 {
+        let digits = format!("{}", x.abs() as u64);
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if x < 0.0 { format!("-{out}") } else { out }
+    } else if x.abs() < 1e6 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2e}")
+    }
+}
+
+/// `1 step`, `16 steps`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{} {}", count(n as f64), if n == 1 { one } else { many })
+}
+
+impl Plan {
+    /// The budget as the plan and the report state it: `<= 5.00M FLOPs, <= 0.100M params`, or
+    /// `none`.
+    pub fn budget_text(&self) -> String {
         let budget: Vec<String> = self
             .search
             .measures
@@ -80,31 +128,13 @@ impl Plan {
                 Measure::Flops(_) => format!("<= {:.2}M FLOPs", l / 1e6),
             })
             .collect();
-        let _ = writeln!(
-            s,
-            "budget: {}; top {}",
-            if budget.is_empty() {
-                "none".into()
-            } else {
-                budget.join(", ")
-            },
-            self.search.top_k
-        );
-        if self.search.limits[0].is_finite() {
-            let fit = self.fitting_fraction();
-            let _ = writeln!(
-                s,
-                "fit the first budget: about {:.3e} architectures ({:.1} % of the space)",
-                fit * self.space.size(),
-                fit * 100.0
-            );
+        if budget.is_empty() {
+            "none".into()
+        } else {
+            budget.join(", ")
         }
-        self.work_text(&mut s);
-        s
     }
-}
 
-impl Plan {
     /// The fraction of architectures whose first cost fits the first budget, from per-block cost
     /// histograms convolved block by block (an estimate: costs are binned).
     pub fn fitting_fraction(&self) -> f64 {
@@ -141,7 +171,10 @@ impl Plan {
     }
 
     fn blocks_text(&self, s: &mut String) {
-        let _ = writeln!(s, "blocks:");
+        let _ = writeln!(
+            s,
+            "blocks (cells as LxH: L layers of H hidden channels, /2: its first layer halves the size):"
+        );
         for (i, b) in self.space.blocks.iter().enumerate() {
             let cells = b
                 .cells
@@ -159,10 +192,10 @@ impl Plan {
             let device = self.devices.label_of_block(i);
             let _ = writeln!(
                 s,
-                "  {i}: -> {:<8} cells [{cells}] ops {} paths {:.4e}  lr {}  on {device}",
+                "  {i}: -> {:<8} cells [{cells}] ops {} paths {}  lr {}  on {device}",
                 b.target,
                 b.ops.len(),
-                b.num_paths(),
+                count(b.num_paths()),
                 self.distill.block_lr[i]
             );
         }
@@ -192,12 +225,23 @@ impl Plan {
             * self.distill.epochs;
         let _ = writeln!(
             s,
-            "work: {steps} teacher forwards feeding {} blocks ({} epochs of {} steps, batch {batch}); {paths:.4e} paths to rate ({layer_evals:.4e} layer evaluations with prefix sharing); retrain top {} for {} epochs",
-            self.space.blocks.len(),
-            self.distill.epochs,
-            steps / self.distill.epochs.max(1),
-            self.search.top_k + self.retrain.random_controls,
-            self.retrain.train.epochs
+            "work: {} feeding {} ({} of {}, batch {batch}); {} to rate ({} with prefix sharing); retrain {} for {}",
+            plural(steps, "teacher forward", "teacher forwards"),
+            plural(self.space.blocks.len(), "block", "blocks"),
+            plural(self.distill.epochs, "epoch", "epochs"),
+            plural(steps / self.distill.epochs.max(1), "step", "steps"),
+            if paths == 1.0 {
+                "1 path".to_string()
+            } else {
+                format!("{} paths", count(paths))
+            },
+            format!("{} layer evaluations", count(layer_evals)),
+            plural(
+                self.search.top_k + self.retrain.random_controls,
+                "net",
+                "nets"
+            ),
+            plural(self.retrain.train.epochs, "epoch", "epochs"),
         );
     }
 }
