@@ -177,10 +177,15 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
-    /// Retrain an architecture (`arch.toml`) from scratch and report its accuracy.
+    /// Retrain an architecture (`arch.toml`) from scratch, in a new run directory of its
+    /// recipe's experiment, and report its accuracy.
     Retrain {
         /// The architecture file.
         arch: PathBuf,
+        /// Override a value of the recipe the architecture file names: `--set retrain.epochs=50`
+        /// (repeatable; values are TOML).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
     /// Hand the run to a Slurm cluster: teacher, a job array per block for distillation and for
     /// rating (`afterok`), then search, retrain and report. Prints the job ids.
@@ -380,9 +385,13 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             check,
             markdown,
         } => return schema(output, check, markdown),
-        Command::Retrain { arch } => {
-            let (name, acc) = commands::retrain(&arch, stop)?;
-            out(&format!("{name}: test accuracy {:.2}%\n", acc * 100.0));
+        Command::Retrain { arch, sets } => {
+            let (name, acc, dir) = commands::retrain(&arch, &sets, stop)?;
+            out(&format!(
+                "{name}: test accuracy {:.2}% (run directory `{}`)\n",
+                acc * 100.0,
+                dir.display()
+            ));
         }
         c @ Command::Submit { .. } => return submit(c),
         Command::Status { run_dir } => out(&commands::status(&run_dir)?),

@@ -161,3 +161,16 @@ pub fn pooled_std(groups: &[Vec<f64>]) -> f64 {
         (ss / dof).sqrt()
     }
 }
+
+/// The Wilson score interval (95 %) of a proportion `p` measured on `n` trials: how far an
+/// accuracy on `n` test images may lie from the net's true accuracy by the luck of the draw.
+pub fn wilson_interval(p: f64, n: usize) -> [f64; 2] {
+    if n == 0 {
+        return [0.0, 1.0];
+    }
+    let z = 1.959_964f64;
+    let n = n as f64;
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z / (1.0 + z * z / n) * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    [(centre - half).max(0.0), (centre + half).min(1.0)]
+}

@@ -158,6 +158,32 @@ fn whole_pipeline_writes_every_artifact() {
         .filter(|p| !p.join("tags/mlflow.parentRunId").exists())
         .collect();
     assert_eq!(parents.len(), 1);
+    // The parent has the top-1's cost (to plot runs against cost), and no tau over 3 nets (the
+    // report calls that too few to judge).
+    let metric = |name: &str| parents[0].join("metrics").join(name);
+    for m in [
+        "top1_mflops",
+        "top1_mparams",
+        "top1_rating",
+        "best_accuracy",
+    ] {
+        assert!(metric(m).exists(), "{m}");
+    }
+    assert!(!metric("kendall_tau").exists());
+    // The report says what the run was and how to read it.
+    let md = std::fs::read_to_string(r.join("report.md")).unwrap();
+    for part in [
+        "# `tiny`: tiny-001",
+        "budget <= 0.14M FLOPs",
+        "space 36 architectures (6, 6 paths per block)",
+        "accuracies on 200 test images",
+        "| 95 % interval |",
+        "**Reading it.**",
+        "too few to judge",
+        "distillation on cpu: ",
+    ] {
+        assert!(md.contains(part), "`{part}` in:\n{md}");
+    }
     assert_eq!(
         runs.len(),
         1 + 1 + 2 + 2 + 1 + 3,
@@ -184,8 +210,23 @@ fn whole_pipeline_writes_every_artifact() {
         "{text}"
     );
     // ... and retrains.
-    let re = run(&["retrain".into(), arch]);
-    assert!(String::from_utf8_lossy(&re.stdout).contains("top1: test accuracy"));
+    let re = run(&[
+        "retrain".into(),
+        arch,
+        "--set".into(),
+        "retrain.epochs=1".into(),
+    ]);
+    let out = String::from_utf8_lossy(&re.stdout);
+    assert!(
+        out.contains("top1: test accuracy") && out.contains("(run directory `"),
+        "{out}"
+    );
+    assert!(
+        String::from_utf8_lossy(&re.stderr)
+            .contains("retraining `top1` for 1 epoch in the new run directory"),
+        "{}",
+        String::from_utf8_lossy(&re.stderr)
+    );
 }
 
 #[test]

@@ -166,6 +166,13 @@ fn a_dry_run_only_writes_the_scripts() {
         "{rate}"
     );
     assert!(!run.join("slurm/jobs.json").exists());
+    // No MLflow run is left behind (it would stay RUNNING for ever).
+    assert!(!run.join("tracking/parent.id").exists());
+    let runs: Vec<_> = common::files_under(&dir.join("mlruns"))
+        .into_iter()
+        .filter(|f| f.components().any(|c| c.as_os_str() == "tags"))
+        .collect();
+    assert!(runs.is_empty(), "{runs:?}");
     // Jobs that would hold GPUs and compute on the CPU are submitted with a warning.
     let out = Command::new(BIN)
         .args(["submit", "tests/fixtures/tiny.toml", "--slurm", "--dry-run"])

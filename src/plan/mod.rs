@@ -15,6 +15,7 @@ mod problems;
 mod reuse;
 mod seeds;
 mod summary;
+pub use summary::count;
 mod teacher;
 
 use std::path::PathBuf;

@@ -66,7 +66,8 @@ pub fn submit(
     }
     // Shared with block tasks still running (they are cancelled), exclusive of a whole run; the
     // hold ends before the jobs start. The devices are the compute nodes': none is opened here.
-    let (dir, ..) = super::make_ready(plan, resubmit, 0, Some("submit"), opts.study)?;
+    let (dir, ..) =
+        super::make_ready(plan, resubmit, 0, Some("submit"), opts.study, !opts.dry_run)?;
     Ok(crate::slurm::submit(plan, opts, &dir)?)
 }
 
@@ -78,16 +79,16 @@ pub fn is_arch_file(path: &Path) -> bool {
     })
 }
 
-/// An architecture file and the plan of the recipe it names.
-pub fn arch_plan(path: &Path) -> Result<(ArchFile, Plan), RunError> {
+/// An architecture file and the plan of the recipe it names, with `--set` overrides.
+pub fn arch_plan(path: &Path, sets: &[String]) -> Result<(ArchFile, Plan), RunError> {
     let arch = ArchFile::read(path)?;
     let recipe = path.parent().unwrap_or(Path::new("")).join(&arch.recipe);
-    Ok((arch, load_plan(&recipe, &[])?))
+    Ok((arch, load_plan(&recipe, sets)?))
 }
 
 /// `dnarun plan` of an architecture file: its paths and costs.
 pub fn describe_arch(path: &Path) -> Result<String, RunError> {
-    let (arch, plan) = arch_plan(path)?;
+    let (arch, plan) = arch_plan(path, &[])?;
     let a = arch.architecture(&plan)?;
     let c = plan.space.cost(&a);
     let mut s = format!(
@@ -190,9 +191,15 @@ pub fn describe_plan(plan: &Plan, data: Option<&crate::data::Dataset>, checked: 
     s
 }
 
-/// `dnarun retrain ARCH`: retrains the architecture; returns its name and test accuracy.
-pub fn retrain(path: &Path, stop: Arc<AtomicBool>) -> Result<(String, f64), RunError> {
-    let (file, plan) = arch_plan(path)?;
+/// `dnarun retrain ARCH [--set K=V]`: retrains the architecture (its recipe's settings with the
+/// overrides, e.g. `retrain.epochs`) in a new run directory of the recipe's experiment; returns
+/// its name, test accuracy and the run directory.
+pub fn retrain(
+    path: &Path,
+    sets: &[String],
+    stop: Arc<AtomicBool>,
+) -> Result<(String, f64, PathBuf), RunError> {
+    let (file, plan) = arch_plan(path, sets)?;
     let a = file.architecture(&plan)?;
     let c = plan.space.cost(&a);
     let chosen = Chosen {
@@ -204,8 +211,8 @@ pub fn retrain(path: &Path, stop: Arc<AtomicBool>) -> Result<(String, f64), RunE
         params: c.params,
         predicted_accuracy: None,
     };
-    let acc = super::retrain_arch(&plan, &chosen, stop)?;
-    Ok((file.name, acc))
+    let (acc, dir) = super::retrain_arch(&plan, &chosen, stop)?;
+    Ok((file.name, acc, dir))
 }
 
 /// `dnarun status RUN_DIR`.

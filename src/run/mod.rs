@@ -156,7 +156,8 @@ pub fn prepare(
 ) -> Result<Prepared, RunError> {
     check_devices(&plan.devices.list)?;
     let opened = open_device(&plan.devices.list[device])?;
-    let (dir, lock, data, track) = make_ready(plan, resume, device, part, study)?;
+    let (dir, lock, data, track) = make_ready(plan, resume, device, part, study, true)?;
+    let track = track.expect("tracking asked for");
     Ok(Prepared {
         dir,
         lock,
@@ -169,14 +170,16 @@ pub fn prepare(
 /// The part of [`prepare`] that opens no device (`submit` makes a run directory ready on a
 /// machine that need not have the run's devices): the data read and sampled, the teacher's
 /// weights checked (for a new run), the run directory made or reopened and held, the lock file
-/// written or checked, tracking opened with the parent run started.
+/// written or checked, and with `tracking` (not for `submit --dry-run`, which must leave no
+/// MLflow run behind) tracking opened with the parent run started.
 fn make_ready(
     plan: &Plan,
     resume: Option<&Path>,
     device: usize,
     part: Option<&str>,
     study: bool,
-) -> Result<(RunDir, crate::rundir::RunLock, data::Dataset, Track), RunError> {
+    tracking: bool,
+) -> Result<(RunDir, crate::rundir::RunLock, data::Dataset, Option<Track>), RunError> {
     let device_spec = &plan.devices.list[device];
     let data = data::load(plan)?;
     if resume.is_none() {
@@ -199,6 +202,10 @@ fn make_ready(
     let lock = dir.lock(part)?;
     let info = LockInfo::current(plan, device_spec, &data.fingerprint, study);
     dir.write_or_check_lock(&plan.source.value, &info)?;
+    if !tracking {
+        eprintln!("run directory `{}`", dir.root().display());
+        return Ok((dir, lock, data, None));
+    }
     let mut tracker = track::open(&plan.tracking, &dir.spool())?;
     let parent = match dir.tracking_ids().remove("parent") {
         Some(p) => p,
@@ -229,7 +236,7 @@ fn make_ready(
         dir.root().display(),
         track.tracker.describe()
     );
-    Ok((dir, lock, data, track))
+    Ok((dir, lock, data, Some(track)))
 }
 
 /// Reads the teacher's weights file, if the recipe names one, as the teacher stage will.
@@ -467,15 +474,27 @@ fn measured_study(
     Ok(out)
 }
 
-/// Retrains one architecture from scratch in a new run directory; returns its test accuracy.
+/// Retrains one architecture from scratch in a new run directory; returns its test accuracy and
+/// the run directory.
 pub fn retrain_arch(
     plan: &Plan,
     chosen: &stages::search::Chosen,
     stop: Arc<AtomicBool>,
-) -> Result<f64, RunError> {
+) -> Result<(f64, PathBuf), RunError> {
     let device = open_device(&plan.devices.list[0])?;
     let data = data::load(plan)?;
     let dir = RunDir::create(plan)?;
+    eprintln!(
+        "retraining `{}` for {} epoch{} in the new run directory `{}`",
+        chosen.name,
+        plan.retrain.train.epochs,
+        if plan.retrain.train.epochs == 1 {
+            ""
+        } else {
+            "s"
+        },
+        dir.root().display()
+    );
     let mut tracker = track::open(&plan.tracking, &dir.spool())?;
     let name = format!("{}-retrain-{}", dir.name(), chosen.name);
     let parent = tracker.start_run(
@@ -510,5 +529,5 @@ pub fn retrain_arch(
         },
     );
     track.tracker.flush();
-    Ok(result?)
+    Ok((result?, dir.root().to_path_buf()))
 }

@@ -9,9 +9,15 @@ use super::retrain::Retrained;
 use crate::rundir::{read_json, write_atomic, write_json};
 use crate::stats::kendall_tau;
 
+/// Fewer retrained nets than this are too few for Kendall's tau to say anything.
+const MIN_TAU_NETS: usize = 5;
+
 /// The run's final numbers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// What the run was: experiment, recipe, budget, space (for a report read on its own).
+    #[serde(default)]
+    pub about: About,
     /// The teacher's test accuracy.
     pub teacher_accuracy: Option<f64>,
     /// Every retrained architecture.
@@ -31,6 +37,23 @@ pub struct Report {
     pub skipped_images: Vec<String>,
 }
 
+/// What a report is about, stated at its top.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct About {
+    /// `experiment.name`.
+    pub experiment: String,
+    /// The run directory's name.
+    pub run: String,
+    /// The recipe file.
+    pub recipe: String,
+    /// The budget, as `dnarun plan` states it.
+    pub budget: String,
+    /// The space's size and paths per block.
+    pub space: String,
+    /// Test images each accuracy was measured on.
+    pub test_images: usize,
+}
+
 /// Where a block was distilled and rated, and how long each took.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlockWork {
@@ -47,31 +70,61 @@ pub struct BlockWork {
 }
 
 impl Report {
-    /// The table as Markdown.
+    /// The report as Markdown: what the run was, the nets, a legend, where the time went.
     pub fn markdown(&self) -> String {
-        let mut s = String::from(
-            "| architecture | paths | MFLOPs (DNA) | M params | rating | accuracy |\n|---|---|---:|---:|---:|---:|\n",
+        let a = &self.about;
+        let mut s = format!(
+            "# `{}`: {}\n\nrecipe `{}`; budget {}; space {}; accuracies on {} test images.\n\n",
+            a.experiment, a.run, a.recipe, a.budget, a.space, a.test_images
         );
+        s += "| architecture | paths | MFLOPs (DNA) | M params | rating | accuracy | 95 % interval |\n|---|---|---:|---:|---:|---:|---|\n";
         for r in &self.architectures {
+            let [lo, hi] = crate::stats::wilson_interval(r.accuracy, a.test_images);
             s += &format!(
-                "| {} | `{}` | {:.2} | {:.3} | {:.4} | {:.2}% |\n",
+                "| {}{} | `{}` | {:.2} | {:.3} | {:.4} | {:.2}% | {:.1} to {:.1}% |\n",
                 r.chosen.name,
+                if r.control { " (random control)" } else { "" },
                 r.chosen.paths.join(" | ").replace('|', "\\|"),
                 r.chosen.flops_dna as f64 / 1e6,
                 r.chosen.params as f64 / 1e6,
                 r.chosen.rating,
-                r.accuracy * 100.0
+                r.accuracy * 100.0,
+                lo * 100.0,
+                hi * 100.0
             );
         }
         if let Some(t) = self.teacher_accuracy {
             s += &format!("\nteacher accuracy: {:.2}%\n", t * 100.0);
         }
         s += &format!("{}\n", self.tau_line());
-        s += "\n| block | device | distill s | rate s | paths |\n|---:|---|---:|---:|---:|\n";
+        s += "\n**Reading it.** `paths` gives each block's path, blocks separated by `|`: `c1:k5e6-k3e6` is the block's cell 1 (0-based, as `dnarun plan` lists the cells) with two layers, op `k5e6` then `k3e6`. `rating` is the path's summed distillation loss on the rating images: lower is better. The interval is the Wilson 95 % interval of an accuracy measured on that many test images: nets whose intervals overlap are not told apart by this test set.\n";
+        s += "\n| block | device | paths | rate s |\n|---:|---|---:|---:|\n";
         for b in &self.blocks {
             s += &format!(
-                "| {} | {} | {:.1} | {:.1} | {} |\n",
-                b.block, b.device, b.distill_seconds, b.rate_seconds, b.paths
+                "| {} | {} | {} | {:.1} |\n",
+                b.block, b.device, b.paths, b.rate_seconds
+            );
+        }
+        // Blocks on one device are distilled together, one teacher forward feeding them all.
+        let mut devices: Vec<(&str, Vec<usize>, f64)> = Vec::new();
+        for b in &self.blocks {
+            match devices.iter_mut().find(|d| d.0 == b.device) {
+                Some(d) => {
+                    d.1.push(b.block);
+                    d.2 = d.2.max(b.distill_seconds);
+                }
+                None => devices.push((&b.device, vec![b.block], b.distill_seconds)),
+            }
+        }
+        for (device, blocks, seconds) in devices {
+            let list = blocks
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            s += &format!(
+                "\ndistillation on {device}: {seconds:.1} s for block{} {list} together (one teacher forward feeds them all)\n",
+                if blocks.len() == 1 { "" } else { "s" }
             );
         }
         s
@@ -105,7 +158,7 @@ impl Report {
     pub fn tau_line(&self) -> String {
         let n = self.architectures.len();
         match (self.kendall_tau, self.kendall_tau_ci) {
-            (Some(t), Some([lo, hi])) if n >= 5 => format!(
+            (Some(t), Some([lo, hi])) if n >= MIN_TAU_NETS => format!(
                 "Kendall's tau (lower rating vs higher accuracy) {t:.3}, 95 % CI [{lo:.2}, {hi:.2}], n = {n} nets, one seed each (see `dnarun study` for a ranking study)"
             ),
             _ => format!(
@@ -154,7 +207,33 @@ pub fn run(
         .chain(ctx.data.test.skipped())
         .map(|p| p.display().to_string())
         .collect();
+    let plan = ctx.plan;
+    let paths: Vec<String> = plan
+        .space
+        .blocks
+        .iter()
+        .map(|b| crate::plan::count(b.num_paths()))
+        .collect();
+    let about = About {
+        experiment: plan.experiment.name.clone(),
+        run: ctx.dir.name(),
+        recipe: plan
+            .source
+            .path
+            .canonicalize()
+            .unwrap_or(plan.source.path.clone())
+            .display()
+            .to_string(),
+        budget: plan.budget_text(),
+        space: format!(
+            "{} architectures ({} paths per block)",
+            crate::plan::count(plan.space.size()),
+            paths.join(", ")
+        ),
+        test_images: ctx.data.test_idx.len(),
+    };
     let report = Report {
+        about,
         teacher_accuracy,
         architectures,
         kendall_tau: tau,
@@ -192,7 +271,8 @@ pub fn run(
     if let Some(best) = report.architectures.first() {
         m.push(("best_accuracy".into(), best.accuracy));
     }
-    if let Some(t) = tau {
+    // Only what the report itself judges: with fewer than 5 nets it calls tau too few to judge.
+    if let (Some(t), true) = (tau, report.architectures.len() >= MIN_TAU_NETS) {
         m.push(("kendall_tau".into(), t));
     }
     if let Some(t) = teacher_accuracy {

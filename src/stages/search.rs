@@ -265,6 +265,19 @@ pub fn run(ctx: &mut Ctx) -> Result<SearchResult, StageError> {
     ctx.track.artifact(&run, &path, "")?;
     ctx.track.artifact(&run, &svg, "")?;
     ctx.track.end("search", RunStatus::Finished)?;
+    // The top-1's cost on the parent run, so runs can be plotted against cost in MLflow.
+    let parent = ctx.track.parent.clone();
+    let top = &result.top[0];
+    ctx.track.metrics(
+        &parent,
+        0,
+        &[
+            ("top1_rating", top.rating),
+            ("top1_mflops", top.flops_dna as f64 / 1e6),
+            ("top1_mmacs", top.macs as f64 / 1e6),
+            ("top1_mparams", top.params as f64 / 1e6),
+        ],
+    )?;
     tracing::info!(
         "search: best rating {:.4} ({} front points, {:.3}s)",
         result.top[0].rating,
