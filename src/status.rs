@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::Command;
 
 use crate::plan::Plan;
@@ -69,6 +70,83 @@ pub fn render(plan: &Plan, dir: &RunDir) -> Result<String, RunDirError> {
         );
     }
     let _ = writeln!(out, "  search       {}", state(s.searched, "finish", None));
-    let _ = writeln!(out, "  report       {}", state(s.reported, "finish", None));
+    let study = crate::rundir::Lock::read(&dir.lock_file()).is_ok_and(|l| l.lock.study);
+    if study {
+        let nets = (plan.study.architectures + 1) * plan.study.seeds;
+        let _ = writeln!(
+            out,
+            "  study        {}",
+            nets_line(&dir.root().join("study"), nets, "net seeds")?
+        );
+        let _ = writeln!(
+            out,
+            "  report       {}",
+            if dir.study("json").exists() {
+                "done".into()
+            } else {
+                state(false, "finish", None)
+            }
+        );
+    } else {
+        let nets = plan.search.top_k + plan.retrain.random_controls;
+        let _ = writeln!(
+            out,
+            "  retrain      {}",
+            nets_line(&dir.root().join("retrain"), nets, "nets")?
+        );
+        let _ = writeln!(out, "  report       {}", state(s.reported, "finish", None));
+    }
     Ok(out)
+}
+
+/// The retrained nets (or the study's net seeds) under `root`: how many of `expected` are done,
+/// the accuracies of those done and how far those in progress are.
+fn nets_line(root: &Path, expected: usize, what: &str) -> Result<String, RunDirError> {
+    let mut states = Vec::new();
+    collect_states(root, root, &mut states)?;
+    states.sort_by(|a, b| a.0.cmp(&b.0));
+    let done: Vec<String> = states
+        .iter()
+        .filter_map(|(name, st)| {
+            st.accuracy
+                .map(|a| format!("{name} {:.2}%", a * 100.0))
+        })
+        .collect();
+    let running: Vec<String> = states
+        .iter()
+        .filter(|(_, st)| st.accuracy.is_none())
+        .map(|(name, st)| format!("{name} at epoch {}", st.epochs_done))
+        .collect();
+    let mut line = format!("{} of {expected} {what} done", done.len());
+    if !done.is_empty() && done.len() <= 6 {
+        line += &format!(" ({})", done.join(", "));
+    }
+    if !running.is_empty() {
+        line += &format!("; {}", running.join(", "));
+    }
+    Ok(line)
+}
+
+/// Every `state.json` under `dir` (a net's training state), named by its folder relative to
+/// `root` (`top1`, `net03/s1`).
+fn collect_states(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<(String, crate::rundir::TrainState)>,
+) -> Result<(), RunDirError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_states(root, &p, out)?;
+        } else if p.file_name().is_some_and(|n| n == "state.json")
+            && let Some(st) = crate::rundir::read_json::<crate::rundir::TrainState>(&p)?
+        {
+            let name = dir.strip_prefix(root).unwrap_or(dir);
+            out.push((name.display().to_string(), st));
+        }
+    }
+    Ok(())
 }

@@ -170,6 +170,13 @@ fn whole_pipeline_writes_every_artifact() {
         assert!(metric(m).exists(), "{m}");
     }
     assert!(!metric("kendall_tau").exists());
+    // `status` shows the retrained nets.
+    let status = run(&["status".into(), r.display().to_string()]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains("retrain      3 of 3 nets done (top1 "),
+        "{status}"
+    );
     // The report says what the run was and how to read it.
     let md = std::fs::read_to_string(r.join("report.md")).unwrap();
     for part in [
@@ -872,6 +879,14 @@ fn a_tiny_study_end_to_end_and_resumed_after_a_kill() {
     let _ = child.wait();
     let before = std::fs::read_to_string(&first).unwrap();
     let modified = std::fs::metadata(&first).unwrap().modified().unwrap();
+    // `status` shows the study's nets, not a run's retraining.
+    let run_dir = dir.join("tiny-001").display().to_string();
+    let status = run(&["status".into(), run_dir.clone()]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains("  study        ") && status.contains(" of 12 net seeds done") && !status.contains("retrain"),
+        "{status}"
+    );
     // `dnarun resume` finishes what the run directory holds: the study, not a run's retraining.
     let out = run(&["resume".into(), dir.join("tiny-001").display().to_string()]);
     assert!(
@@ -889,6 +904,9 @@ fn a_tiny_study_end_to_end_and_resumed_after_a_kill() {
         text.contains("| summed rating (lower = better) |"),
         "{text}"
     );
+    let status = run(&["status".into(), run_dir]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains("study        12 of 12 net seeds done"), "{status}");
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("tiny-001/study.json")).unwrap())
             .unwrap();
