@@ -107,10 +107,7 @@ fn nets_line(root: &Path, expected: usize, what: &str) -> Result<String, RunDirE
     states.sort_by(|a, b| a.0.cmp(&b.0));
     let done: Vec<String> = states
         .iter()
-        .filter_map(|(name, st)| {
-            st.accuracy
-                .map(|a| format!("{name} {:.2}%", a * 100.0))
-        })
+        .filter_map(|(name, st)| st.accuracy.map(|a| format!("{name} {:.2}%", a * 100.0)))
         .collect();
     let running: Vec<String> = states
         .iter()

@@ -884,7 +884,9 @@ fn a_tiny_study_end_to_end_and_resumed_after_a_kill() {
     let status = run(&["status".into(), run_dir.clone()]);
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(
-        status.contains("  study        ") && status.contains(" of 12 net seeds done") && !status.contains("retrain"),
+        status.contains("  study        ")
+            && status.contains(" of 12 net seeds done")
+            && !status.contains("retrain"),
         "{status}"
     );
     // `dnarun resume` finishes what the run directory holds: the study, not a run's retraining.
@@ -906,7 +908,10 @@ fn a_tiny_study_end_to_end_and_resumed_after_a_kill() {
     );
     let status = run(&["status".into(), run_dir]);
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
-    assert!(status.contains("study        12 of 12 net seeds done"), "{status}");
+    assert!(
+        status.contains("study        12 of 12 net seeds done"),
+        "{status}"
+    );
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("tiny-001/study.json")).unwrap())
             .unwrap();

@@ -426,6 +426,33 @@ fn the_local_store_is_what_mlflow_serves() {
         .find(|r| tag(r, "mlflow.parentRunId").is_none() && r["info"]["run_name"] != "nan")
         .unwrap();
     assert_eq!(param(parent, "distill.epochs"), Some("3"));
+    // The datasets are the parent's dataset inputs, read back by MLflow from the file store.
+    let inputs = parent["inputs"]["dataset_inputs"].as_array().unwrap();
+    let mut contexts: Vec<&str> = inputs
+        .iter()
+        .filter_map(|i| {
+            i["tags"]
+                .as_array()?
+                .iter()
+                .find(|t| t["key"] == "mlflow.data.context")?["value"]
+                .as_str()
+        })
+        .collect();
+    contexts.sort();
+    assert_eq!(contexts, ["distill", "rate", "test", "train"], "{inputs:?}");
+    let train = inputs
+        .iter()
+        .find(|i| i["dataset"]["name"] == "tiny-train")
+        .unwrap();
+    assert_eq!(train["dataset"]["digest"].as_str().unwrap().len(), 12);
+    assert!(
+        train["dataset"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("train-images-idx3-ubyte.gz"),
+        "{train}"
+    );
+    assert_eq!(train["dataset"]["profile"], "{\"num_rows\":400}");
     let children = runs
         .iter()
         .filter(|r| tag(r, "mlflow.parentRunId") == parent["info"]["run_id"].as_str())

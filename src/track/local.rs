@@ -226,6 +226,60 @@ impl Tracker for LocalStore {
         Ok(())
     }
 
+    /// Dataset inputs in the file store's own layout (what MLflow's `FileStore.log_inputs`
+    /// writes): the dataset once per experiment under `datasets/<id>/meta.yaml`, and per run an
+    /// input under `inputs/<id>/meta.yaml` pointing at it with its context tag. MLflow's client
+    /// and `mlflow ui` read them back as the run's dataset inputs.
+    fn log_inputs(
+        &mut self,
+        run: &str,
+        datasets: &[super::DatasetInput],
+    ) -> Result<(), TrackError> {
+        use md5::{Digest, Md5};
+        let hex = |parts: &[&str]| {
+            let mut h = Md5::new();
+            for p in parts {
+                h.update(p.as_bytes());
+            }
+            format!("{:x}", h.finalize())
+        };
+        let experiment = self.root.join(&self.experiment_id);
+        let run_dir = self.run_dir(run);
+        for d in datasets {
+            // MLflow's ids: md5(name + digest), and md5(dataset id + run id).
+            let dataset_id = hex(&[&d.name, &d.digest]);
+            let dataset = experiment
+                .join("datasets")
+                .join(&dataset_id)
+                .join("meta.yaml");
+            if !dataset.exists() {
+                let source = serde_json::json!({ "uri": d.source }).to_string();
+                let profile = serde_json::json!({ "num_rows": d.rows }).to_string();
+                write_atomic(
+                    &dataset,
+                    &format!(
+                        "digest: {}\nname: {}\nprofile: {}\nschema: null\nsource: {}\nsource_type: local\n",
+                        yaml_str(&d.digest),
+                        yaml_str(&d.name),
+                        yaml_str(&profile),
+                        yaml_str(&source)
+                    ),
+                )?;
+            }
+            let input_id = hex(&[&dataset_id, run]);
+            write_atomic(
+                &run_dir.join("inputs").join(input_id).join("meta.yaml"),
+                &format!(
+                    "destination_id: {}\ndestination_type: RUN\nsource_id: {}\nsource_type: DATASET\ntags:\n  mlflow.data.context: {}\n",
+                    yaml_str(run),
+                    yaml_str(&dataset_id),
+                    yaml_str(&d.context)
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
     fn log_artifact(&mut self, run: &str, file: &Path, dir: &str) -> Result<(), TrackError> {
         let target = key_path(&self.run_dir(run).join("artifacts"), dir);
         fs::create_dir_all(&target).map_err(|e| err(&target, e))?;

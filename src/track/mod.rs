@@ -107,11 +107,7 @@ pub trait Tracker: Send {
     /// Ends a run.
     fn end_run(&mut self, run: &str, status: RunStatus) -> Result<(), TrackError>;
     /// Records the datasets a run used (MLflow dataset inputs: the Dataset column and panel).
-    /// The local store keeps them as the run's `dnarun.datasets` tag instead.
-    fn log_inputs(&mut self, run: &str, datasets: &[DatasetInput]) -> Result<(), TrackError> {
-        let text = serde_json::to_string(datasets).unwrap_or_default();
-        self.set_tags(run, &[("dnarun.datasets".into(), text)])
-    }
+    fn log_inputs(&mut self, run: &str, datasets: &[DatasetInput]) -> Result<(), TrackError>;
     /// Sends anything held back; returns how many items are still unsent.
     fn flush(&mut self) -> usize {
         0
