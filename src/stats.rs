@@ -120,23 +120,94 @@ pub fn bootstrap(
     }
 }
 
-/// The mean Kendall tau between the observed means and the same means re-measured with
-/// Gaussian noise of `noise_std` (the seed-to-seed std over the square root of the seeds per
-/// net): what a perfect predictor could reach at this noise.
-pub fn tau_ceiling(means: &[f64], noise_std: f64, draws: usize, seed: u64) -> f64 {
-    if means.len() < 2 || draws == 0 {
-        return f64::NAN;
+/// The mean Kendall tau a perfect predictor reaches against k-seed mean accuracies: between the
+/// nets' true accuracies and those measured with the noise of a k-seed mean (`noise_std` is the
+/// seed-to-seed std over the square root of the seeds per net). The true accuracies are the
+/// observed means shrunk towards their mean until their variance is the between-net variance
+/// (the means' variance less the noise variance), since the observed means already carry the
+/// noise. `None` when that variance is not positive: the means vary no more than the noise, so no
+/// ceiling can be estimated.
+pub fn tau_ceiling(means: &[f64], noise_std: f64, draws: usize, seed: u64) -> Option<f64> {
+    let n = means.len();
+    if n < 2 || draws == 0 || !noise_std.is_finite() {
+        return None;
     }
+    let mean = means.iter().sum::<f64>() / n as f64;
+    let var = means.iter().map(|m| (m - mean) * (m - mean)).sum::<f64>() / (n - 1) as f64;
+    let between = var - noise_std * noise_std;
+    if between <= 0.0 || var <= 0.0 {
+        return None;
+    }
+    let shrink = (between / var).sqrt();
+    let truth: Vec<f64> = means.iter().map(|m| mean + shrink * (m - mean)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut sum = 0.0;
     for _ in 0..draws {
-        let noisy: Vec<f64> = means
+        let noisy: Vec<f64> = truth
             .iter()
-            .map(|m| m + noise_std * normal(&mut rng))
+            .map(|t| t + noise_std * normal(&mut rng))
             .collect();
-        sum += kendall_tau(means, &noisy);
+        sum += kendall_tau(&truth, &noisy);
     }
-    sum / draws as f64
+    Some(sum / draws as f64)
+}
+
+/// The reliability of the nets' k-seed mean accuracies: the intraclass correlation ICC(1,k) of a
+/// one-way analysis of variance, `(MSB - MSW) / MSB`, the share of the means' variance that is
+/// between nets rather than seed noise (the split-half correlation corrected to k seeds by
+/// Spearman-Brown estimates the same). 1: the means rank the nets reproducibly; 0 or below: they
+/// are noise. `groups` holds each net's accuracies, all with the same number of seeds (at least
+/// 2); `None` otherwise.
+pub fn mean_reliability(groups: &[Vec<f64>]) -> Option<f64> {
+    let n = groups.len();
+    let k = groups.first()?.len();
+    if n < 2 || k < 2 || groups.iter().any(|g| g.len() != k) {
+        return None;
+    }
+    let means: Vec<f64> = groups
+        .iter()
+        .map(|g| g.iter().sum::<f64>() / k as f64)
+        .collect();
+    let grand = means.iter().sum::<f64>() / n as f64;
+    let msb =
+        k as f64 * means.iter().map(|m| (m - grand) * (m - grand)).sum::<f64>() / (n - 1) as f64;
+    let msw = pooled_std(groups).powi(2);
+    (msb > 0.0).then(|| (msb - msw) / msb)
+}
+
+/// Kendall's tau of `a` against `y` less that of `b` against `y`, with a 95 % interval from the
+/// paired bootstrap: each resample draws the same nets for both, so the interval is that of the
+/// difference (two separate intervals that overlap say little about it).
+pub fn paired_tau_difference(
+    a: &[f64],
+    b: &[f64],
+    y: &[f64],
+    resamples: usize,
+    seed: u64,
+) -> Estimate {
+    let n = y.len();
+    let value = kendall_tau(a, y) - kendall_tau(b, y);
+    if n < 2 || resamples == 0 {
+        return Estimate {
+            value,
+            ci: [f64::NAN, f64::NAN],
+        };
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut vals: Vec<f64> = (0..resamples)
+        .map(|_| {
+            let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
+            let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+            let ry = pick(y);
+            kendall_tau(&pick(a), &ry) - kendall_tau(&pick(b), &ry)
+        })
+        .collect();
+    vals.sort_by(f64::total_cmp);
+    let at = |q: f64| vals[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    Estimate {
+        value,
+        ci: [at(0.025), at(0.975)],
+    }
 }
 
 /// A standard normal draw (Box-Muller).

@@ -931,6 +931,26 @@ fn a_tiny_study_end_to_end_and_resumed_after_a_kill() {
             .is_some_and(|t| (-1.0..=1.0).contains(&t))
     );
     assert_eq!(s["nets"][0]["accuracies"].as_array().unwrap().len(), 2);
+    // The honest figures: the means' reliability, the de-noised ceiling (or why there is none),
+    // the paired difference of the rating's tau and FLOPs'.
+    assert!(s["reliability"].is_number(), "{}", s["reliability"]);
+    assert!(
+        s["ceiling"].is_number() || s["ceiling_note"].is_string(),
+        "{} {}",
+        s["ceiling"],
+        s["ceiling_note"]
+    );
+    let d = &s["rating_vs_flops_tau_diff"];
+    assert!(
+        d["value"].is_number() && d["ci"].as_array().unwrap().len() == 2,
+        "{d}"
+    );
+    let md = std::fs::read_to_string(dir.join("tiny-001/study.md")).unwrap();
+    assert!(
+        md.contains("reliability of the 2-seed mean accuracies")
+            && md.contains("paired bootstrap 95 % CI"),
+        "{md}"
+    );
     for f in ["study.svg", "study.md", "predictor.json"] {
         assert!(dir.join("tiny-001").join(f).exists(), "{f}");
     }

@@ -171,12 +171,47 @@ fn bootstrap_intervals_and_the_noise_ceiling() {
     assert!(e.ci[0] > 0.5 && e.ci[1] <= 1.0, "{e:?}");
     // Seeded: the same interval again.
     assert_eq!(e, bootstrap(&a, &b, kendall_tau, 1000, 1));
-    // No noise: a perfect predictor reaches 1; noise as wide as the spread pulls it far down.
-    assert!((tau_ceiling(&a, 0.0, 50, 1) - 1.0).abs() < 1e-12);
-    assert!(tau_ceiling(&a, 30.0, 200, 1) < 0.5);
+    // No noise: a perfect predictor reaches 1; noise pulls it down; noise at least as large as the
+    // means' spread leaves no between-net variance: no ceiling can be estimated.
+    assert!((tau_ceiling(&a, 0.0, 50, 1).unwrap() - 1.0).abs() < 1e-12);
+    let noisy = tau_ceiling(&a, 5.0, 200, 1).unwrap();
+    assert!(noisy > 0.3 && noisy < 0.95, "{noisy}");
+    // var(0..29) = 77.5: a noise std of 8.9 (variance 79.2) leaves none.
+    assert_eq!(tau_ceiling(&a, 8.9, 200, 1), None);
+    // The ceiling uses the de-noised means. With noise variance 64 of the means' 77.5, the true
+    // spread is sqrt(13.5): correlation 3.67 / 8.8 = 0.42, tau = 2/pi asin(0.42) = 0.27. Adding the
+    // noise to the observed means instead (correlation 0.74) would claim about 0.53.
+    let c = tau_ceiling(&a, 8.0, 2000, 1).unwrap();
+    assert!(c > 0.18 && c < 0.36, "{c}");
     // Pooled std of (1, 3) and (2, 2, 5): sqrt((2 + 6) / (1 + 2)).
     let s = pooled_std(&[vec![1.0, 3.0], vec![2.0, 2.0, 5.0], vec![7.0]]);
     assert!((s - (8.0f64 / 3.0).sqrt()).abs() < 1e-12);
+}
+
+/// The reliability of k-seed means (ICC(1,k)) and the paired bootstrap of a tau difference,
+/// against values computed by hand.
+#[test]
+fn reliability_of_means_and_paired_tau_differences() {
+    use dnarun::stats::{mean_reliability, paired_tau_difference};
+    // Means 2, 6, 9: MSB = 2 * 74/6 = 74/3; within: (2 + 2 + 0) / 3 = 4/3; ICC = 70/74.
+    let r = mean_reliability(&[vec![1.0, 3.0], vec![5.0, 7.0], vec![9.0, 9.0]]).unwrap();
+    assert!((r - 70.0 / 74.0).abs() < 1e-12, "{r}");
+    // Seeds that disagree more than the nets differ: negative (the means are noise).
+    let r = mean_reliability(&[vec![1.0, 9.0], vec![9.0, 2.0], vec![5.0, 5.0]]).unwrap();
+    assert!(r < 0.0, "{r}");
+    // One seed, or unequal seeds: not estimable.
+    assert_eq!(mean_reliability(&[vec![1.0], vec![2.0]]), None);
+    assert_eq!(mean_reliability(&[vec![1.0, 2.0], vec![2.0]]), None);
+    // A predictor in the accuracies' order against one in reverse: tau 1 - (-1) = 2, and every
+    // resample of the same nets for both gives 2 (resampling them apart would not).
+    let y: Vec<f64> = (0..12).map(f64::from).collect();
+    let rev: Vec<f64> = y.iter().map(|v| -v).collect();
+    let d = paired_tau_difference(&y, &rev, &y, 500, 3);
+    assert_eq!(d.value, 2.0);
+    assert!(d.ci[0] >= 1.9 && d.ci[1] <= 2.0, "{d:?}");
+    // Against itself: exactly 0 in every resample.
+    let d = paired_tau_difference(&y, &y, &rev, 200, 3);
+    assert_eq!((d.value, d.ci), (0.0, [0.0, 0.0]));
 }
 
 #[test]

@@ -22,7 +22,10 @@ use crate::plan::{Plan, Seeds, StudySample};
 use crate::rundir::{write_atomic, write_json};
 use crate::space::FlopsConvention;
 use crate::space::predictor::Predictor;
-use crate::stats::{Estimate, bootstrap, kendall_tau, pearson, pooled_std, spearman, tau_ceiling};
+use crate::stats::{
+    Estimate, bootstrap, kendall_tau, mean_reliability, paired_tau_difference, pearson, pooled_std,
+    spearman, tau_ceiling,
+};
 use crate::track::RunStatus;
 
 /// One retrained net of a study.
@@ -74,12 +77,28 @@ pub struct StudyReport {
     pub sample: String,
     /// Pooled seed-to-seed standard deviation of accuracy.
     pub noise_std: f64,
-    /// The mean tau a perfect predictor reaches against accuracies this noisy.
-    pub tau_ceiling: f64,
-    /// Kendall's tau between the nets' accuracies with the first seed and with the second: how
-    /// well one retraining ranks the nets as another does (with 2 or more seeds).
+    /// The reliability of the nets' mean accuracies (ICC(1,k), [`crate::stats::mean_reliability`]):
+    /// the share of their variance that is between nets rather than seed noise. The headline
+    /// figure: no predictor can be judged against means that are mostly noise.
+    #[serde(default)]
+    pub reliability: Option<f64>,
+    /// The mean tau a perfect predictor reaches against these k-seed means, simulated from the
+    /// de-noised means ([`crate::stats::tau_ceiling`]); `None` when the means vary no more than
+    /// the noise (`ceiling_note` says so).
+    #[serde(default, alias = "tau_ceiling")]
+    pub ceiling: Option<f64>,
+    /// Why there is no ceiling.
+    #[serde(default)]
+    pub ceiling_note: Option<String>,
+    /// Kendall's tau between the nets' accuracies with the first seed and with the second: one
+    /// retraining against one other (with 2 or more seeds). Kept for comparison; `reliability`
+    /// measures the means the predictors are scored against.
     #[serde(default)]
     pub seed_tau: Option<f64>,
+    /// tau(summed rating) - tau(FLOPs) against the mean accuracies, with the paired bootstrap's
+    /// 95 % interval: whether the rating ranks better than FLOPs.
+    #[serde(default)]
+    pub rating_vs_flops_tau_diff: Option<crate::stats::Estimate>,
     /// Percentage of the sampled nets whose mean accuracy is below the searched top-1's.
     pub top1_percentile: Option<f64>,
     /// Per predictor: `rating` (lower is better, so negated), `predicted` (leave-one-out),
@@ -263,11 +282,17 @@ pub fn analyse(plan: &Plan, nets: Vec<StudyNet>, top1: Option<StudyNet>) -> Stud
     let groups: Vec<Vec<f64>> = nets.iter().map(|n| n.accuracies.clone()).collect();
     let noise_std = pooled_std(&groups);
     let per_mean = noise_std / (plan.study.seeds as f64).sqrt();
-    let tau_ceiling = if noise_std.is_finite() {
-        tau_ceiling(&acc, per_mean, 500, seed)
-    } else {
-        f64::NAN
+    let ceiling = tau_ceiling(&acc, per_mean, 500, seed);
+    let ceiling_note = match (ceiling, noise_std.is_finite()) {
+        (Some(_), _) => None,
+        (None, false) => Some("one seed per net: the seed noise is unknown".to_string()),
+        (None, true) => Some(
+            "the mean accuracies vary no more than the seed noise of a mean: no between-net variance to rank"
+                .to_string(),
+        ),
     };
+    let rating_vs_flops_tau_diff =
+        (nets.len() >= 3).then(|| paired_tau_difference(&neg_rating, &flops, &acc, 2000, seed ^ 7));
     let top1_percentile = top1.as_ref().map(|t| {
         100.0 * acc.iter().filter(|&&a| a < t.mean_accuracy).count() as f64
             / acc.len().max(1) as f64
@@ -277,7 +302,10 @@ pub fn analyse(plan: &Plan, nets: Vec<StudyNet>, top1: Option<StudyNet>) -> Stud
         seeds: plan.study.seeds,
         sample: format!("{:?}", plan.study.sample).to_lowercase(),
         noise_std,
-        tau_ceiling,
+        reliability: mean_reliability(&groups),
+        ceiling,
+        ceiling_note,
+        rating_vs_flops_tau_diff,
         seed_tau: (plan.study.seeds >= 2).then(|| {
             let seed = |k: usize| -> Vec<f64> { nets.iter().map(|n| n.accuracies[k]).collect() };
             kendall_tau(&seed(0), &seed(1))
@@ -363,8 +391,16 @@ pub fn run(
     let mut metrics: Vec<(String, f64)> = vec![
         ("n".into(), report.n as f64),
         ("noise_std".into(), report.noise_std),
-        ("tau_ceiling".into(), report.tau_ceiling),
     ];
+    if let Some(c) = report.ceiling {
+        metrics.push(("tau_ceiling".into(), c));
+    }
+    if let Some(r) = report.reliability {
+        metrics.push(("reliability".into(), r));
+    }
+    if let Some(d) = &report.rating_vs_flops_tau_diff {
+        metrics.push(("rating_vs_flops_tau_diff".into(), d.value));
+    }
     if let Some(p) = report.top1_percentile {
         metrics.push(("top1_percentile".into(), p));
     }
@@ -396,23 +432,51 @@ impl StudyReport {
     /// The figures as Markdown (also what the terminal shows).
     pub fn markdown(&self) -> String {
         let mut s = format!(
-            "{} nets ({} sampling) x {} seeds; seed-to-seed accuracy std {:.2} points; a perfect predictor would reach tau {:.2} at this noise\n\n",
+            "{} nets ({} sampling) x {} seeds; seed-to-seed accuracy std {:.2} points\n\n",
             self.n,
             self.sample,
             self.seeds,
             self.noise_std * 100.0,
-            self.tau_ceiling
         );
+        match self.reliability {
+            Some(r) => {
+                s += &format!(
+                    "reliability of the {}-seed mean accuracies (ICC(1,k)): {r:.2}: {}\n\n",
+                    self.seeds,
+                    if r >= 0.7 {
+                        "they rank the nets reproducibly"
+                    } else if r > 0.3 {
+                        "partly noise; correlations below are damped"
+                    } else {
+                        "mostly seed noise; no predictor can be judged against them"
+                    }
+                );
+            }
+            None => {
+                s += "reliability of the mean accuracies: not estimable (needs 2 or more seeds per net)\n\n"
+            }
+        }
+        match (self.ceiling, &self.ceiling_note) {
+            (Some(c), _) => {
+                s += &format!(
+                    "a perfect predictor would reach tau {c:.2} against these means (simulated from the de-noised means)\n\n"
+                )
+            }
+            (None, Some(why)) => s += &format!("the ceiling cannot be estimated: {why}\n\n"),
+            (None, None) => {}
+        }
         if let Some(t) = self.seed_tau {
             s += &format!(
-                "the nets' accuracies with seed 0 rank them against seed 1's at tau {t:.2}: how far one retraining agrees with another\n\n"
+                "seed 0 against seed 1 ranks the nets at tau {t:.2} (one retraining against one other)\n\n"
             );
         }
         s += "| predictor | Kendall tau [95 % CI] | Spearman rho [95 % CI] | Pearson r [95 % CI] |\n|---|---|---|---|\n";
         for (name, f) in &self.predictors {
             let label = match name.as_str() {
                 "rating" => "summed rating (lower = better)",
-                "predicted" => "learned predictor (leave-one-out)",
+                "predicted" => {
+                    "learned predictor (leave-one-out; interval conditional on the held-out predictions, biased low without signal)"
+                }
                 "flops" => "FLOPs",
                 _ => "params",
             };
@@ -427,6 +491,21 @@ impl StudyReport {
                 f.pearson,
                 f.pearson_ci[0],
                 f.pearson_ci[1]
+            );
+        }
+        if let Some(d) = &self.rating_vs_flops_tau_diff {
+            s += &format!(
+                "\nsummed rating against FLOPs: tau difference {:+.2}, paired bootstrap 95 % CI [{:.2}, {:.2}]{}\n",
+                d.value,
+                d.ci[0],
+                d.ci[1],
+                if d.ci[0] > 0.0 {
+                    ": the rating ranks better"
+                } else if d.ci[1] < 0.0 {
+                    ": FLOPs rank better"
+                } else {
+                    ": not told apart"
+                }
             );
         }
         if let (Some(t), Some(p)) = (&self.top1, self.top1_percentile) {
