@@ -170,6 +170,25 @@ fn whole_pipeline_writes_every_artifact() {
         assert!(metric(m).exists(), "{m}");
     }
     assert!(!metric("kendall_tau").exists());
+    // Rank stability: an evaluation after every epoch, a tau from the second on, in the run
+    // directory, on the block's MLflow run and in the report.
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("distill/stability.json")).unwrap())
+            .unwrap();
+    for b in st["blocks"].as_array().unwrap() {
+        let ev = b["evaluations"].as_array().unwrap();
+        assert_eq!(ev.len(), 3, "{b}");
+        assert!(ev[0]["tau"].is_null() && ev[1]["tau"].is_number() && ev[2]["tau"].is_number());
+        assert_eq!(b["paths"], 6, "every path of a 6-path block");
+    }
+    let distill1 = runs
+        .iter()
+        .find(|p| {
+            std::fs::read_to_string(p.join("tags/mlflow.runName"))
+                .is_ok_and(|n| n == "distill/block1")
+        })
+        .unwrap();
+    assert!(distill1.join("metrics/stability_tau").exists());
     // `status` shows the retrained nets.
     let status = run(&["status".into(), r.display().to_string()]);
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
@@ -188,6 +207,7 @@ fn whole_pipeline_writes_every_artifact() {
         "**Reading it.**",
         "too few to judge",
         "distillation on cpu: ",
+        "| distilled epochs | stability tau |",
     ] {
         assert!(md.contains(part), "`{part}` in:\n{md}");
     }
@@ -1245,4 +1265,94 @@ fn a_run_started_with_a_bare_file_name_continues_from_its_lock_file() {
         ],
     );
     assert!(run_dir.join("distill/block1/state.json").exists());
+}
+
+/// `distill.stop_when_stable`: a block whose stability tau stays at or above the threshold for
+/// two evaluations stops distilling (here -1: at the third epoch, the second tau), and a
+/// resumed run keeps it stopped; the rest of the pipeline runs from it.
+#[test]
+fn a_stable_block_stops_distilling_and_stays_stopped() {
+    let dir = out_dir("stable");
+    let extra = [
+        "distill.epochs=6",
+        "distill.stop_when_stable=-1.0",
+        "retrain.epochs=1",
+        "search.top_k=1",
+    ];
+    let mut a = args(&dir, &extra);
+    a.extend(["--stage".into(), "distill".into()]);
+    let out = run(&a);
+    let r = dir.join("tiny-001");
+    let state = |i: usize| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(r.join(format!("distill/block{i}/state.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    for i in 0..2 {
+        assert_eq!(state(i)["epochs_done"], 3, "block {i}");
+        assert_eq!(state(i)["stable"], true);
+    }
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stable (tau >= -1 twice): stops here"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Resumed: nothing more is distilled; rating, search, retraining and the report follow.
+    let mut a = args(&dir, &extra);
+    a.extend(["--run-dir".into(), r.display().to_string()]);
+    run(&a);
+    for i in 0..2 {
+        assert_eq!(state(i)["epochs_done"], 3, "block {i} after the resume");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["blocks"][0]["epochs"], 3);
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("distill/stability.json")).unwrap())
+            .unwrap();
+    assert_eq!(st["blocks"][1]["stopped_as_stable"], true);
+}
+
+/// `distill.sampling`: "cell" trains every cell once per step; "path" draws cells in proportion
+/// to their paths (tiny's block 0: 2 and 4 paths, so 1/3 and 2/3), within sampling error.
+#[test]
+fn path_sampling_gives_every_path_the_same_share() {
+    use dnarun::stages::step::sampled_paths;
+    let cell = common::plan("tests/fixtures/tiny.toml", &[]);
+    for s in 0..50 {
+        let cells: Vec<usize> = sampled_paths(&cell, 0, 0, s)
+            .iter()
+            .map(|p| p.cell)
+            .collect();
+        assert_eq!(cells, [0, 1]);
+    }
+    let path = common::plan("tests/fixtures/tiny.toml", &["distill.sampling=\"path\""]);
+    let (mut draws, mut deep) = (0usize, 0usize);
+    let mut per_path = std::collections::BTreeMap::new();
+    for e in 0..10 {
+        for s in 0..300 {
+            for p in sampled_paths(&path, 0, e, s) {
+                draws += 1;
+                deep += usize::from(p.cell == 1);
+                *per_path.entry(format!("{p:?}")).or_insert(0usize) += 1;
+            }
+        }
+    }
+    let share = deep as f64 / draws as f64;
+    let sigma = (2.0 / 9.0 / draws as f64).sqrt();
+    assert!(
+        (share - 2.0 / 3.0).abs() < 4.0 * sigma,
+        "{share} of {draws}"
+    );
+    // Each of the 6 paths about a sixth of the draws.
+    assert_eq!(per_path.len(), 6);
+    let expected = draws as f64 / 6.0;
+    let sd = (expected * 5.0 / 6.0).sqrt();
+    for (p, n) in &per_path {
+        assert!(
+            (*n as f64 - expected).abs() < 4.0 * sd,
+            "{p}: {n} of {draws}"
+        );
+    }
 }

@@ -200,15 +200,15 @@ fn common_root(files: &[PathBuf]) -> PathBuf {
 
 /// Draws the subsets of already-read splits.
 pub fn subsets(d: &DataSpec, seed: u64, train: Images, test: Images) -> Result<Dataset, DataError> {
-    for (name, split) in [("training", &train), ("test", &test)] {
-        let present = split.labels.iter().max().map_or(0, |m| m + 1);
-        if present < d.classes {
-            return Err(DataError::Sampling(format!(
-                "`data.classes` is {}, but the labels of the {name} split go up to {} ({present} classes); set `data.classes = {present}`",
-                d.classes,
-                present.saturating_sub(1),
-            )));
-        }
+    // Every class is sampled from the training split, so it must have them all (a test split
+    // may lack some: a validation subset of an ImageNet teacher's classes).
+    let present = train.labels.iter().max().map_or(0, |m| m + 1);
+    if present < d.classes {
+        return Err(DataError::Sampling(format!(
+            "`data.classes` is {}, but the labels of the training split go up to {} ({present} classes); set `data.classes = {present}`",
+            d.classes,
+            present.saturating_sub(1),
+        )));
     }
     let by_class = shuffled_by_class(&train.labels, d.classes, seed, 1);
     let need = d.samples_per_class + d.rate_per_class;

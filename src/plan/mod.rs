@@ -90,6 +90,16 @@ pub struct DistillSpec {
     pub weight_decay: f64,
     /// Steps per epoch at most (all when `None`).
     pub max_steps: Option<usize>,
+    /// How a step picks its paths.
+    pub sampling: crate::space::PathSampling,
+    /// Evaluate rank stability every this many epochs (0: never).
+    pub stability_every: usize,
+    /// Paths per block in a stability evaluation.
+    pub stability_paths: usize,
+    /// Held-out images of a stability evaluation.
+    pub stability_images: usize,
+    /// Stop a block once its stability tau stays at or above this for two evaluations.
+    pub stop_when_stable: Option<f64>,
 }
 
 impl DistillSpec {
@@ -282,6 +292,13 @@ impl Plan {
             max_images: r.rate.max_images,
             loss: r.rate.loss,
         };
+        if r.distill.stop_when_stable.is_some() && r.distill.stability.every == 0 {
+            p.err(
+                "/distill/stop_when_stable",
+                "`distill.stop_when_stable` needs the stability evaluation, which `distill.stability.every = 0` turns off".into(),
+                Some("set `distill.stability.every` to 1 (or more), or remove `stop_when_stable`".into()),
+            );
+        }
         if p.is_empty() {
             limits::check(&space, &taps, &data, &rate, &mut p);
         }
@@ -298,6 +315,11 @@ impl Plan {
                 lr_decay: r.distill.lr_decay,
                 weight_decay: r.distill.weight_decay,
                 max_steps: r.distill.max_steps,
+                sampling: r.distill.sampling,
+                stability_every: r.distill.stability.every,
+                stability_paths: r.distill.stability.paths,
+                stability_images: r.distill.stability.images,
+                stop_when_stable: r.distill.stop_when_stable,
             },
             rate,
             retrain: RetrainSpec {

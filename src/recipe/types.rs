@@ -669,6 +669,57 @@ pub struct Distill {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_steps: Option<usize>,
+    /// How each step picks the paths it trains: `cell` (every cell once, a uniform path of
+    /// each; DNA's) or `path` (cells drawn in proportion to their paths, so every path gets the
+    /// same expected number of updates).
+    #[serde(default)]
+    pub sampling: crate::space::PathSampling,
+    /// Rank stability: every `every` epochs, a fixed sample of each block's paths is rated on a
+    /// few held-out images and Kendall's tau against the previous evaluation is logged
+    /// (`distill/stability.json`, the MLflow metric `stability_tau`, the progress log, the
+    /// report), so you can see whether the ranking has stopped moving.
+    #[serde(default)]
+    pub stability: Stability,
+    /// Stop distilling a block once its stability tau has been at or above this for two
+    /// evaluations in a row (`distill.epochs` is then the most it distills). Unset: every block
+    /// distills `distill.epochs` epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1.0, max = 1.0))]
+    pub stop_when_stable: Option<f64>,
+}
+
+/// The rank-stability evaluation of distillation (`distill.stability`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stability {
+    /// Evaluate after every this many epochs; 0 turns it off.
+    #[serde(default = "one")]
+    pub every: usize,
+    /// Paths of each block rated (a fixed seeded sample; every path when the block has fewer).
+    #[serde(default = "default_stability_paths")]
+    #[schemars(range(min = 2))]
+    pub paths: usize,
+    /// Held-out images they are rated on (the first of the rating subset, never distilled on).
+    #[serde(default = "default_stability_images")]
+    #[schemars(range(min = 2))]
+    pub images: usize,
+}
+
+fn default_stability_paths() -> usize {
+    32
+}
+fn default_stability_images() -> usize {
+    64
+}
+
+impl Default for Stability {
+    fn default() -> Self {
+        Self {
+            every: 1,
+            paths: default_stability_paths(),
+            images: default_stability_images(),
+        }
+    }
 }
 
 fn default_distill_epochs() -> usize {
@@ -690,6 +741,9 @@ impl Default for Distill {
             weight_decay: default_wd(),
             batch_size: None,
             max_steps: None,
+            sampling: crate::space::PathSampling::default(),
+            stability: Stability::default(),
+            stop_when_stable: None,
         }
     }
 }

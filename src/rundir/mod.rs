@@ -35,7 +35,7 @@ pub use files::{
     Checkpoints, load_module, read_json, save_module, save_optim, write_atomic, write_json,
 };
 pub use lock::{Lock, LockInfo};
-pub use state::{DistillState, TrainState};
+pub use state::{DistillState, StabilityPoint, TrainState};
 
 use crate::plan::Plan;
 
@@ -417,16 +417,24 @@ impl RunDir {
         Ok(peak)
     }
 
+    /// The blocks' rank-stability evaluations, as one file (`distill/stability.json`).
+    pub fn stability(&self) -> PathBuf {
+        self.root.join("distill").join("stability.json")
+    }
+
     /// What is finished.
     pub fn progress(&self) -> Result<Progress, RunDirError> {
-        let epochs = (0..self.blocks)
-            .map(|i| Ok(self.distill_state(i)?.epochs_done))
-            .collect::<Result<Vec<usize>, RunDirError>>()?;
+        let states = (0..self.blocks)
+            .map(|i| self.distill_state(i))
+            .collect::<Result<Vec<DistillState>, RunDirError>>()?;
         Ok(Progress {
             teacher: read_json::<TrainState>(&self.teacher().state())?
                 .is_some_and(|s| s.accuracy.is_some() || s.features_only),
-            distilled: epochs.iter().map(|&e| e >= self.distill_epochs).collect(),
-            epochs,
+            distilled: states
+                .iter()
+                .map(|s| s.stable || s.epochs_done >= self.distill_epochs)
+                .collect(),
+            epochs: states.iter().map(|s| s.epochs_done).collect(),
             rated: (0..self.blocks).map(|i| self.ratings(i).exists()).collect(),
             searched: self.search_result().exists(),
             reported: self.report("json").exists(),

@@ -17,6 +17,23 @@ pub struct DistillState {
     /// the state is written last, so a kill between the writes never mixes checkpoints.
     #[serde(default)]
     pub checkpoint: String,
+    /// The rank-stability evaluations so far (`distill.stability`).
+    #[serde(default)]
+    pub stability: Vec<StabilityPoint>,
+    /// Stopped early: its stability tau stayed at or above `distill.stop_when_stable`.
+    #[serde(default)]
+    pub stable: bool,
+}
+
+/// One rank-stability evaluation of a block.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StabilityPoint {
+    /// Epochs distilled when it was taken.
+    pub epoch: usize,
+    /// The loss of each path of the fixed sample on the held-out images.
+    pub ratings: Vec<f64>,
+    /// Kendall's tau of these ratings against the previous evaluation's (none at the first).
+    pub tau: Option<f64>,
 }
 
 /// Progress of a from-scratch training (`teacher/state.json`, `retrain/NAME/state.json`). A

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use vocab::{Activation, FlopsConvention, Padding, RateLoss};
+pub use vocab::{Activation, FlopsConvention, Padding, PathSampling, RateLoss};
 
 /// A candidate op: an MBConv layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

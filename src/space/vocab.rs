@@ -48,3 +48,17 @@ pub enum RateLoss {
     /// The distillation loss made scale-free: `mean((Y - Yhat)^2) / var(Y)`.
     RelativeMse,
 }
+
+/// How a distillation step picks the paths it trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathSampling {
+    /// Every cell once per step, a uniformly random path of each (the public DNA code's): a cell
+    /// of many paths gives each of them fewer updates than a cell of few.
+    #[default]
+    Cell,
+    /// As many draws per step as there are cells, each cell drawn in proportion to its number of
+    /// paths, then a uniformly random path of it: every path of the block gets the same expected
+    /// number of updates.
+    Path,
+}

@@ -13,12 +13,13 @@ use super::StageError;
 use super::{Ctx, progress, step};
 use crate::data::{HostBatch, Loader, Preprocess, batches};
 use crate::nn::{Mode, SuperBlock, Teacher};
-use crate::rundir::{DistillState, load_module};
+use crate::rundir::{DistillState, StabilityPoint, load_module};
 use crate::track::RunStatus;
 
-/// Whether block `i` is fully distilled.
+/// Whether block `i` is fully distilled (all its epochs, or stopped once stable).
 pub fn is_done(ctx: &Ctx, i: usize) -> Result<bool, StageError> {
-    Ok(ctx.dir.distill_state(i)?.epochs_done >= ctx.plan.distill.epochs)
+    let state = ctx.dir.distill_state(i)?;
+    Ok(state.stable || state.epochs_done >= ctx.plan.distill.epochs)
 }
 
 /// Loads block `i`'s distilled supernet (eval form, on the run's device).
@@ -60,11 +61,17 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(
     }
     // Blocks in one process advance together: one teacher forward feeds them all.
     let start_epoch = jobs.iter().map(|j| j.state.epochs_done).min().unwrap_or(0);
+    let held_out = held_out_batch(ctx)?;
     for epoch in start_epoch..ctx.plan.distill.epochs {
+        if jobs.iter().all(|j| j.state.stable) {
+            break;
+        }
         let started = Instant::now();
         let steps = run_epoch(ctx, teacher, &mut jobs, epoch)?;
         finish_epoch(
             ctx,
+            teacher,
+            held_out.as_ref(),
             &mut jobs,
             epoch,
             steps,
@@ -75,7 +82,107 @@ pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(
         ctx.track
             .end(&format!("distill/block{}", job.index), RunStatus::Finished)?;
     }
+    write_stability(ctx)?;
     Ok(())
+}
+
+/// The held-out images of the stability evaluation: the first `distill.stability.images` of the
+/// rating subset (never distilled on), without augmentation. `None` when it is off.
+fn held_out_batch(ctx: &Ctx) -> Result<Option<HostBatch>, StageError> {
+    let plan = ctx.plan;
+    if plan.distill.stability_every == 0 {
+        return Ok(None);
+    }
+    let n = plan.distill.stability_images.min(ctx.data.rate.len());
+    let idx = &ctx.data.rate[..n];
+    Ok(Some(Preprocess::new(&plan.data, false).batch(
+        &ctx.data.train,
+        idx,
+        plan.seeds.calibration(),
+    )?))
+}
+
+/// The fixed sample of block `i`'s paths the stability evaluation rates (all when fewer).
+pub fn stability_paths(plan: &crate::plan::Plan, i: usize) -> Vec<crate::space::Path> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut all = plan.space.blocks[i].paths();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.seeds.supernet_init(i) ^ 0x57AB);
+    all.shuffle(&mut rng);
+    all.truncate(plan.distill.stability_paths);
+    all
+}
+
+/// Rates the fixed path sample of every block in `jobs` that is still distilling on the
+/// held-out images (BatchNorm on the batch's statistics, the running ones untouched): one teacher
+/// forward, one read-back per block. Returns each job's ratings, in `jobs` order.
+fn rate_samples(
+    ctx: &Ctx,
+    teacher: &Teacher,
+    jobs: &[Job],
+    held_out: &HostBatch,
+) -> Vec<Option<Vec<f64>>> {
+    let plan = ctx.plan;
+    let stages: Vec<usize> = plan.taps.iter().map(|t| t.stage).collect();
+    let x = held_out.images(&ctx.device);
+    let taps = teacher.forward_taps(x.clone(), &stages, Mode::Eval);
+    let batch_stats = Mode::Train { momentum: 0.0 };
+    jobs.iter()
+        .map(|job| {
+            if job.state.stable {
+                return None;
+            }
+            let i = job.index;
+            let net = burn::module::Module::valid(&job.net);
+            let input = if i == 0 {
+                x.clone()
+            } else {
+                taps[i - 1].clone()
+            };
+            let losses: Vec<Tensor<1>> = stability_paths(plan, i)
+                .iter()
+                .map(|p| {
+                    let diff = net.forward(p, input.clone(), batch_stats) - taps[i].clone();
+                    (diff.clone() * diff).mean()
+                })
+                .collect();
+            Some(
+                crate::nn::read_back(Tensor::cat(losses, 0))
+                    .into_iter()
+                    .map(f64::from)
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// `distill/stability.json`: every block's evaluations (epoch, tau) and where it stopped, from
+/// the blocks' saved states (each process that distilled writes it, so it holds every block).
+fn write_stability(ctx: &Ctx) -> Result<(), StageError> {
+    if ctx.plan.distill.stability_every == 0 {
+        return Ok(());
+    }
+    let mut blocks = Vec::new();
+    for i in 0..ctx.plan.space.blocks.len() {
+        let st = ctx.dir.distill_state(i)?;
+        blocks.push(serde_json::json!({
+            "block": i,
+            "paths": stability_paths(ctx.plan, i).len(),
+            "evaluations": st.stability.iter().map(|p| serde_json::json!({
+                "epoch": p.epoch,
+                "tau": p.tau,
+            })).collect::<Vec<_>>(),
+            "epochs_distilled": st.epochs_done,
+            "stopped_as_stable": st.stable,
+        }));
+    }
+    let doc = serde_json::json!({
+        "images": ctx.plan.distill.stability_images.min(ctx.data.rate.len()),
+        "every": ctx.plan.distill.stability_every,
+        "stop_when_stable": ctx.plan.distill.stop_when_stable,
+        "blocks": blocks,
+    });
+    Ok(crate::rundir::write_json(&ctx.dir.stability(), &doc)?)
 }
 
 /// The unfinished blocks, each with its supernet and optimizer (resumed where it stopped).
@@ -183,7 +290,7 @@ fn run_epoch(
         if (k + 1) % 16 == 0 || k + 1 == steps - skip {
             let msg: Vec<String> = jobs
                 .iter_mut()
-                .filter(|j| j.state.epochs_done <= epoch)
+                .filter(|j| j.state.epochs_done <= epoch && !j.state.stable)
                 .map(|j| {
                     j.flush();
                     format!("b{} {:.4}", j.index, j.epoch_loss / (step + 1) as f64)
@@ -215,7 +322,7 @@ fn train_step(
     let x = b.images(&ctx.device);
     let taps = teacher.forward_taps(x.clone(), &stages, teacher_mode);
     for job in jobs.iter_mut() {
-        if job.state.epochs_done > epoch {
+        if job.state.epochs_done > epoch || job.state.stable {
             continue;
         }
         let i = job.index;
@@ -244,17 +351,25 @@ fn train_step(
     }
 }
 
-/// Records a finished epoch of every block that ran it: state, checkpoint, metrics.
+/// Records a finished epoch of every block that ran it: its rank stability (when due), state,
+/// checkpoint, metrics.
 fn finish_epoch(
     ctx: &mut Ctx,
+    teacher: &Teacher,
+    held_out: Option<&HostBatch>,
     jobs: &mut [Job],
     epoch: usize,
     steps: usize,
     secs: f64,
 ) -> Result<(), StageError> {
     let plan = ctx.plan;
-    for job in jobs.iter_mut() {
-        if job.state.epochs_done > epoch {
+    let every = plan.distill.stability_every;
+    let ratings = match held_out {
+        Some(b) if every > 0 && (epoch + 1) % every == 0 => rate_samples(ctx, teacher, jobs, b),
+        _ => vec![None; jobs.len()],
+    };
+    for (job, ratings) in jobs.iter_mut().zip(ratings) {
+        if job.state.epochs_done > epoch || job.state.stable {
             continue;
         }
         job.flush();
@@ -264,25 +379,69 @@ fn finish_epoch(
         job.state.epochs_done = epoch + 1;
         job.state.steps_done = 0;
         job.state.seconds += secs;
+        let tau =
+            ratings.map(|r| record_stability(&mut job.state, r, plan.distill.stop_when_stable));
         save_job(ctx, job, epoch + 1, 0)?;
         let lr = plan.distill.lr(job.index, epoch);
         let images_per_s = (steps * plan.distill.batch_size) as f64 / secs.max(1e-9);
-        ctx.track.metrics(
-            &job.run,
-            epoch as i64,
-            &[
-                ("distill_loss", mean),
-                ("lr", lr),
-                ("images_per_s", images_per_s),
-            ],
-        )?;
+        let mut m = vec![
+            ("distill_loss", mean),
+            ("lr", lr),
+            ("images_per_s", images_per_s),
+        ];
+        if let Some(Some(t)) = tau {
+            m.push(("stability_tau", t));
+        }
+        ctx.track.metrics(&job.run, epoch as i64, &m)?;
+        let stability = match tau {
+            Some(Some(t)) => format!(", stability tau {t:.2}"),
+            _ => String::new(),
+        };
+        let stopped = if job.state.stable {
+            format!(
+                "; stable (tau >= {} twice): stops here",
+                plan.distill.stop_when_stable.unwrap_or_default()
+            )
+        } else {
+            String::new()
+        };
         tracing::info!(
-            "distill block {}: epoch {} loss {mean:.5} ({images_per_s:.0} images/s)",
+            "distill block {}: epoch {} loss {mean:.5} ({images_per_s:.0} images/s){stability}{stopped}",
             job.index,
             epoch + 1
         );
     }
     Ok(())
+}
+
+/// Adds a stability evaluation to a block's state: its tau against the previous one, and
+/// whether the block is now stable (the last two taus at or above `stop_when_stable`). Returns
+/// the tau.
+pub fn record_stability(
+    state: &mut DistillState,
+    ratings: Vec<f64>,
+    stop_when_stable: Option<f64>,
+) -> Option<f64> {
+    let tau = state
+        .stability
+        .last()
+        .map(|prev| crate::stats::kendall_tau(&prev.ratings, &ratings));
+    state.stability.push(StabilityPoint {
+        epoch: state.epochs_done,
+        ratings,
+        tau,
+    });
+    if let Some(threshold) = stop_when_stable {
+        let last: Vec<f64> = state
+            .stability
+            .iter()
+            .rev()
+            .take(2)
+            .filter_map(|p| p.tau)
+            .collect();
+        state.stable = last.len() == 2 && last.iter().all(|&t| t >= threshold);
+    }
+    tau
 }
 
 fn save_job(ctx: &Ctx, job: &mut Job, epoch: usize, step: usize) -> Result<(), StageError> {

@@ -67,6 +67,12 @@ pub struct BlockWork {
     pub rate_seconds: f64,
     /// Paths rated.
     pub paths: usize,
+    /// Epochs distilled (fewer than `distill.epochs` when it stopped as stable).
+    #[serde(default)]
+    pub epochs: usize,
+    /// The last rank-stability tau of its distillation.
+    #[serde(default)]
+    pub stability_tau: Option<f64>,
 }
 
 impl Report {
@@ -98,13 +104,20 @@ impl Report {
         }
         s += &format!("{}\n", self.tau_line());
         s += "\n**Reading it.** `paths` gives each block's path, blocks separated by `|`: `c1:k5e6-k3e6` is the block's cell 1 (0-based, as `dnarun plan` lists the cells) with two layers, op `k5e6` then `k3e6`. `rating` is the path's summed distillation loss on the rating images: lower is better. The interval is the Wilson 95 % interval of an accuracy measured on that many test images: nets whose intervals overlap are not told apart by this test set.\n";
-        s += "\n| block | device | paths | rate s |\n|---:|---|---:|---:|\n";
+        s += "\n| block | device | paths | distilled epochs | stability tau | rate s |\n|---:|---|---:|---:|---:|---:|\n";
         for b in &self.blocks {
             s += &format!(
-                "| {} | {} | {} | {:.1} |\n",
-                b.block, b.device, b.paths, b.rate_seconds
+                "| {} | {} | {} | {} | {} | {:.1} |\n",
+                b.block,
+                b.device,
+                b.paths,
+                b.epochs,
+                b.stability_tau
+                    .map_or("-".to_string(), |t| format!("{t:.2}")),
+                b.rate_seconds
             );
         }
+        s += "\n`stability tau`: Kendall's tau of a fixed sample of the block's paths rated on held-out images after its last distillation epoch against the evaluation before (`distill/stability.json`); near 1, the ranking had stopped moving.\n";
         // Blocks on one device are distilled together, one teacher forward feeding them all.
         let mut devices: Vec<(&str, Vec<usize>, f64)> = Vec::new();
         for b in &self.blocks {
@@ -197,6 +210,8 @@ pub fn run(
                 .as_ref()
                 .and_then(|r| r["ratings"].as_array().map(Vec::len))
                 .unwrap_or(0),
+            epochs: d.epochs_done,
+            stability_tau: d.stability.iter().rev().find_map(|p| p.tau),
         });
     }
     let skipped_images = ctx

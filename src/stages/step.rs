@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use super::Classifier;
 use crate::nn::{Mode, SuperBlock};
 use crate::plan::{Plan, TrainSpec};
-use crate::space::Path;
+use crate::space::{Path, PathSampling};
 
 /// A uniformly random path of a cell.
 fn sample_path(rng: &mut ChaCha8Rng, cell: usize, layers: usize, ops: usize) -> Path {
@@ -31,9 +31,44 @@ pub fn distill_optimizer(plan: &Plan) -> ModuleOptimizer {
         .init()
 }
 
-/// Step `step` of epoch `epoch` of block `i`'s distillation: one uniformly sampled path per cell
-/// (seeded by the plan, so a resumed run samples the same), the MSE of each against the
-/// teacher's tap, their mean, one optimizer step at the block's learning rate for the epoch.
+/// The paths step `step` of epoch `epoch` trains in block `i` (seeded by the plan, so a resumed
+/// run samples the same): one per cell, `distill.sampling` saying how cells are drawn.
+pub fn sampled_paths(plan: &Plan, i: usize, epoch: usize, step: usize) -> Vec<Path> {
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seeds.distill_paths(i, epoch, step));
+    let block = &plan.space.blocks[i];
+    let ops = block.ops.len();
+    match plan.distill.sampling {
+        PathSampling::Cell => block
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(ci, cell)| sample_path(&mut rng, ci, cell.layers, ops))
+            .collect(),
+        PathSampling::Path => {
+            let counts: Vec<f64> = block
+                .cells
+                .iter()
+                .map(|c| (ops as f64).powi(c.layers as i32))
+                .collect();
+            let total: f64 = counts.iter().sum();
+            (0..block.cells.len())
+                .map(|_| {
+                    let mut u = rng.random_range(0.0..total);
+                    let mut ci = 0;
+                    while ci + 1 < counts.len() && u >= counts[ci] {
+                        u -= counts[ci];
+                        ci += 1;
+                    }
+                    sample_path(&mut rng, ci, block.cells[ci].layers, ops)
+                })
+                .collect()
+        }
+    }
+}
+
+/// Step `step` of epoch `epoch` of block `i`'s distillation: the sampled paths
+/// ([`sampled_paths`]), the MSE of each against the teacher's tap, their mean, one optimizer
+/// step at the block's learning rate for the epoch.
 /// Returns the updated block and the loss (detached, still on the device: reading it back would
 /// make a GPU wait for the step).
 #[allow(clippy::too_many_arguments)]
@@ -47,19 +82,17 @@ pub fn distill_step(
     epoch: usize,
     step: usize,
 ) -> (SuperBlock, Tensor<1>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(plan.seeds.distill_paths(i, epoch, step));
-    let block = &plan.space.blocks[i];
+    let paths = sampled_paths(plan, i, epoch, step);
     let mut loss: Option<Tensor<1>> = None;
-    for (ci, cell) in block.cells.iter().enumerate() {
-        let path = sample_path(&mut rng, ci, cell.layers, block.ops.len());
-        let diff = net.forward(&path, input.clone(), Mode::TRAIN) - target.clone();
+    for path in &paths {
+        let diff = net.forward(path, input.clone(), Mode::TRAIN) - target.clone();
         let l = (diff.clone() * diff).mean();
         loss = Some(match loss {
             Some(s) => s + l,
             None => l,
         });
     }
-    let loss = loss.expect("a block has cells") / block.cells.len() as f64;
+    let loss = loss.expect("a block has cells") / paths.len() as f64;
     let detached = loss.clone().inner();
     let grads = GradientsParams::from_grads(loss.backward(), &net);
     let net = optim.step(plan.distill.lr(i, epoch), net, grads);
