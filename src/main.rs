@@ -165,6 +165,39 @@ enum Command {
         #[arg(long, conflicts_with = "measure")]
         skip_data_checks: bool,
     },
+    /// Write a complete recipe around a teacher and a dataset: taps and blocks from the
+    /// teacher's stages, cells around each stage's depth and width, the paper's op set, the data
+    /// section from what PATH holds, and a budget the space can meet (the middle of its FLOPs
+    /// range unless given). The recipe is checked before it is written; an existing file is not
+    /// overwritten.
+    Init {
+        /// `cnn` (a small CNN the teacher stage trains) or a pretrained teacher
+        /// (`dnarun teachers` lists them).
+        #[arg(long)]
+        teacher: String,
+        /// The pretrained teacher's checkpoint (`.pth` or `.safetensors`).
+        #[arg(long, value_name = "FILE")]
+        weights: Option<PathBuf>,
+        /// The dataset folder: IDX files, CIFAR binaries, or `train/` and `val/` (or `test/`)
+        /// image folders.
+        #[arg(long, value_name = "PATH")]
+        data: PathBuf,
+        /// The data format, when the folder's contents should not decide it.
+        #[arg(long, value_name = "F", value_parser = ["idx", "cifar10", "cifar100", "folder", "flat-folder"])]
+        format: Option<String>,
+        /// The budget in MFLOPs (DNA convention).
+        #[arg(long, value_name = "X", conflicts_with = "budget_mparams")]
+        budget_mflops: Option<f64>,
+        /// The budget in millions of parameters.
+        #[arg(long, value_name = "X")]
+        budget_mparams: Option<f64>,
+        /// The images' side in pixels (the teacher's native resolution by default).
+        #[arg(long, value_name = "N")]
+        image_size: Option<usize>,
+        /// The recipe to write.
+        #[arg(short, long, default_value = "recipe.toml")]
+        output: PathBuf,
+    },
     /// Print the recipe JSON schema, or write it to a file.
     Schema {
         /// Write to this file instead of stdout.
@@ -395,6 +428,35 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
         }
         c @ Command::Submit { .. } => return submit(c),
         Command::Status { run_dir } => out(&commands::status(&run_dir)?),
+        Command::Init {
+            teacher,
+            weights,
+            data,
+            format,
+            budget_mflops,
+            budget_mparams,
+            image_size,
+            output,
+        } => {
+            use dnarun::plan::DataFormat;
+            let format = format.map(|f| match f.as_str() {
+                "idx" => DataFormat::Idx,
+                "cifar10" => DataFormat::Cifar10,
+                "cifar100" => DataFormat::Cifar100,
+                "flat-folder" => DataFormat::FlatFolder,
+                _ => DataFormat::Folder,
+            });
+            out(&dnarun::run::init::init(&dnarun::run::init::InitOptions {
+                teacher,
+                weights,
+                data,
+                format,
+                budget_mflops,
+                budget_mparams,
+                image_size,
+                output,
+            })?);
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut script = Vec::new();

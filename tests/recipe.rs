@@ -1104,3 +1104,194 @@ fn a_target_out_of_order_is_one_error() {
     );
     assert!(!err.contains("stem_stride"), "{err}");
 }
+
+/// `dnarun init ARGS`: (exit code, stdout, stderr).
+fn dnarun_init(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnarun"))
+        .arg("init")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A dataset of `classes` x `per_class` tiny RGB images in every layout `init` detects.
+fn init_datasets(root: &Path, classes: usize, per_class: usize) -> Vec<(&'static str, PathBuf)> {
+    let _ = std::fs::remove_dir_all(root);
+    let img = |c: usize, i: usize| {
+        image::RgbImage::from_fn(24 + (i % 3) as u32, 20, |x, y| {
+            image::Rgb([(c * 60) as u8, (x * 9 + i as u32) as u8, (y * 11) as u8])
+        })
+    };
+    let folder = root.join("folder");
+    let flat = root.join("flat");
+    for (split, n) in [("train", per_class), ("val", 2)] {
+        for c in 0..classes {
+            let d = folder.join(split).join(format!("class{c}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::create_dir_all(flat.join(split)).unwrap();
+            for i in 0..n {
+                img(c, i).save(d.join(format!("{i}.jpg"))).unwrap();
+                img(c, i)
+                    .save(flat.join(split).join(format!("img{i}_{c}.png")))
+                    .unwrap();
+            }
+        }
+    }
+    // CIFAR binaries: a label byte (two for CIFAR-100: coarse, fine) and 3072 pixel bytes.
+    let cifar = |dir: &Path, files: &[(&str, usize)], labels: usize, hundred: bool| {
+        std::fs::create_dir_all(dir).unwrap();
+        for (name, n) in files {
+            let mut bytes = Vec::new();
+            for k in 0..*n {
+                if hundred {
+                    bytes.push(0);
+                }
+                bytes.push((k % labels) as u8);
+                bytes.extend((0..3072).map(|p| ((p + k) % 251) as u8));
+            }
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    };
+    let c10 = root.join("cifar10");
+    cifar(
+        &c10,
+        &[("data_batch_1.bin", 10 * 12), ("test_batch.bin", 20)],
+        10,
+        false,
+    );
+    let c100 = root.join("cifar100");
+    cifar(
+        &c100,
+        &[("train.bin", 100 * 4), ("test.bin", 100)],
+        100,
+        true,
+    );
+    vec![
+        ("idx", PathBuf::from("data/fashion-mnist-small")),
+        ("folder", folder),
+        ("flat-folder", flat),
+        ("cifar10", c10),
+        ("cifar100", c100),
+    ]
+}
+
+/// `dnarun init` writes a recipe that validates and plans as written: with the `cnn` teacher on
+/// every data format (data read), and with every pretrained family on an image folder
+/// (EfficientNet-Lite with its real weights, read; the others with a placeholder file, so their
+/// check skips the files). It refuses to overwrite; one recipe is snapshotted.
+#[test]
+fn init_writes_recipes_that_validate_and_plan() {
+    let bin = env!("CARGO_BIN_EXE_dnarun");
+    let root = std::env::current_dir().unwrap().join("target/init-tests");
+    let _ = std::fs::remove_dir_all(&root);
+    let sets = init_datasets(&root.join("data"), 3, 12);
+    let check = |recipe: &Path, skip: bool| {
+        for cmd in ["validate", "plan"] {
+            let mut c = std::process::Command::new(bin);
+            c.arg(cmd).arg(recipe);
+            if skip {
+                c.arg("--skip-data-checks");
+            }
+            let out = c.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd} {}: {}\n{}",
+                recipe.display(),
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(recipe).unwrap()
+            );
+        }
+    };
+    for (format, data) in &sets {
+        let recipe = root.join(format!("cnn-{format}.toml"));
+        let (code, out, err) = dnarun_init(&[
+            "--teacher",
+            "cnn",
+            "--data",
+            data.to_str().unwrap(),
+            "-o",
+            recipe.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(0), "{format}: {err}");
+        assert!(out.contains(&format!("{format} images")), "{out}");
+        check(&recipe, false);
+    }
+    let folder = &sets[1].1;
+    let placeholder = root.join("placeholder.pth");
+    std::fs::write(&placeholder, b"not read by this test").unwrap();
+    let lite0 = std::env::var("DNARUN_TEST_LITE0")
+        .expect("DNARUN_TEST_LITE0 must be set: run the suite with `scripts/test`");
+    for (teacher, weights, real) in [
+        ("efficientnet-lite0", PathBuf::from(&lite0), true),
+        ("efficientnet-b0", placeholder.clone(), false),
+        ("mobilenetv2-100", placeholder.clone(), false),
+        ("resnet18", placeholder.clone(), false),
+    ] {
+        let recipe = root.join(format!("{teacher}.toml"));
+        let (code, _, err) = dnarun_init(&[
+            "--teacher",
+            teacher,
+            "--weights",
+            weights.to_str().unwrap(),
+            "--data",
+            folder.to_str().unwrap(),
+            "--image-size",
+            "64",
+            "-o",
+            recipe.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(0), "{teacher}: {err}");
+        check(&recipe, !real);
+    }
+    // A budget no student meets, not over an existing file, a teacher without weights: refused.
+    let (code, _, err) = dnarun_init(&[
+        "--teacher",
+        "cnn",
+        "--data",
+        "data/fashion-mnist-small",
+        "--budget-mparams",
+        "0.001",
+        "-o",
+        root.join("y.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("is below the cheapest student of the space"),
+        "{err}"
+    );
+    assert!(!root.join("y.toml").exists());
+    let existing = root.join("cnn-idx.toml");
+    let (code, _, err) = dnarun_init(&[
+        "--teacher",
+        "cnn",
+        "--data",
+        "data/fashion-mnist-small",
+        "-o",
+        existing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("does not overwrite it"), "{err}");
+    let (code, _, err) = dnarun_init(&[
+        "--teacher",
+        "resnet18",
+        "--data",
+        folder.to_str().unwrap(),
+        "-o",
+        root.join("x.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("give its checkpoint with `--weights FILE`"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&existing)
+        .unwrap()
+        .replace(env!("CARGO_MANIFEST_DIR"), "[REPO]");
+    assert!(text.starts_with("#:schema "), "{text}");
+    insta::assert_snapshot!(text);
+}

@@ -4,6 +4,7 @@
 
 pub mod commands;
 mod error;
+pub mod init;
 pub mod measure;
 pub mod resources;
 mod workers;
