@@ -198,6 +198,20 @@ enum Command {
         #[arg(short, long, default_value = "recipe.toml")]
         output: PathBuf,
     },
+    /// Export a retrained net for other stacks: `--format onnx` writes an ONNX model (opset 13,
+    /// BatchNorm folded into the convolutions; input `input` [batch, C, S, S] normalised as its
+    /// metadata says, output `logits`) for ONNX Runtime, TensorRT, OpenVINO or a converter.
+    Export {
+        /// An `arch.toml` of a retrained net (its `model.bpk` beside it), its folder, or a run
+        /// directory (its retrained top-1).
+        arch: PathBuf,
+        /// The format.
+        #[arg(long, value_parser = ["onnx"], default_value = "onnx")]
+        format: String,
+        /// The file to write (`NAME.onnx` beside the `arch.toml` by default).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Print the recipe JSON schema, or write it to a file.
     Schema {
         /// Write to this file instead of stdout.
@@ -428,6 +442,14 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
         }
         c @ Command::Submit { .. } => return submit(c),
         Command::Status { run_dir } => out(&commands::status(&run_dir)?),
+        Command::Export {
+            arch,
+            format: _,
+            output,
+        } => {
+            let written = commands::export(&arch, output.as_deref())?;
+            out(&format!("wrote `{}`\n", written.display()));
+        }
         Command::Init {
             teacher,
             weights,

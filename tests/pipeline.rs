@@ -1484,3 +1484,90 @@ fn distillation_and_rating_find_a_planted_path() {
         );
     }
 }
+
+/// `dnarun export RUN_DIR --format onnx`: ONNX Runtime (PyPI, in the suite's MLflow venv) gives
+/// the retrained top-1's logits on the real test images within 1e-4 of dnarun's, and the same
+/// test accuracy as the run's report.
+#[test]
+fn an_exported_onnx_model_gives_dnarun_s_logits_in_onnx_runtime() {
+    use dnarun::data::Preprocess;
+    use dnarun::nn::Mode;
+    let dir = out_dir("onnx");
+    run(&args(&dir, &["search.top_k=1", "retrain.epochs=4"]));
+    let r = dir.join("tiny-001");
+    let model = dir.join("top1.onnx");
+    let out = run(&[
+        "export".into(),
+        r.display().to_string(),
+        "--format".into(),
+        "onnx".into(),
+        "-o".into(),
+        model.display().to_string(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("top1.onnx"));
+    // dnarun's logits on every test image the run tested on.
+    let arch = r.join("retrain/top1/arch.toml");
+    let (_, plan, student) = dnarun::run::commands::load_student(&arch).unwrap();
+    let data = dnarun::data::load(&plan).unwrap();
+    let batch = Preprocess::new(&plan.data, false)
+        .batch(&data.test, &data.test_idx, 0)
+        .unwrap();
+    let device = burn::tensor::Device::flex();
+    let x = batch.images(&device);
+    let input = dnarun::nn::read_back(x.clone());
+    let logits = dnarun::nn::read_back(student.logits(x, Mode::Eval));
+    let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+    std::fs::write(dir.join("input.f32"), bytes(&input)).unwrap();
+    std::fs::write(dir.join("logits.f32"), bytes(&logits)).unwrap();
+    let labels: Vec<String> = batch.labels.iter().map(ToString::to_string).collect();
+    std::fs::write(dir.join("labels.txt"), labels.join(" ")).unwrap();
+    let python = Path::new(&std::env::var("DNARUN_TEST_MLFLOW").unwrap()).with_file_name("python");
+    let script = r#"
+import json, sys
+import numpy as np, onnxruntime as ort
+d = sys.argv[1]
+s = ort.InferenceSession(d + "/top1.onnx", providers=["CPUExecutionProvider"])
+shape = [i for i in s.get_inputs()[0].shape]
+labels = np.array([int(v) for v in open(d + "/labels.txt").read().split()])
+x = np.fromfile(d + "/input.f32", dtype="<f4").reshape([len(labels)] + shape[1:])
+ours = np.fromfile(d + "/logits.f32", dtype="<f4").reshape(len(labels), -1)
+theirs = s.run(["logits"], {"input": x})[0]
+print(json.dumps({
+    "max_abs_diff": float(np.abs(theirs - ours).max()),
+    "same_predictions": bool((theirs.argmax(1) == ours.argmax(1)).all()),
+    "spread": float(ours.std(0).mean()),
+    "classes_predicted": int(len(set(ours.argmax(1).tolist()))),
+    "accuracy": float((theirs.argmax(1) == labels).mean()),
+    "meta": s.get_modelmeta().custom_metadata_map,
+}))
+"#;
+    let out = Command::new(python)
+        .args(["-c", script, &dir.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("{v}");
+    assert!(v["max_abs_diff"].as_f64().unwrap() < 1e-4, "{v}");
+    assert_eq!(v["same_predictions"], true, "{v}");
+    // Logits that differ from image to image (not a constant the comparison would pass anyway).
+    assert!(v["spread"].as_f64().unwrap() > 1e-2, "{v}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("report.json")).unwrap()).unwrap();
+    let reported = report["architectures"][0]["accuracy"].as_f64().unwrap();
+    assert!(
+        (v["accuracy"].as_f64().unwrap() - reported).abs() < 1e-9,
+        "{v} vs {reported}"
+    );
+    assert_eq!(v["meta"]["mean"], "0.286");
+    assert!(
+        v["meta"]["normalization"]
+            .as_str()
+            .unwrap()
+            .contains("pixel / 255 - mean")
+    );
+}

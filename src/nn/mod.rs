@@ -6,6 +6,7 @@ pub mod device;
 pub mod gpu;
 pub mod layers;
 pub mod models;
+pub mod onnx;
 pub mod weights;
 
 pub use layers::{Bn, ConvBn, ConvBnConfig, MbConv, Mode};

@@ -86,6 +86,73 @@ pub fn arch_plan(path: &Path, sets: &[String]) -> Result<(ArchFile, Plan), RunEr
     Ok((arch, load_plan(&recipe, sets)?))
 }
 
+/// The architecture file `dnarun export` and friends mean by a path: the file itself, the folder
+/// holding it, or a run directory (its retrained top-1).
+pub fn arch_file_of(path: &Path) -> Result<PathBuf, RunError> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if path.join("arch.toml").is_file() {
+        return Ok(path.join("arch.toml"));
+    }
+    let top1 = path.join("retrain/top1/arch.toml");
+    if lock_file(path).is_file() && top1.is_file() {
+        return Ok(top1);
+    }
+    Err(RunDirError::NotARunDir {
+        path: path.to_path_buf(),
+        why: "it holds neither an `arch.toml` nor a retrained top-1 (`retrain/top1/arch.toml`: run the retrain stage first)",
+    }
+    .into())
+}
+
+/// A retrained architecture with its weights (`model.bpk` beside its `arch.toml`), on the CPU.
+pub fn load_student(arch_path: &Path) -> Result<(ArchFile, Plan, crate::nn::Student), RunError> {
+    let (file, plan) = arch_plan(arch_path, &[])?;
+    let arch = file.architecture(&plan)?;
+    let weights = arch_path
+        .parent()
+        .unwrap_or(Path::new(""))
+        .join("model.bpk");
+    if !weights.is_file() {
+        return Err(RunDirError::NotARunDir {
+            path: arch_path.to_path_buf(),
+            why: "no `model.bpk` lies beside it: the net has not been retrained (`dnarun retrain` it first)",
+        }
+        .into());
+    }
+    let device = burn::tensor::Device::flex();
+    let student = crate::rundir::load_module(
+        crate::nn::Student::new(&plan.space, &arch, &device),
+        &weights,
+    )?;
+    Ok((file, plan, student))
+}
+
+/// `dnarun export ARCH_OR_RUN_DIR --format onnx [-o FILE]`: the retrained net as an ONNX model
+/// (BatchNorm folded); returns the file written (`NAME.onnx` beside the `arch.toml` by default).
+pub fn export(path: &Path, output: Option<&Path>) -> Result<PathBuf, RunError> {
+    let arch_path = arch_file_of(path)?;
+    let (file, plan, student) = load_student(&arch_path)?;
+    let info = crate::nn::onnx::OnnxInfo {
+        image_size: plan.data.image_size,
+        channels: plan.data.channels,
+        mean: plan.data.mean.clone(),
+        std: plan.data.std.clone(),
+        name: file.name.clone(),
+        paths: file.blocks.clone(),
+    };
+    let bytes = crate::nn::onnx::student_to_onnx(&student, &info);
+    let out = output.map(Path::to_path_buf).unwrap_or_else(|| {
+        arch_path
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join(format!("{}.onnx", file.name))
+    });
+    crate::rundir::write_atomic(&out, &bytes)?;
+    Ok(out)
+}
+
 /// `dnarun plan` of an architecture file: its paths and costs.
 pub fn describe_arch(path: &Path) -> Result<String, RunError> {
     let (arch, plan) = arch_plan(path, &[])?;
