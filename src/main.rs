@@ -397,6 +397,47 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                 commands::notes(&plan)
             ));
         }
+        c @ Command::Plan { .. } => return plan(c),
+        Command::Schema {
+            output,
+            check,
+            markdown,
+        } => return schema(output, check, markdown),
+        Command::Retrain { arch, sets } => {
+            let (name, acc, dir) = commands::retrain(&arch, &sets, stop)?;
+            out(&format!(
+                "{name}: test accuracy {:.2}% (run directory `{}`)\n",
+                acc * 100.0,
+                dir.display()
+            ));
+        }
+        c @ Command::Submit { .. } => return submit(c),
+        Command::Status { run_dir } => out(&commands::status(&run_dir)?),
+        Command::Export {
+            arch,
+            format: _,
+            output,
+        } => {
+            let written = commands::export(&arch, output.as_deref())?;
+            out(&format!("wrote `{}`\n", written.display()));
+        }
+        c @ Command::Init { .. } => return init(c),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "dnarun", &mut script);
+            out(&String::from_utf8_lossy(&script));
+        }
+        Command::Track {
+            command: TrackCommand::Replay { run_dir },
+        } => out(&(commands::replay(&run_dir)? + "\n")),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dnarun plan`: a recipe's summary, an architecture file's cost, or `--measure`.
+fn plan(c: Command) -> Result<ExitCode, RunError> {
+    match c {
         Command::Plan {
             recipe,
             measure: true,
@@ -427,68 +468,44 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                     + &commands::notes(&plan)));
             }
         }
-        Command::Schema {
-            output,
-            check,
-            markdown,
-        } => return schema(output, check, markdown),
-        Command::Retrain { arch, sets } => {
-            let (name, acc, dir) = commands::retrain(&arch, &sets, stop)?;
-            out(&format!(
-                "{name}: test accuracy {:.2}% (run directory `{}`)\n",
-                acc * 100.0,
-                dir.display()
-            ));
-        }
-        c @ Command::Submit { .. } => return submit(c),
-        Command::Status { run_dir } => out(&commands::status(&run_dir)?),
-        Command::Export {
-            arch,
-            format: _,
-            output,
-        } => {
-            let written = commands::export(&arch, output.as_deref())?;
-            out(&format!("wrote `{}`\n", written.display()));
-        }
-        Command::Init {
-            teacher,
-            weights,
-            data,
-            format,
-            budget_mflops,
-            budget_mparams,
-            image_size,
-            output,
-        } => {
-            use dnarun::plan::DataFormat;
-            let format = format.map(|f| match f.as_str() {
-                "idx" => DataFormat::Idx,
-                "cifar10" => DataFormat::Cifar10,
-                "cifar100" => DataFormat::Cifar100,
-                "flat-folder" => DataFormat::FlatFolder,
-                _ => DataFormat::Folder,
-            });
-            out(&dnarun::run::init::init(&dnarun::run::init::InitOptions {
-                teacher,
-                weights,
-                data,
-                format,
-                budget_mflops,
-                budget_mparams,
-                image_size,
-                output,
-            })?);
-        }
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "dnarun", &mut script);
-            out(&String::from_utf8_lossy(&script));
-        }
-        Command::Track {
-            command: TrackCommand::Replay { run_dir },
-        } => out(&(commands::replay(&run_dir)? + "\n")),
+        _ => unreachable!("called with `plan` only"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dnarun init`.
+fn init(c: Command) -> Result<ExitCode, RunError> {
+    use dnarun::plan::DataFormat;
+    let Command::Init {
+        teacher,
+        weights,
+        data,
+        format,
+        budget_mflops,
+        budget_mparams,
+        image_size,
+        output,
+    } = c
+    else {
+        unreachable!("called with `init` only")
+    };
+    let format = format.map(|f| match f.as_str() {
+        "idx" => DataFormat::Idx,
+        "cifar10" => DataFormat::Cifar10,
+        "cifar100" => DataFormat::Cifar100,
+        "flat-folder" => DataFormat::FlatFolder,
+        _ => DataFormat::Folder,
+    });
+    out(&dnarun::run::init::init(&dnarun::run::init::InitOptions {
+        teacher,
+        weights,
+        data,
+        format,
+        budget_mflops,
+        budget_mparams,
+        image_size,
+        output,
+    })?);
     Ok(ExitCode::SUCCESS)
 }
 

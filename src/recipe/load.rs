@@ -170,21 +170,7 @@ pub fn load_partial(
     if overrides.env {
         rejected.extend(env_problems(std::env::vars().map(|(k, _)| k)));
     }
-    // A key missing from the top of the recipe has no table to point at: point at the end of
-    // the recipe file, where a new table would go.
-    if let Some((source, end)) = sources
-        .0
-        .iter()
-        .position(|s| s.name != "--set")
-        .map(|i| (i, end_of(&sources.0[i].text)))
-    {
-        for d in rejected.iter_mut().filter(|d| d.origin.is_none()) {
-            d.origin = Some(Origin::Span {
-                source,
-                span: end.clone(),
-            });
-        }
-    }
+    point_at_the_end(&mut rejected, &sources);
     if !rejected.is_empty() || set_failed {
         let partial = (!set_failed)
             .then(|| without_rejected(&value))
@@ -226,6 +212,24 @@ pub fn load_partial(
         path: path.to_path_buf(),
         base,
     })
+}
+
+/// A key missing from the top of the recipe has no table to point at: its diagnostic points at
+/// the end of the recipe file, where a new table would go.
+fn point_at_the_end(diags: &mut [Diagnostic], sources: &Sources) {
+    if let Some((source, end)) = sources
+        .0
+        .iter()
+        .position(|s| s.name != "--set")
+        .map(|i| (i, end_of(&sources.0[i].text)))
+    {
+        for d in diags.iter_mut().filter(|d| d.origin.is_none()) {
+            d.origin = Some(Origin::Span {
+                source,
+                span: end.clone(),
+            });
+        }
+    }
 }
 
 fn env_provider() -> Env {

@@ -77,7 +77,6 @@ fn min_count(labels: &[usize], classes: usize) -> usize {
 /// Finds the dataset's format, splits, classes and per-class counts.
 fn detect(dir: &Path, format: Option<DataFormat>, recipe_dir: &Path) -> Result<Found, RunError> {
     let has = |name: &str| dir.join(name).exists();
-    let first = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.exists());
     let format = match format {
         Some(f) => f,
         None if has("train-images-idx3-ubyte.gz") || has("train-images-idx3-ubyte") => {
@@ -106,109 +105,121 @@ fn detect(dir: &Path, format: Option<DataFormat>, recipe_dir: &Path) -> Result<F
             ));
         }
     };
+    match format {
+        DataFormat::Idx => found_idx(dir, recipe_dir),
+        DataFormat::Cifar10 | DataFormat::Cifar100 => found_cifar(dir, format, recipe_dir),
+        DataFormat::Folder | DataFormat::FlatFolder => found_folder(dir, format, recipe_dir),
+    }
+}
+
+/// An IDX dataset: the training split read for its classes and per-class counts.
+fn found_idx(dir: &Path, recipe_dir: &Path) -> Result<Found, RunError> {
+    let format = DataFormat::Idx;
+    let has = |name: &str| dir.join(name).exists();
     let p = |name: &str| rel(&dir.join(name), recipe_dir);
-    Ok(match format {
-        DataFormat::Idx => {
-            let gz = if has("train-images-idx3-ubyte.gz") {
-                ".gz"
-            } else {
-                ""
-            };
-            let n = |s: &str| format!("{s}{gz}");
-            let images_file = dir.join(n("train-images-idx3-ubyte"));
-            let side = idx_side(&images_file)?;
-            let images = read_idx(
-                &images_file,
-                &dir.join(n("train-labels-idx1-ubyte")),
-                1,
-                side,
-                256,
-            )?;
-            let classes = images.labels.iter().max().map_or(0, |m| m + 1);
-            Found {
-                format,
-                train: format!(
-                    "{{ images = \"{}\", labels = \"{}\" }}",
-                    p(&n("train-images-idx3-ubyte")),
-                    p(&n("train-labels-idx1-ubyte"))
+    let gz = if has("train-images-idx3-ubyte.gz") {
+        ".gz"
+    } else {
+        ""
+    };
+    let n = |s: &str| format!("{s}{gz}");
+    let images_file = dir.join(n("train-images-idx3-ubyte"));
+    let side = idx_side(&images_file)?;
+    let images = read_idx(
+        &images_file,
+        &dir.join(n("train-labels-idx1-ubyte")),
+        1,
+        side,
+        256,
+    )?;
+    let classes = images.labels.iter().max().map_or(0, |m| m + 1);
+    Ok(Found {
+        format,
+        train: format!(
+            "{{ images = \"{}\", labels = \"{}\" }}",
+            p(&n("train-images-idx3-ubyte")),
+            p(&n("train-labels-idx1-ubyte"))
+        ),
+        test: format!(
+            "{{ images = \"{}\", labels = \"{}\" }}",
+            p(&n("t10k-images-idx3-ubyte")),
+            p(&n("t10k-labels-idx1-ubyte"))
+        ),
+        min_per_class: min_count(&images.labels, classes),
+        classes,
+        channels: 1,
+        side: Some(images.size),
+    })
+}
+
+/// CIFAR binaries: the training batches read for the per-class counts.
+fn found_cifar(dir: &Path, format: DataFormat, recipe_dir: &Path) -> Result<Found, RunError> {
+    let first = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.exists());
+    let ten = format == DataFormat::Cifar10;
+    let train: Vec<PathBuf> = if ten {
+        (1..=5)
+            .map(|i| dir.join(format!("data_batch_{i}.bin")))
+            .filter(|f| f.exists())
+            .collect()
+    } else {
+        vec![dir.join("train.bin")]
+    };
+    let classes = if ten { 10 } else { 100 };
+    let images = read_cifar(&train, !ten, 3, 32, classes)?;
+    let test = first(&["test_batch.bin", "test.bin"]).unwrap_or(dir.join("test.bin"));
+    let list = |v: &[PathBuf]| {
+        v.iter()
+            .map(|f| format!("\"{}\"", rel(f, recipe_dir)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(Found {
+        format,
+        train: format!("{{ files = [{}] }}", list(&train)),
+        test: format!("{{ files = [{}] }}", list(&[test])),
+        min_per_class: min_count(&images.labels, classes),
+        classes,
+        channels: 3,
+        side: Some(32),
+    })
+}
+
+/// Image folders (`train/` and `val/` or `test/`): the training split indexed for its classes.
+fn found_folder(dir: &Path, format: DataFormat, recipe_dir: &Path) -> Result<Found, RunError> {
+    let has = |name: &str| dir.join(name).exists();
+    let p = |name: &str| rel(&dir.join(name), recipe_dir);
+    let test = ["val", "test"]
+        .into_iter()
+        .find(|t| has(t))
+        .ok_or_else(|| {
+            bad(
+                "data",
+                format!(
+                    "`{}` has `train/` but no `val/` or `test/` folder for the test split",
+                    dir.display()
                 ),
-                test: format!(
-                    "{{ images = \"{}\", labels = \"{}\" }}",
-                    p(&n("t10k-images-idx3-ubyte")),
-                    p(&n("t10k-labels-idx1-ubyte"))
-                ),
-                min_per_class: min_count(&images.labels, classes),
-                classes,
-                channels: 1,
-                side: Some(images.size),
-            }
-        }
-        DataFormat::Cifar10 | DataFormat::Cifar100 => {
-            let ten = format == DataFormat::Cifar10;
-            let train: Vec<PathBuf> = if ten {
-                (1..=5)
-                    .map(|i| dir.join(format!("data_batch_{i}.bin")))
-                    .filter(|f| f.exists())
-                    .collect()
-            } else {
-                vec![dir.join("train.bin")]
-            };
-            let classes = if ten { 10 } else { 100 };
-            let images = read_cifar(&train, !ten, 3, 32, classes)?;
-            let test = first(&["test_batch.bin", "test.bin"]).unwrap_or(dir.join("test.bin"));
-            let list = |v: &[PathBuf]| {
-                v.iter()
-                    .map(|f| format!("\"{}\"", rel(f, recipe_dir)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            Found {
-                format,
-                train: format!("{{ files = [{}] }}", list(&train)),
-                test: format!("{{ files = [{}] }}", list(&[test])),
-                min_per_class: min_count(&images.labels, classes),
-                classes,
-                channels: 3,
-                side: Some(32),
-            }
-        }
-        DataFormat::Folder | DataFormat::FlatFolder => {
-            let test = ["val", "test"]
-                .into_iter()
-                .find(|t| has(t))
-                .ok_or_else(|| {
-                    bad(
-                        "data",
-                        format!(
-                            "`{}` has `train/` but no `val/` or `test/` folder for the test split",
-                            dir.display()
-                        ),
-                    )
-                })?;
-            let train_dir = dir.join("train");
-            let images = if format == DataFormat::Folder {
-                let classes = std::fs::read_dir(&train_dir)
-                    .map_err(|e| bad("data", format!("`{}`: {e}", train_dir.display())))?
-                    .flatten()
-                    .filter(|e| {
-                        e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.')
-                    })
-                    .count();
-                read_folder(&train_dir, 3, 32, classes, 0.875)?
-            } else {
-                read_flat_folder(&train_dir, 3, 32, 100_000, 0.875)?
-            };
-            let classes = images.labels.iter().max().map_or(0, |m| m + 1);
-            Found {
-                format,
-                train: format!("{{ dir = \"{}\" }}", p("train")),
-                test: format!("{{ dir = \"{}\" }}", p(test)),
-                min_per_class: min_count(&images.labels, classes),
-                classes,
-                channels: 3,
-                side: None,
-            }
-        }
+            )
+        })?;
+    let train_dir = dir.join("train");
+    let images = if format == DataFormat::Folder {
+        let classes = std::fs::read_dir(&train_dir)
+            .map_err(|e| bad("data", format!("`{}`: {e}", train_dir.display())))?
+            .flatten()
+            .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+            .count();
+        read_folder(&train_dir, 3, 32, classes, 0.875)?
+    } else {
+        read_flat_folder(&train_dir, 3, 32, 100_000, 0.875)?
+    };
+    let classes = images.labels.iter().max().map_or(0, |m| m + 1);
+    Ok(Found {
+        format,
+        train: format!("{{ dir = \"{}\" }}", p("train")),
+        test: format!("{{ dir = \"{}\" }}", p(test)),
+        min_per_class: min_count(&images.labels, classes),
+        classes,
+        channels: 3,
+        side: None,
     })
 }
 
@@ -286,7 +297,20 @@ fn recipe_text(o: &InitOptions, found: &Found, recipe_dir: &Path) -> Result<Stri
         s,
         "[experiment]\nname = \"{name}\"\nseed = 0\noutput_dir = \"runs\"\n"
     );
-    // Data.
+    let size = data_section(&mut s, o, found, zoo)?;
+    let (stages, stem, head, se) = teacher_section(&mut s, o, zoo, size, recipe_dir)?;
+    let stem_stride = if zoo.is_some() || size >= 24 { 2 } else { 1 };
+    space_section(&mut s, &stages, stem, stem_stride, head, se);
+    Ok(s)
+}
+
+/// The `[data]` section; returns the image size.
+fn data_section(
+    s: &mut String,
+    o: &InitOptions,
+    found: &Found,
+    zoo: Option<TeacherArch>,
+) -> Result<usize, RunError> {
     let size = match (o.image_size, zoo, found.side) {
         (Some(n), _, _) => n,
         (None, Some(a), _) => a.member().expect("a pretrained teacher").resolution,
@@ -345,8 +369,22 @@ fn recipe_text(o: &InitOptions, found: &Found, recipe_dir: &Path) -> Result<Stri
         let _ = writeln!(s, "augment = {{ crop_padding = 2, hflip = true }}");
     }
     let _ = writeln!(s, "batch_size = 64\n");
-    // Teacher: its stages, and the taps at their ends.
-    let (stages, stem, head, se): (Vec<(usize, usize, usize)>, usize, usize, bool) = match zoo {
+    Ok(size)
+}
+
+/// One teacher stage the space mirrors: (stage, layers, channels).
+type Stage = (usize, usize, usize);
+
+/// The `[teacher]` section; returns the stages the blocks mirror, the teacher's stem and head
+/// widths, and whether it has squeeze-excitation.
+fn teacher_section(
+    s: &mut String,
+    o: &InitOptions,
+    zoo: Option<TeacherArch>,
+    size: usize,
+    recipe_dir: &Path,
+) -> Result<(Vec<Stage>, usize, usize, bool), RunError> {
+    Ok(match zoo {
         Some(a) => {
             let spec = a.listed().expect("a pretrained teacher");
             let weights = o.weights.as_ref().ok_or_else(|| {
@@ -428,8 +466,18 @@ fn recipe_text(o: &InitOptions, found: &Found, recipe_dir: &Path) -> Result<Stri
             );
             (vec![(1, 2, 24), (2, 2, 40), (3, 2, 64)], 16, 128, false)
         }
-    };
-    let stem_stride = if zoo.is_some() || size >= 24 { 2 } else { 1 };
+    })
+}
+
+/// `[student]`, `[ops]`, the blocks and the training sections (the budget left as `{BUDGET}`).
+fn space_section(
+    s: &mut String,
+    stages: &[Stage],
+    stem: usize,
+    stem_stride: usize,
+    head: usize,
+    se: bool,
+) {
     let _ = writeln!(
         s,
         "[student]\nstem = {stem}\nstem_stride = {stem_stride}\nhead = {head}\n"
@@ -456,7 +504,7 @@ fn recipe_text(o: &InitOptions, found: &Found, recipe_dir: &Path) -> Result<Stri
         s,
         "\n# Per block, cells around the teacher stage's depth L and width C: L-1, L and L+1 layers\n# at width C, and L layers at half width (at most 4 layers: 6^4 paths per cell)."
     );
-    for (stage, layers, channels) in stages {
+    for &(stage, layers, channels) in stages {
         let l = layers.min(4);
         let mut cells: Vec<(usize, usize)> = vec![
             (l.saturating_sub(1).max(1), channels),
@@ -475,7 +523,6 @@ fn recipe_text(o: &InitOptions, found: &Found, recipe_dir: &Path) -> Result<Stri
     let _ = writeln!(s, "\n[distill]\nepochs = 10\n");
     let _ = writeln!(s, "[search]\n{{BUDGET}}top_k = 3\n");
     let _ = writeln!(s, "[retrain]\nepochs = 10");
-    Ok(s)
 }
 
 /// Writes the recipe (refusing to overwrite a file); returns a summary for the terminal.
@@ -502,7 +549,7 @@ pub fn init(o: &InitOptions) -> Result<String, RunError> {
     // The space's FLOPs and params range, from the recipe without a budget.
     let tmp = o.output.with_extension("init.tmp~");
     let resolve = |text: &str| -> Result<Plan, RunError> {
-        crate::atomic::write(&tmp, text.as_bytes()).map_err(|e| bad("output", e.to_string()))?;
+        crate::rundir::write_atomic(&tmp, text.as_bytes())?;
         let plan = Plan::load(
             &tmp,
             &Overrides {
@@ -552,7 +599,7 @@ pub fn init(o: &InitOptions) -> Result<String, RunError> {
     };
     let text = text.replace("{BUDGET}", &budget);
     let plan = resolve(&text)?;
-    crate::atomic::write(&o.output, text.as_bytes()).map_err(|e| bad("output", e.to_string()))?;
+    crate::rundir::write_atomic(&o.output, text.as_bytes())?;
     Ok(format!(
         "wrote `{}`: {} blocks, {} architectures; {} images of {} classes ({}); budget {}\ncheck it with `dnarun validate {}` and `dnarun plan {}`\n",
         o.output.display(),
