@@ -164,6 +164,21 @@ fn found_cifar(dir: &Path, format: DataFormat, recipe_dir: &Path) -> Result<Foun
     } else {
         vec![dir.join("train.bin")]
     };
+    if train.is_empty() || !train[0].is_file() {
+        return Err(bad(
+            "data",
+            format!(
+                "`{}` has no CIFAR-{} training batches (`{}`); check the folder or `--format`",
+                dir.display(),
+                if ten { "10" } else { "100" },
+                if ten {
+                    "data_batch_1.bin` ... `data_batch_5.bin"
+                } else {
+                    "train.bin"
+                }
+            ),
+        ));
+    }
     let classes = if ten { 10 } else { 100 };
     let images = read_cifar(&train, !ten, 3, 32, classes)?;
     let test = first(&["test_batch.bin", "test.bin"]).unwrap_or(dir.join("test.bin"));
