@@ -138,6 +138,16 @@ pub fn load(plan: &Plan) -> Result<Dataset, DataError> {
     subsets(d, plan.seeds.subsets(), train, test)
 }
 
+/// [`load`] without the fingerprint (empty), which reads the bytes of every sampled photo: what
+/// `validate` and `plan` need to know that the data can be read and sampled, at the cost of
+/// listing the folders only.
+pub fn load_unhashed(plan: &Plan) -> Result<Dataset, DataError> {
+    let d = &plan.data;
+    let train = read_split(d, &d.train)?;
+    let test = read_split(d, &d.test)?;
+    draw(d, plan.seeds.subsets(), train, test, false)
+}
+
 /// SHA-256 of the dataset: small formats hash their files; photo folders hash the sorted list
 /// of (path relative to the folder, size, label) and the bytes of the images in `sampled` (the
 /// distillation and rating subsets), so a start never reads the whole dataset.
@@ -200,6 +210,16 @@ fn common_root(files: &[PathBuf]) -> PathBuf {
 
 /// Draws the subsets of already-read splits.
 pub fn subsets(d: &DataSpec, seed: u64, train: Images, test: Images) -> Result<Dataset, DataError> {
+    draw(d, seed, train, test, true)
+}
+
+fn draw(
+    d: &DataSpec,
+    seed: u64,
+    train: Images,
+    test: Images,
+    hash: bool,
+) -> Result<Dataset, DataError> {
     // Every class is sampled from the training split, so it must have them all (a test split
     // may lack some: a validation subset of an ImageNet teacher's classes).
     let present = train.labels.iter().max().map_or(0, |m| m + 1);
@@ -235,12 +255,16 @@ pub fn subsets(d: &DataSpec, seed: u64, train: Images, test: Images) -> Result<D
     }
     let mut sampled: Vec<usize> = search.iter().chain(&rate).copied().collect();
     sampled.sort_unstable();
-    let fingerprint = fingerprint(
-        &train,
-        &test,
-        &sampled,
-        &[&search, &rate, &train_idx, &test_idx],
-    );
+    let fingerprint = if hash {
+        fingerprint(
+            &train,
+            &test,
+            &sampled,
+            &[&search, &rate, &train_idx, &test_idx],
+        )
+    } else {
+        String::new()
+    };
     let mut train = train;
     if d.cache {
         train.allow_cache(&sampled);

@@ -192,7 +192,7 @@ pub fn check_inputs(
         };
         return Ok((None, format!("not checked (`--skip-data-checks`): {what}")));
     }
-    let data = crate::data::load(plan)?;
+    let data = crate::data::load_unhashed(plan)?;
     super::check_weights(plan)?;
     let mut line = format!(
         "checked: the data ({} training and {} test images, sampled as the recipe asks)",
