@@ -95,9 +95,27 @@ pub fn bootstrap(
     resamples: usize,
     seed: u64,
 ) -> Estimate {
-    let n = a.len();
     let value = f(a, b);
-    if n < 2 {
+    resampled(value, a.len(), resamples, seed, |idx| {
+        f(&pick(a, idx), &pick(b, idx))
+    })
+}
+
+/// `v` at the indices `idx` (a bootstrap resample).
+fn pick(v: &[f64], idx: &[usize]) -> Vec<f64> {
+    idx.iter().map(|&i| v[i]).collect()
+}
+
+/// `value` with the 95 % interval of `stat` over `resamples` seeded bootstrap resamples of `n`
+/// items (each given as its drawn indices); no interval for fewer than 2 items.
+fn resampled(
+    value: f64,
+    n: usize,
+    resamples: usize,
+    seed: u64,
+    stat: impl Fn(&[usize]) -> f64,
+) -> Estimate {
+    if n < 2 || resamples == 0 {
         return Estimate {
             value,
             ci: [f64::NAN, f64::NAN],
@@ -107,9 +125,7 @@ pub fn bootstrap(
     let mut vals: Vec<f64> = (0..resamples)
         .map(|_| {
             let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
-            let ra: Vec<f64> = idx.iter().map(|&i| a[i]).collect();
-            let rb: Vec<f64> = idx.iter().map(|&i| b[i]).collect();
-            f(&ra, &rb)
+            stat(&idx)
         })
         .collect();
     vals.sort_by(f64::total_cmp);
@@ -185,29 +201,11 @@ pub fn paired_tau_difference(
     resamples: usize,
     seed: u64,
 ) -> Estimate {
-    let n = y.len();
     let value = kendall_tau(a, y) - kendall_tau(b, y);
-    if n < 2 || resamples == 0 {
-        return Estimate {
-            value,
-            ci: [f64::NAN, f64::NAN],
-        };
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut vals: Vec<f64> = (0..resamples)
-        .map(|_| {
-            let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
-            let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
-            let ry = pick(y);
-            kendall_tau(&pick(a), &ry) - kendall_tau(&pick(b), &ry)
-        })
-        .collect();
-    vals.sort_by(f64::total_cmp);
-    let at = |q: f64| vals[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
-    Estimate {
-        value,
-        ci: [at(0.025), at(0.975)],
-    }
+    resampled(value, y.len(), resamples, seed, |idx| {
+        let ry = pick(y, idx);
+        kendall_tau(&pick(a, idx), &ry) - kendall_tau(&pick(b, idx), &ry)
+    })
 }
 
 /// A standard normal draw (Box-Muller).

@@ -291,16 +291,7 @@ fn a_run_on_a_real_server() {
         .find(|r| tag(r, "mlflow.parentRunId").is_none())
         .unwrap();
     let inputs = parent["inputs"]["dataset_inputs"].as_array().unwrap();
-    let contexts: Vec<&str> = inputs
-        .iter()
-        .filter_map(|i| {
-            i["tags"]
-                .as_array()?
-                .iter()
-                .find(|t| t["key"] == "mlflow.data.context")?["value"]
-                .as_str()
-        })
-        .collect();
+    let contexts = data_contexts(inputs);
     for c in ["train", "distill", "rate", "test"] {
         assert!(contexts.contains(&c), "{contexts:?}");
     }
@@ -428,16 +419,7 @@ fn the_local_store_is_what_mlflow_serves() {
     assert_eq!(param(parent, "distill.epochs"), Some("3"));
     // The datasets are the parent's dataset inputs, read back by MLflow from the file store.
     let inputs = parent["inputs"]["dataset_inputs"].as_array().unwrap();
-    let mut contexts: Vec<&str> = inputs
-        .iter()
-        .filter_map(|i| {
-            i["tags"]
-                .as_array()?
-                .iter()
-                .find(|t| t["key"] == "mlflow.data.context")?["value"]
-                .as_str()
-        })
-        .collect();
+    let mut contexts = data_contexts(inputs);
     contexts.sort();
     assert_eq!(contexts, ["distill", "rate", "test", "train"], "{inputs:?}");
     let train = inputs
@@ -726,4 +708,18 @@ fn a_server_behind_tls_with_its_own_ca() {
     let _ = proxy.kill();
     let _ = proxy.wait();
     server.stop();
+}
+
+/// The `mlflow.data.context` of each dataset input of a run, as MLflow returns them.
+fn data_contexts(inputs: &[serde_json::Value]) -> Vec<&str> {
+    inputs
+        .iter()
+        .filter_map(|i| {
+            i["tags"]
+                .as_array()?
+                .iter()
+                .find(|t| t["key"] == "mlflow.data.context")?["value"]
+                .as_str()
+        })
+        .collect()
 }
