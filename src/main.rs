@@ -101,6 +101,10 @@ enum Command {
         /// Continue this run directory.
         #[arg(long, value_name = "RUN_DIR", conflicts_with = "resume")]
         run_dir: Option<PathBuf>,
+        /// Compute every stage: take nothing from the stage cache (`experiment.cache_dir`) and
+        /// store nothing in it.
+        #[arg(long)]
+        no_cache: bool,
     },
     /// The ranking study: distill, rate and search as `run` does, then retrain
     /// `study.architectures` sampled nets with `study.seeds` seeds each (and the searched top-1)
@@ -122,10 +126,32 @@ enum Command {
         /// at once in one run directory.
         #[arg(long, value_name = "K", requires = "run_dir")]
         net: Option<usize>,
+        /// Compute every stage: take nothing from the stage cache (`experiment.cache_dir`) and
+        /// store nothing in it.
+        #[arg(long)]
+        no_cache: bool,
     },
-    /// Continue a stopped or killed run from its last completed unit.
+    /// Run every variant of a recipe its `[sweep]` section declares (`grid`: every combination
+    /// of the listed values; `members`: tables of overrides), each a full run in its own run
+    /// directory under `OUTPUT_DIR/NAME-sweep/`, sharing every stage two variants have in common
+    /// through the stage cache. Writes `sweep.json` and `sweep.md` (members best first); an MLflow
+    /// parent run holds the members' runs. The same command again resumes it; a member that
+    /// fails is recorded and the others go on (exit 1 when any failed).
+    Sweep {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Run every member as a ranking study (`dnarun study`).
+        #[arg(long)]
+        study: bool,
+        /// Compute every stage: take nothing from the stage cache (`experiment.cache_dir`) and
+        /// store nothing in it.
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Continue a stopped or killed run from its last completed unit, or a sweep (a directory
+    /// with `sweep.json`) from its first unfinished member.
     Resume {
-        /// The run directory (holds `dnarun.lock`).
+        /// The run directory (holds `dnarun.lock`) or sweep directory (holds `sweep.json`).
         run_dir: PathBuf,
     },
     /// Check a recipe and report every problem: the recipe itself, then the data (read and
@@ -335,6 +361,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints where a sweep's table is; exit 1 when a member failed.
+fn sweep_outcome((dir, failed): (PathBuf, usize)) -> Result<ExitCode, RunError> {
+    let md = dir.join("sweep.md");
+    out(&std::fs::read_to_string(&md).unwrap_or_default());
+    out(&format!("sweep: {}\n", md.display()));
+    if failed > 0 {
+        eprintln!(
+            "error: {failed} member(s) of the sweep failed; their messages are in `{}`. Fix them and run the same command again: finished members are kept",
+            md.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError> {
     match command {
         Command::Run {
@@ -344,6 +385,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             worker,
             resume,
             run_dir,
+            no_cache,
         } => {
             let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
             if worker.is_some() {
@@ -357,6 +399,8 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                 stop,
                 study: false,
                 net: None,
+                no_cache,
+                sweep_run: None,
             };
             dnarun::run::run(&plan, &req)?;
         }
@@ -365,6 +409,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             resume,
             run_dir,
             net,
+            no_cache,
         } => {
             let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
             let req = Request {
@@ -372,11 +417,28 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
                 stop,
                 study: true,
                 net,
+                no_cache,
                 ..Default::default()
             };
             dnarun::run::run(&plan, &req)?;
         }
+        Command::Sweep {
+            recipe,
+            study,
+            no_cache,
+        } => {
+            let req = dnarun::run::sweep::SweepRequest {
+                recipe: std::path::absolute(&recipe.recipe).unwrap_or(recipe.recipe.clone()),
+                sets: recipe.sets,
+                study,
+                no_cache,
+            };
+            return sweep_outcome(dnarun::run::sweep::sweep(&req, stop)?);
+        }
         Command::Resume { run_dir } => {
+            if dnarun::run::sweep::state_file(&run_dir).exists() {
+                return sweep_outcome(commands::resume_sweep(&run_dir, stop)?);
+            }
             commands::resume(&run_dir, stop)?;
         }
         Command::Teachers { name, image_size } => {

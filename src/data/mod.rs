@@ -66,6 +66,9 @@ pub struct Dataset {
     pub test_idx: Vec<usize>,
     /// SHA-256 of the data files and the chosen indices.
     pub fingerprint: String,
+    /// SHA-256 of the data files alone (photo folders: their list of files, sizes and labels):
+    /// with the index sets a stage reads, what its cache key holds of the data.
+    pub files_fingerprint: String,
 }
 
 /// Reads one split.
@@ -151,7 +154,12 @@ pub fn load_unhashed(plan: &Plan) -> Result<Dataset, DataError> {
 /// SHA-256 of the dataset: small formats hash their files; photo folders hash the sorted list
 /// of (path relative to the folder, size, label) and the bytes of the images in `sampled` (the
 /// distillation and rating subsets), so a start never reads the whole dataset.
-fn fingerprint(train: &Images, test: &Images, sampled: &[usize], sets: &[&Vec<usize>]) -> String {
+fn fingerprint(
+    train: &Images,
+    test: &Images,
+    sampled: &[usize],
+    sets: &[&Vec<usize>],
+) -> (String, String) {
     let mut h = Sha256::new();
     for split in [train, test] {
         if split.is_photos() {
@@ -170,6 +178,7 @@ fn fingerprint(train: &Images, test: &Images, sampled: &[usize], sets: &[&Vec<us
             }
         }
     }
+    let files = format!("{:x}", h.clone().finalize());
     if train.is_photos() {
         use rayon::prelude::*;
         let digests: Vec<Vec<u8>> = sampled
@@ -189,7 +198,7 @@ fn fingerprint(train: &Images, test: &Images, sampled: &[usize], sets: &[&Vec<us
             h.update((i as u64).to_le_bytes());
         }
     }
-    format!("{:x}", h.finalize())
+    (format!("{:x}", h.finalize()), files)
 }
 
 /// The longest folder every path lies in.
@@ -255,7 +264,7 @@ fn draw(
     }
     let mut sampled: Vec<usize> = search.iter().chain(&rate).copied().collect();
     sampled.sort_unstable();
-    let fingerprint = if hash {
+    let (fingerprint, files_fingerprint) = if hash {
         fingerprint(
             &train,
             &test,
@@ -263,7 +272,7 @@ fn draw(
             &[&search, &rate, &train_idx, &test_idx],
         )
     } else {
-        String::new()
+        (String::new(), String::new())
     };
     let mut train = train;
     if d.cache {
@@ -277,6 +286,7 @@ fn draw(
         train_idx,
         test_idx,
         fingerprint,
+        files_fingerprint,
     })
 }
 

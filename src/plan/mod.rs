@@ -45,6 +45,8 @@ pub struct ExperimentSpec {
     pub name: String,
     /// Absolute directory runs go under.
     pub output_dir: PathBuf,
+    /// The stage cache's folder.
+    pub cache_dir: PathBuf,
 }
 
 /// Where the plan came from: recorded in the lock file and in tracking.
@@ -307,6 +309,10 @@ impl Plan {
             experiment: ExperimentSpec {
                 name: r.experiment.name.clone(),
                 output_dir: base.join(&r.experiment.output_dir),
+                cache_dir: match &r.experiment.cache_dir {
+                    Some(c) => base.join(c),
+                    None => base.join(&r.experiment.output_dir).join("cache"),
+                },
             },
             distill: DistillSpec {
                 epochs: r.distill.epochs,

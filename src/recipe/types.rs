@@ -56,6 +56,26 @@ pub struct Recipe {
     /// Where to compute.
     #[serde(default)]
     pub runtime: Runtime,
+    /// The variants `dnarun sweep` runs: the cartesian product of `grid`, then each of
+    /// `members`. Every other command ignores this section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Sweep>,
+}
+
+/// `[sweep]`: the variants of this recipe that `dnarun sweep` runs, each a full run with its
+/// own run directory, sharing every stage two variants have in common through the stage cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// Dotted recipe keys -> the values to try (`{ "rate.calibration_batches" = [1, 2] }`):
+    /// every combination is a member.
+    #[serde(default)]
+    pub grid: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Members that are not a grid: each a table of dotted recipe keys -> values
+    /// (`[{ "distill.epochs" = 4 }, { "distill.epochs" = 8, "distill.sampling" = "path" }]`),
+    /// run after the grid's.
+    #[serde(default)]
+    pub members: Vec<BTreeMap<String, serde_json::Value>>,
 }
 
 /// Name, seed and output location of the experiment.
@@ -71,6 +91,13 @@ pub struct Experiment {
     /// Directory under which each run gets its own folder, relative to the recipe file.
     #[serde(default = "default_output_dir")]
     pub output_dir: String,
+    /// The stage cache: every finished teacher, block distillation, block rating and retrained
+    /// net is kept here under a key of exactly what it was computed from, and a run (or sweep
+    /// member) that needs one with the same key takes it (hard links) instead of computing it
+    /// again. Relative to the recipe file; default `<output_dir>/cache`. `--no-cache` turns it
+    /// off for one command; deleting the folder empties it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<String>,
     /// Recipe format version; this dnarun reads version 1.
     #[serde(default = "default_schema_version")]
     pub schema_version: u32,

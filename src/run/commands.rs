@@ -54,6 +54,16 @@ pub fn resume(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<PathBuf, RunError
     )
 }
 
+/// `dnarun resume SWEEP_DIR`: the sweep again, as its `sweep.json` asked it.
+pub fn resume_sweep(
+    dir: &Path,
+    stop: Arc<AtomicBool>,
+) -> Result<(std::path::PathBuf, usize), RunError> {
+    let state: super::sweep::SweepState =
+        crate::rundir::read_json(&super::sweep::state_file(dir))?.unwrap_or_default();
+    super::sweep::sweep(&state.request, stop)
+}
+
 /// `dnarun submit --slurm`: makes the run directory ready (or reopens `resubmit`), writes the
 /// batch scripts and submits what is not done.
 pub fn submit(
@@ -66,8 +76,15 @@ pub fn submit(
     }
     // Shared with block tasks still running (they are cancelled), exclusive of a whole run; the
     // hold ends before the jobs start. The devices are the compute nodes': none is opened here.
-    let (dir, ..) =
-        super::make_ready(plan, resubmit, 0, Some("submit"), opts.study, !opts.dry_run)?;
+    let (dir, ..) = super::make_ready(
+        plan,
+        resubmit,
+        0,
+        Some("submit"),
+        opts.study,
+        !opts.dry_run,
+        None,
+    )?;
     Ok(crate::slurm::submit(plan, opts, &dir)?)
 }
 

@@ -7,6 +7,7 @@ mod error;
 pub mod init;
 pub mod measure;
 pub mod resources;
+pub mod sweep;
 mod workers;
 
 use std::path::{Path, PathBuf};
@@ -87,9 +88,18 @@ pub struct Request {
     pub study: bool,
     /// With `study`: retrain only this net (a Slurm array task) and stop.
     pub net: Option<usize>,
+    /// Compute every stage, neither taking nor storing units in the stage cache (`--no-cache`).
+    pub no_cache: bool,
+    /// The MLflow run the run's parent run belongs to (a sweep's).
+    pub sweep_run: Option<String>,
 }
 
 impl Request {
+    /// The stage cache this request uses.
+    fn cache(&self, plan: &Plan) -> crate::rundir::Cache {
+        crate::rundir::Cache::new((!self.no_cache).then(|| plan.experiment.cache_dir.clone()))
+    }
+
     /// Checks the request against the plan and resolves `--resume` to a run directory.
     fn resolve(&self, plan: &Plan) -> Result<Option<PathBuf>, RunError> {
         if self.study && self.stage.is_some() {
@@ -154,10 +164,11 @@ pub fn prepare(
     device: usize,
     part: Option<&str>,
     study: bool,
+    sweep_run: Option<&str>,
 ) -> Result<Prepared, RunError> {
     check_devices(&plan.devices.list)?;
     let opened = open_device(&plan.devices.list[device])?;
-    let (dir, lock, data, track) = make_ready(plan, resume, device, part, study, true)?;
+    let (dir, lock, data, track) = make_ready(plan, resume, device, part, study, true, sweep_run)?;
     let track = track.expect("tracking asked for");
     Ok(Prepared {
         dir,
@@ -180,6 +191,7 @@ fn make_ready(
     part: Option<&str>,
     study: bool,
     tracking: bool,
+    sweep_run: Option<&str>,
 ) -> Result<(RunDir, crate::rundir::RunLock, data::Dataset, Option<Track>), RunError> {
     let device_spec = &plan.devices.list[device];
     let data = data::load(plan)?;
@@ -219,7 +231,7 @@ fn make_ready(
                 ("dnarun.device".into(), info.device.clone()),
                 ("dnarun.run_dir".into(), dir.root().display().to_string()),
             ];
-            let id = tracker.start_run(&dir.name(), None, &tags)?;
+            let id = tracker.start_run(&dir.name(), sweep_run, &tags)?;
             tracker.log_params(&id, &flatten_params(&plan.source.value))?;
             tracker.log_inputs(&id, &dataset_inputs(plan, &data))?;
             tracker.log_artifact(&id, &dir.lock_file(), "")?;
@@ -304,9 +316,13 @@ pub fn run(plan: &Plan, opts: &Request) -> Result<PathBuf, RunError> {
         process_device(plan, opts),
         part.as_deref(),
         opts.study,
+        opts.sweep_run.as_deref(),
     )?;
     let parent = track.parent.clone();
     let result = run_stages(plan, opts, &data, device, &dir, &mut track);
+    if part.is_none() {
+        dir.record_units_in_lock()?;
+    }
     let status = match &result {
         Ok(()) if opts.stage.is_none() || opts.stage == Some(Stage::Report) => {
             Some(RunStatus::Finished)
@@ -354,11 +370,17 @@ fn run_stages(
         dir: dir.clone(),
         track,
         stop: opts.stop.clone(),
+        cache: opts.cache(plan),
     };
+    let keys = stages::StageKeys::of(plan, data);
     let want = |s: Stage| opts.stage.is_none_or(|o| o == s);
     let needs_teacher = want(Stage::Teacher) || want(Stage::Distill) || want(Stage::Rate);
     let teacher = if needs_teacher {
-        Some(measured(&mut ctx, Stage::Teacher, stages::teacher::run)?)
+        let unit = dir.teacher_unit();
+        ctx.adopt(&unit, &keys.teacher, dir.progress()?.teacher)?;
+        let t = measured(&mut ctx, Stage::Teacher, stages::teacher::run)?;
+        ctx.publish(&unit, &keys.teacher)?;
+        Some(t)
     } else {
         None
     };
@@ -368,10 +390,24 @@ fn run_stages(
         (None, Some(k)) => Some(plan.devices.blocks_of(k, nblocks)),
         (None, None) => None,
     };
+    let mine: Vec<usize> = only.clone().unwrap_or_else(|| (0..nblocks).collect());
     let spread_out = plan.devices.len() > 1 && only.is_none();
     for stage in [Stage::Distill, Stage::Rate] {
         if !want(stage) {
             continue;
+        }
+        let block_unit = |i: usize| match stage {
+            Stage::Distill => (dir.distill_unit(i), &keys.distill[i]),
+            _ => (dir.rate_unit(i), &keys.rate[i]),
+        };
+        let progress = dir.progress()?;
+        for &i in &mine {
+            let (unit, key) = block_unit(i);
+            let done = match stage {
+                Stage::Distill => progress.distilled[i],
+                _ => progress.rated[i],
+            };
+            ctx.adopt(&unit, key, done)?;
         }
         let teacher = teacher.as_ref().expect("teacher");
         let only = only.as_deref();
@@ -381,6 +417,17 @@ fn run_stages(
                 measured(&mut ctx, stage, |c| stages::distill::run(c, teacher, only))?
             }
             (false, _) => measured(&mut ctx, stage, |c| stages::rate::run(c, teacher, only))?,
+        }
+        let progress = dir.progress()?;
+        for &i in &mine {
+            let (unit, key) = block_unit(i);
+            let done = match stage {
+                Stage::Distill => progress.distilled[i],
+                _ => progress.rated[i],
+            };
+            if done {
+                ctx.publish(&unit, key)?;
+            }
         }
     }
     if only.is_some() {
@@ -513,6 +560,7 @@ pub fn retrain_arch(
             dir: dir.clone(),
             track: &mut track,
             stop,
+            cache: crate::rundir::Cache::new(Some(plan.experiment.cache_dir.clone())),
         };
         let recipe = plan
             .source

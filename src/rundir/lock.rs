@@ -87,6 +87,10 @@ pub struct Lock {
     pub lock: LockInfo,
     /// The fully resolved recipe.
     pub recipe: serde_json::Value,
+    /// Every unit of the run (`teacher`, `distill/block0`, ...): its stage-cache key and, when
+    /// it was taken from the cache, the run that computed it. Written when the run ends.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub stages: std::collections::BTreeMap<String, super::UnitRecord>,
 }
 
 impl Lock {

@@ -14,11 +14,13 @@
 //! RUN_DIR/report.{md,csv,json}
 //! RUN_DIR/study/NAME/sK/              a study net's seed K; study.{json,md,svg}, predictor.json
 //! RUN_DIR/resources.json              peak resident memory and seconds per stage
+//! RUN_DIR/stages/UNIT.json           each unit's cache key, and where it was reused from
 //! RUN_DIR/tracking/NAME.id            MLflow run ids; tracking-spool-PID.jsonl unsent calls
 //! RUN_DIR/workers/STAGE-K.log         logs of per-device workers
 //! RUN_DIR/slurm/                      NAME.sbatch, jobs.json, logs/
 //! ```
 
+mod cache;
 mod error;
 pub mod files;
 mod lock;
@@ -30,6 +32,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::recipe::differing_keys;
+pub use cache::{Cache, Key, KeyBuilder, Unit, UnitRecord};
 pub use error::RunDirError;
 pub use files::{
     Checkpoints, load_module, read_json, save_module, save_optim, write_atomic, write_json,
@@ -169,9 +172,22 @@ impl RunDir {
             let lock = Lock {
                 lock: now.clone(),
                 recipe: recipe.clone(),
+                stages: BTreeMap::new(),
             };
             write_atomic(&path, lock.text().as_bytes())
         }
+    }
+
+    /// Copies the units' records (`stages/`) into the lock file's `[stages]` table.
+    pub fn record_units_in_lock(&self) -> Result<(), RunDirError> {
+        let path = self.lock_file();
+        let mut lock = Lock::read(&path)?;
+        let units = self.unit_records();
+        if lock.stages != units {
+            lock.stages = units;
+            write_atomic(&path, lock.text().as_bytes())?;
+        }
+        Ok(())
     }
 
     /// Takes the run directory for this process: exclusively, or with `part` (a block:

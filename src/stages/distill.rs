@@ -16,6 +16,62 @@ use crate::nn::{Mode, SuperBlock, Teacher};
 use crate::rundir::{DistillState, StabilityPoint, load_module};
 use crate::track::RunStatus;
 
+/// Block `i`'s distillation's cache key: the teacher it imitates, the block's space and taps,
+/// the distillation settings (its own learning rate), and the images it learns and is checked on.
+pub fn key(
+    plan: &crate::plan::Plan,
+    data: &crate::data::Dataset,
+    teacher: &crate::rundir::Key,
+    i: usize,
+) -> crate::rundir::Key {
+    let crate::plan::DistillSpec {
+        epochs,
+        batch_size,
+        block_lr,
+        lr_decay,
+        weight_decay,
+        max_steps,
+        sampling,
+        stability_every,
+        stability_paths,
+        stability_images,
+        stop_when_stable,
+    } = &plan.distill;
+    let mut k = super::key_base("distill", plan)
+        .with("teacher", teacher)
+        .with("block", &plan.space.blocks[i])
+        .with("taps", &plan.taps[i.saturating_sub(1)..=i])
+        .with(
+            "distill",
+            &(
+                epochs,
+                batch_size,
+                block_lr[i],
+                lr_decay,
+                weight_decay,
+                max_steps,
+            ),
+        )
+        .with("distill.sampling", sampling)
+        .with(
+            "distill.stability",
+            &(
+                stability_every,
+                stability_paths,
+                stability_images,
+                stop_when_stable,
+            ),
+        )
+        .with("search_idx", &data.search)
+        .with("rate_idx", &data.rate);
+    if data.train.is_photos() {
+        // A photo folder's file fingerprint holds sizes, not bytes; the full one holds the bytes
+        // of the sampled photos.
+        k = k.with("fingerprint", &data.fingerprint);
+    }
+    k.finish()
+}
+
 /// Whether block `i` is fully distilled (all its epochs, or stopped once stable).
 pub fn is_done(ctx: &Ctx, i: usize) -> Result<bool, StageError> {
     let state = ctx.dir.distill_state(i)?;
@@ -57,7 +113,8 @@ impl Job {
 pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(), StageError> {
     let mut jobs = open_jobs(ctx, only)?;
     if jobs.is_empty() {
-        return Ok(());
+        // Every block done (or taken from the stage cache): the summary still lists them all.
+        return write_stability(ctx);
     }
     // Blocks in one process advance together: one teacher forward feeds them all.
     let start_epoch = jobs.iter().map(|j| j.state.epochs_done).min().unwrap_or(0);

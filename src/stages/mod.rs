@@ -26,7 +26,7 @@ pub use train::{Classifier, evaluate, train_classifier};
 use crate::data::Dataset;
 
 use crate::plan::Plan;
-use crate::rundir::RunDir;
+use crate::rundir::{Cache, Key, KeyBuilder, RunDir, Unit};
 use crate::track::{Metric, RunStatus, Tracker, now_ms};
 
 /// The tracker of a run: the parent run and its named child runs, whose ids survive resumes.
@@ -132,6 +132,8 @@ pub struct Ctx<'a> {
     pub track: &'a mut Track,
     /// Set by Ctrl-C: stop after saving.
     pub stop: Arc<AtomicBool>,
+    /// The stage cache (off for `--no-cache`).
+    pub cache: Cache,
 }
 
 impl Ctx<'_> {
@@ -149,6 +151,117 @@ impl Ctx<'_> {
     pub fn train_device(&self) -> Device {
         self.device.clone().autodiff()
     }
+
+    /// Takes a unit that is not `done` here from the stage cache when it holds the unit's key
+    /// (the run directory and the parent run's tag `dnarun.reused.<unit>` record from where).
+    pub fn adopt(&mut self, unit: &Unit, key: &Key, done: bool) -> Result<(), StageError> {
+        if done {
+            return Ok(());
+        }
+        if let Some(from) = self.cache.adopt(&self.dir, unit, key)? {
+            tracing::info!(
+                "{}: taken from the stage cache (computed in `{from}`)",
+                unit.name
+            );
+            let parent = self.track.parent.clone();
+            self.track
+                .tracker
+                .set_tags(&parent, &[(format!("dnarun.reused.{}", unit.name), from)])?;
+        }
+        Ok(())
+    }
+
+    /// Records a finished unit's key and stores it in the stage cache.
+    pub fn publish(&self, unit: &Unit, key: &Key) -> Result<(), StageError> {
+        Ok(self.cache.publish(&self.dir, unit, key)?)
+    }
+}
+
+/// The content keys of a run's units that the plan and the data fix before any stage runs
+/// (a retrained net's also depends on what the search found: [`retrain::key`]). Each stage
+/// declares what it reads in its own `key` function. The search is not cached: it takes
+/// milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageKeys {
+    /// The teacher's.
+    pub teacher: Key,
+    /// Each block's distillation.
+    pub distill: Vec<Key>,
+    /// Each block's ratings.
+    pub rate: Vec<Key>,
+}
+
+impl StageKeys {
+    /// The keys of a plan's units on this data.
+    pub fn of(plan: &Plan, data: &Dataset) -> StageKeys {
+        let teacher = teacher::key(plan, data);
+        let distill: Vec<Key> = (0..plan.space.blocks.len())
+            .map(|i| distill::key(plan, data, &teacher, i))
+            .collect();
+        let rate: Vec<Key> = distill
+            .iter()
+            .enumerate()
+            .map(|(i, d)| rate::key(plan, data, d, i))
+            .collect();
+        StageKeys {
+            teacher,
+            distill,
+            rate,
+        }
+    }
+}
+
+/// The start of every stage's key: what all of them read (the images' shape and
+/// preprocessing, the seed, and the backends that compute: another backend gives other bits).
+fn key_base(stage: &str, plan: &Plan) -> KeyBuilder {
+    // Every field named: a new one does not compile until it is placed here or left out.
+    let crate::plan::DataSpec {
+        // Which images: in the keys through the data's fingerprints and index sets.
+        format: _,
+        train: _,
+        test: _,
+        samples_per_class: _,
+        rate_per_class: _,
+        train_per_class: _,
+        test_per_class: _,
+        skip_bad: _,
+        // How images become tensors.
+        classes,
+        image_size,
+        channels,
+        mean,
+        std,
+        crop_padding,
+        hflip,
+        scale,
+        ratio,
+        eval_crop,
+        // Read by the stages that use it (`data.batch_size` is the default of theirs).
+        batch_size: _,
+        // Speed only.
+        cache: _,
+        workers: _,
+    } = &plan.data;
+    let mut backends: Vec<&str> = plan
+        .devices
+        .list
+        .iter()
+        .map(|s| match s {
+            crate::plan::DeviceSpec::Cpu => "flex",
+            crate::plan::DeviceSpec::Cuda(_) => "cuda",
+            crate::plan::DeviceSpec::Wgpu(_) => "wgpu",
+        })
+        .collect();
+    backends.sort_unstable();
+    backends.dedup();
+    KeyBuilder::new(stage)
+        .with("data.shape", &(classes, channels, image_size))
+        .with(
+            "data.preprocessing",
+            &(mean, std, crop_padding, hflip, scale, ratio, eval_crop),
+        )
+        .with("seed", &plan.seeds)
+        .with("backends", &backends)
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).

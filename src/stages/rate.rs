@@ -363,6 +363,31 @@ impl Features {
     }
 }
 
+/// Block `i`'s ratings' cache key: its distilled supernet, the rating settings and images.
+pub fn key(
+    plan: &crate::plan::Plan,
+    data: &crate::data::Dataset,
+    distill: &crate::rundir::Key,
+    i: usize,
+) -> crate::rundir::Key {
+    let crate::plan::RateSpec {
+        batch_size,
+        calibration_batches,
+        max_images,
+        loss,
+    } = &plan.rate;
+    let mut k = super::key_base("rate", plan)
+        .with("distill", distill)
+        .with("block", &plan.space.blocks[i])
+        .with("taps", &plan.taps[i.saturating_sub(1)..=i])
+        .with("rate", &(batch_size, calibration_batches, max_images, loss))
+        .with("rate_idx", &data.rate);
+    if data.train.is_photos() {
+        k = k.with("fingerprint", &data.fingerprint);
+    }
+    k.finish()
+}
+
 /// Rates the given blocks (all unrated ones when `only` is `None`).
 pub fn run(ctx: &mut Ctx, teacher: &Teacher, only: Option<&[usize]>) -> Result<(), StageError> {
     let todo: Vec<usize> = (0..ctx.plan.space.blocks.len())

@@ -81,6 +81,20 @@ pub struct Retrained {
     pub control: bool,
 }
 
+/// A retrained net's cache key: its architecture in the space, its name (its initialisation's
+/// seed), the retraining settings, and the training and test images.
+pub fn key(plan: &Plan, data: &crate::data::Dataset, chosen: &Chosen) -> crate::rundir::Key {
+    super::key_base("retrain", plan)
+        .with("space", &plan.space)
+        .with("architecture", &(&chosen.name, &chosen.paths))
+        .with("retrain.train", &plan.retrain.train)
+        .with("data.batch_size", &plan.data.batch_size)
+        .with("files", &data.files_fingerprint)
+        .with("train_idx", &data.train_idx)
+        .with("test_idx", &data.test_idx)
+        .finish()
+}
+
 /// Retrains one architecture into its folder of the run directory; `recipe_rel` is the recipe
 /// its `arch.toml` names.
 pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, recipe_rel: &str) -> Result<f64, StageError> {
@@ -116,6 +130,13 @@ pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, recipe_rel: &str) -> Result<f
         ],
     )?;
     let plan = ctx.plan;
+    let (unit, key) = (
+        ctx.dir.retrain_unit(&chosen.name),
+        key(plan, ctx.data, chosen),
+    );
+    let done = crate::rundir::read_json::<crate::rundir::TrainState>(&ck.state())?
+        .is_some_and(|s| s.accuracy.is_some());
+    ctx.adopt(&unit, &key, done)?;
     let seed = plan.seeds.student_init(&chosen.name);
     let (model, acc) = train_classifier(
         ctx,
@@ -127,6 +148,7 @@ pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, recipe_rel: &str) -> Result<f
         |dev| Student::new(&plan.space, &architecture, dev),
     )?;
     crate::nn::weights::export_safetensors(&model, &dir.join("model.safetensors"))?;
+    ctx.publish(&unit, &key)?;
     let done = ArchFile {
         accuracy: Some(acc),
         ..arch

@@ -10,6 +10,52 @@ use crate::nn::{Mode, Teacher, weights};
 use crate::plan::WeightFormat;
 use crate::rundir::{TrainState, load_module, read_json, write_json};
 
+/// The teacher's cache key: what the teacher stage reads. A loaded teacher: its architecture,
+/// the weights file's contents, and the test images it is evaluated on; a trained one: its
+/// architecture, training settings and the training images instead of the file.
+pub fn key(plan: &crate::plan::Plan, data: &crate::data::Dataset) -> crate::rundir::Key {
+    // Every field named: a new one does not compile until it is placed in the key or left out.
+    let crate::plan::TeacherSpec {
+        arch,
+        stem,
+        stem_kernel,
+        stem_stride,
+        stem_pool,
+        stages,
+        head,
+        se,
+        act,
+        padding,
+        bn_eps,
+        weights,
+        layout,
+        train,
+        eval_mode,
+    } = &plan.teacher;
+    let k = super::key_base("teacher", plan)
+        .with("files", &data.files_fingerprint)
+        .with("test_idx", &data.test_idx)
+        .with("data.batch_size", &plan.data.batch_size)
+        .with(
+            "teacher",
+            &(
+                arch,
+                (stem, stem_kernel, stem_stride, stem_pool),
+                stages,
+                (head, se, act, padding, bn_eps, eval_mode),
+            ),
+        );
+    match weights {
+        Some((path, format)) => k
+            .with("teacher.weights", &(format, layout))
+            .file("teacher.weights.contents", path),
+        None => k
+            .with("teacher.train", train)
+            .with("train_idx", &data.train_idx),
+    }
+    .finish()
+}
+
 /// A freshly initialised teacher of the plan's shape.
 pub fn build(ctx: &Ctx, device: &burn::tensor::Device) -> Teacher {
     let d = &ctx.plan.data;

@@ -1,0 +1,515 @@
+//! `dnarun sweep`: every variant of a recipe its `[sweep]` section declares, each a full run
+//! with its own run directory under one sweep directory, sharing every stage two variants have
+//! in common through the stage cache.
+//!
+//! ```text
+//! OUTPUT_DIR/NAME-sweep/sweep.json     per member: overrides, run directory, status, reused
+//!                                      stages, outcome (the command's state, read on resume)
+//! OUTPUT_DIR/NAME-sweep/sweep.md       the same as a table, best outcome first
+//! OUTPUT_DIR/NAME-sweep/NAME-NNN/      each member's run directory
+//! ```
+//!
+//! The same command again (or `dnarun resume SWEEP_DIR`) resumes: finished members are kept,
+//! unfinished ones continue in their run directories. A member that fails is recorded with its
+//! message and the others go on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Request, Resume, RunError};
+use crate::plan::Plan;
+use crate::rundir::{RunDir, read_json, write_atomic, write_json};
+use crate::track::{self, RunStatus};
+
+/// What `dnarun sweep` was asked.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SweepRequest {
+    /// The recipe (absolute).
+    pub recipe: PathBuf,
+    /// Its `--set` overrides.
+    pub sets: Vec<String>,
+    /// Every member is a ranking study (`--study`).
+    pub study: bool,
+    /// Compute every stage of every member (`--no-cache`).
+    pub no_cache: bool,
+}
+
+/// `sweep.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SweepState {
+    /// What was asked (`dnarun resume SWEEP_DIR` asks it again).
+    pub request: SweepRequest,
+    /// The sweep's MLflow run, whose children are the members' runs.
+    #[serde(default)]
+    pub mlflow_run: Option<String>,
+    /// The members, in the order they run.
+    pub members: Vec<MemberState>,
+}
+
+/// One member of a sweep.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberState {
+    /// Its overrides of the recipe: dotted key -> value.
+    pub overrides: BTreeMap<String, Value>,
+    /// Its run directory, once made.
+    pub run_dir: Option<PathBuf>,
+    /// `pending`, `running`, `finished`, `failed` or `stopped`.
+    pub status: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The units it took from the stage cache: unit -> the run directory that computed it.
+    #[serde(default)]
+    pub reused: BTreeMap<String, String>,
+    /// What it found: `top1_rating`, `top1_mflops`, `top1_mparams`, `top1_accuracy`, and for a
+    /// study `kendall_tau_rating`, `kendall_tau_flops`.
+    #[serde(default)]
+    pub outcome: BTreeMap<String, f64>,
+}
+
+impl MemberState {
+    /// `key=value, key=value`.
+    pub fn label(&self) -> String {
+        let parts: Vec<String> = self
+            .overrides
+            .iter()
+            .map(|(k, v)| format!("{k}={}", toml_literal(v)))
+            .collect();
+        if parts.is_empty() {
+            "(the recipe as written)".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// The members a `[sweep]` section declares: the grid's cartesian product, then `members`.
+pub fn expand(sweep: &crate::recipe::Sweep) -> Vec<BTreeMap<String, Value>> {
+    let mut out: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
+    for (key, values) in &sweep.grid {
+        out = out
+            .iter()
+            .flat_map(|m| {
+                values.iter().map(move |v| {
+                    let mut m = m.clone();
+                    m.insert(key.clone(), v.clone());
+                    m
+                })
+            })
+            .collect();
+    }
+    if sweep.grid.is_empty() {
+        out.clear();
+    }
+    out.extend(sweep.members.iter().cloned());
+    out
+}
+
+/// A JSON value as a TOML literal for `--set`.
+fn toml_literal(v: &Value) -> String {
+    match v {
+        Value::Object(m) => format!(
+            "{{ {} }}",
+            m.iter()
+                .map(|(k, v)| format!(
+                    "{} = {}",
+                    serde_json::to_string(k).unwrap_or_default(),
+                    toml_literal(v)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(toml_literal).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Null => "\"\"".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The sweep directory of a recipe's plan.
+pub fn sweep_dir(plan: &Plan) -> PathBuf {
+    plan.experiment
+        .output_dir
+        .join(format!("{}-sweep", plan.experiment.name))
+}
+
+/// The file that marks a sweep directory.
+pub fn state_file(dir: &Path) -> PathBuf {
+    dir.join("sweep.json")
+}
+
+/// Runs (or resumes) a sweep; returns its directory and how many members failed.
+pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usize), RunError> {
+    let base = super::commands::load_plan(&req.recipe, &req.sets)?;
+    let section: crate::recipe::Sweep = base
+        .source
+        .value
+        .get("sweep")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| RunError::BadOption {
+            option: "set",
+            problem: format!("`sweep` is not a sweep section: {e}"),
+        })?
+        .unwrap_or_default();
+    let wanted = expand(&section);
+    if wanted.is_empty() {
+        return Err(RunError::BadOption {
+            option: "set",
+            problem: format!(
+                "`{}` declares no sweep: add a `[sweep]` section with `grid` (keys -> arrays of values) or `members` (tables of overrides), or pass `--set 'sweep.grid={{\"rate.calibration_batches\"=[1,2]}}'`",
+                req.recipe.display()
+            ),
+        });
+    }
+    let dir = sweep_dir(&base);
+    std::fs::create_dir_all(&dir).map_err(|e| crate::rundir::RunDirError::write(&dir, e))?;
+    let _hold = RunDir::open(&base, &dir).lock(None)?;
+    let mut state: SweepState = read_json(&state_file(&dir))?.unwrap_or_default();
+    state.request = req.clone();
+    // Members kept by their overrides: a member already run keeps its run directory.
+    let old = std::mem::take(&mut state.members);
+    state.members = wanted
+        .into_iter()
+        .map(|o| {
+            old.iter()
+                .find(|m| m.overrides == o)
+                .cloned()
+                .unwrap_or(MemberState {
+                    overrides: o,
+                    status: "pending".into(),
+                    ..Default::default()
+                })
+        })
+        .collect();
+    let mut tracker = track::open(
+        &base.tracking,
+        &dir.join(format!("tracking-spool-{}.jsonl", std::process::id())),
+    )?;
+    let sweep_run = match state.mlflow_run.clone() {
+        Some(id) => id,
+        None => {
+            let id = tracker.start_run(
+                &format!("{}-sweep", base.experiment.name),
+                None,
+                &[
+                    ("dnarun.version".into(), env!("CARGO_PKG_VERSION").into()),
+                    ("dnarun.sweep_dir".into(), dir.display().to_string()),
+                ],
+            )?;
+            let keys: Vec<String> = state
+                .members
+                .iter()
+                .flat_map(|m| m.overrides.keys().cloned())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            tracker.log_params(
+                &id,
+                &[
+                    ("sweep.members".into(), state.members.len().to_string()),
+                    ("sweep.keys".into(), keys.join(", ")),
+                ],
+            )?;
+            id
+        }
+    };
+    state.mlflow_run = Some(sweep_run.clone());
+    write_json(&state_file(&dir), &state)?;
+    let mut stopped = None;
+    for k in 0..state.members.len() {
+        if state.members[k].status == "finished" {
+            continue;
+        }
+        eprintln!(
+            "sweep member {} of {}: {}",
+            k + 1,
+            state.members.len(),
+            state.members[k].label()
+        );
+        let result = run_member(req, &base, &dir, &mut state, k, &sweep_run, stop.clone());
+        let m = &mut state.members[k];
+        match result {
+            Ok(()) => m.status = "finished".into(),
+            Err(e) if e.is_stop() => {
+                m.status = "stopped".into();
+                stopped = Some(e);
+            }
+            Err(e) => {
+                m.status = "failed".into();
+                m.error = Some(match &e {
+                    RunError::Recipe(d) => d.render(),
+                    e => e.to_string(),
+                });
+                eprintln!(
+                    "sweep member {} failed: {}",
+                    k + 1,
+                    m.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        if let Some(run_dir) = m.run_dir.clone() {
+            m.outcome = outcome(&run_dir);
+            m.reused = RunDir::open(&base, &run_dir)
+                .unit_records()
+                .into_iter()
+                .filter_map(|(u, r)| r.reused_from.map(|f| (u, f)))
+                .collect();
+        }
+        write_json(&state_file(&dir), &state)?;
+        write_atomic(&dir.join("sweep.md"), markdown(&state).as_bytes())?;
+        if stopped.is_some() {
+            break;
+        }
+    }
+    write_atomic(&dir.join("sweep.md"), markdown(&state).as_bytes())?;
+    let failed = state
+        .members
+        .iter()
+        .filter(|m| m.status == "failed")
+        .count();
+    let _ = tracker.log_artifact(&sweep_run, &dir.join("sweep.md"), "");
+    let _ = tracker.log_artifact(&sweep_run, &state_file(&dir), "");
+    let status = match (&stopped, failed) {
+        (Some(_), _) => RunStatus::Killed,
+        (None, 0) => RunStatus::Finished,
+        _ => RunStatus::Failed,
+    };
+    let _ = tracker.end_run(&sweep_run, status);
+    tracker.flush();
+    if let Some(e) = stopped {
+        return Err(e);
+    }
+    Ok((dir, failed))
+}
+
+/// Runs member `k` (in its recorded run directory when it has one).
+fn run_member(
+    req: &SweepRequest,
+    base: &Plan,
+    dir: &Path,
+    state: &mut SweepState,
+    k: usize,
+    sweep_run: &str,
+    stop: Arc<AtomicBool>,
+) -> Result<(), RunError> {
+    let m = &state.members[k];
+    let mut sets = req.sets.clone();
+    for (key, v) in &m.overrides {
+        sets.push(format!("{key}={}", toml_literal(v)));
+    }
+    sets.push(format!(
+        "experiment.output_dir={}",
+        toml_literal(&Value::String(dir.display().to_string()))
+    ));
+    sets.push(format!(
+        "experiment.cache_dir={}",
+        toml_literal(&Value::String(
+            base.experiment.cache_dir.display().to_string()
+        ))
+    ));
+    let plan = super::commands::load_plan(&req.recipe, &sets)?;
+    let run_dir = match &m.run_dir {
+        Some(d) if d.join("dnarun.lock").exists() => d.clone(),
+        _ => RunDir::create(&plan)?.root().to_path_buf(),
+    };
+    state.members[k].run_dir = Some(run_dir.clone());
+    state.members[k].status = "running".into();
+    write_json(&state_file(dir), state)?;
+    let request = Request {
+        resume: Resume::Dir(run_dir),
+        stop,
+        study: req.study,
+        no_cache: req.no_cache,
+        sweep_run: Some(sweep_run.to_string()),
+        ..Default::default()
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| super::run(&plan, &request))) {
+        Ok(r) => r.map(|_| ()),
+        Err(p) => Err(RunError::Process {
+            what: "finish the member".into(),
+            reason: format!(
+                "it panicked: {}",
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            ),
+        }),
+    }
+}
+
+/// A member's outcome, from its run directory's files.
+fn outcome(run_dir: &Path) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let read = |p: PathBuf| -> Option<Value> {
+        serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
+    };
+    if let Some(r) = read(run_dir.join("search").join("result.json"))
+        && let Some(top) = r.pointer("/top/0")
+    {
+        let f = |k: &str| top.get(k).and_then(Value::as_f64);
+        if let Some(v) = f("rating") {
+            out.insert("top1_rating".into(), v);
+        }
+        if let Some(v) = f("flops_dna") {
+            out.insert("top1_mflops".into(), v / 1e6);
+        }
+        if let Some(v) = f("params") {
+            out.insert("top1_mparams".into(), v / 1e6);
+        }
+    }
+    if let Some(r) = read(run_dir.join("report.json"))
+        && let Some(a) = r
+            .pointer("/architectures/0/accuracy")
+            .and_then(Value::as_f64)
+    {
+        out.insert("top1_accuracy".into(), a);
+    }
+    if let Some(s) = read(run_dir.join("study.json")) {
+        for p in ["rating", "flops"] {
+            if let Some(t) = s
+                .pointer(&format!("/predictors/{p}/kendall_tau"))
+                .and_then(Value::as_f64)
+            {
+                out.insert(format!("kendall_tau_{p}"), t);
+            }
+        }
+    }
+    out
+}
+
+/// `sweep.md`: one row per member, best first (the study's rating tau, else the top-1's
+/// accuracy, else its rating, lowest best); members without an outcome last.
+pub fn markdown(state: &SweepState) -> String {
+    let mut order: Vec<&MemberState> = state.members.iter().collect();
+    let score = |m: &MemberState| -> Option<f64> {
+        m.outcome
+            .get("kendall_tau_rating")
+            .or(m.outcome.get("top1_accuracy"))
+            .copied()
+            .or(m.outcome.get("top1_rating").map(|r| -r))
+    };
+    order.sort_by(|a, b| match (score(a), score(b)) {
+        (Some(x), Some(y)) => y.total_cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    let study = state.request.study;
+    let mut s = format!(
+        "# Sweep of `{}`\n\n{} members: {} finished, {} failed. The stage cache shared {} stage units between them.\n\n",
+        state.request.recipe.display(),
+        state.members.len(),
+        state
+            .members
+            .iter()
+            .filter(|m| m.status == "finished")
+            .count(),
+        state
+            .members
+            .iter()
+            .filter(|m| m.status == "failed")
+            .count(),
+        state.members.iter().map(|m| m.reused.len()).sum::<usize>(),
+    );
+    s += if study {
+        "| member | status | tau (rating) | tau (FLOPs) | top-1 rating | reused | run |\n|---|---|---|---|---|---|---|\n"
+    } else {
+        "| member | status | top-1 accuracy | top-1 rating | MFLOPs | M params | reused | run |\n|---|---|---|---|---|---|---|---|\n"
+    };
+    let f = |m: &MemberState, k: &str, scale: f64, prec: usize| {
+        m.outcome
+            .get(k)
+            .map(|v| format!("{:.prec$}", v * scale))
+            .unwrap_or_else(|| "-".into())
+    };
+    for m in order {
+        let status = match &m.error {
+            Some(e) => format!(
+                "failed: {}",
+                e.lines().next().unwrap_or("").replace('|', "\\|")
+            ),
+            None => m.status.clone(),
+        };
+        let reused = if m.reused.is_empty() {
+            "-".to_string()
+        } else {
+            m.reused.keys().cloned().collect::<Vec<_>>().join(", ")
+        };
+        let run = m
+            .run_dir
+            .as_ref()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "-".into());
+        let label = m.label().replace('|', "\\|");
+        s += &if study {
+            format!(
+                "| {label} | {status} | {} | {} | {} | {reused} | {run} |\n",
+                f(m, "kendall_tau_rating", 1.0, 3),
+                f(m, "kendall_tau_flops", 1.0, 3),
+                f(m, "top1_rating", 1.0, 4),
+            )
+        } else {
+            format!(
+                "| {label} | {status} | {} | {} | {} | {} | {reused} | {run} |\n",
+                f(m, "top1_accuracy", 100.0, 2),
+                f(m, "top1_rating", 1.0, 4),
+                f(m, "top1_mflops", 1.0, 3),
+                f(m, "top1_mparams", 1.0, 4),
+            )
+        };
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grid_expands_to_its_product_then_the_members() {
+        let mut grid = BTreeMap::new();
+        grid.insert("a".to_string(), vec![Value::from(1), Value::from(2)]);
+        grid.insert("b".to_string(), vec![Value::from("x"), Value::from("y")]);
+        let mut extra = BTreeMap::new();
+        extra.insert("c".to_string(), Value::from(true));
+        let all = expand(&crate::recipe::Sweep {
+            grid,
+            members: vec![extra.clone()],
+        });
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[4], extra);
+        let labels: Vec<String> = all
+            .iter()
+            .map(|o| {
+                MemberState {
+                    overrides: o.clone(),
+                    ..Default::default()
+                }
+                .label()
+            })
+            .collect();
+        assert_eq!(labels[0], "a=1, b=\"x\"");
+        assert_eq!(labels[3], "a=2, b=\"y\"");
+        assert!(expand(&crate::recipe::Sweep::default()).is_empty());
+    }
+
+    #[test]
+    fn values_become_toml_literals() {
+        let v: Value = serde_json::json!({"a.b": [1, 2.5], "s": "q\"x"});
+        assert_eq!(
+            toml_literal(&v),
+            "{ \"a.b\" = [1, 2.5], \"s\" = \"q\\\"x\" }"
+        );
+    }
+}
