@@ -261,8 +261,10 @@ fn the_lock_file_reruns_the_same_ratings() {
     let dir = out_dir("lock");
     run(&args(&dir, &["retrain.epochs=1", "search.top_k=1"]));
     let first = dir.join("tiny-001");
+    // Without the stage cache, which would hand the second run the first's results.
     let out = Command::new(BIN)
         .arg(first.join("dnarun.lock"))
+        .arg("--no-cache")
         .output()
         .unwrap();
     assert!(
@@ -1570,4 +1572,380 @@ print(json.dumps({
             .unwrap()
             .contains("pixel / 255 - mean")
     );
+}
+
+/// `sweep.json` of a sweep directory.
+fn sweep_state(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap()
+}
+
+fn reused(member: &serde_json::Value) -> Vec<String> {
+    member["reused"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_sweep_computes_shared_stages_once_and_rates_as_independent_runs() {
+    let dir = out_dir("sweep");
+    let extra = ["search.top_k=1", "retrain.epochs=1"];
+    let mut a = vec!["sweep".to_string()];
+    a.extend(args(
+        &dir,
+        &[
+            extra[0],
+            extra[1],
+            r#"sweep.grid={"rate.calibration_batches"=[1,2]}"#,
+        ],
+    ));
+    let out = run(&a);
+    let sweep = dir.join("tiny-sweep");
+    let state = sweep_state(&sweep);
+    let members = state["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    assert!(members.iter().all(|m| m["status"] == "finished"), "{state}");
+    assert!(reused(&members[0]).is_empty(), "the first member computes");
+    let second = reused(&members[1]);
+    for unit in [
+        "teacher",
+        "distill/block0",
+        "distill/block1",
+        "retrain/top1",
+    ] {
+        assert!(second.contains(&unit.to_string()), "{unit} in {second:?}");
+    }
+    assert!(
+        !second.iter().any(|u| u.starts_with("rate/")),
+        "another calibration rates again: {second:?}"
+    );
+    // The reused units are hard links of the first member's files, not copies.
+    let run_of = |k: usize| PathBuf::from(members[k]["run_dir"].as_str().unwrap());
+    let meta = |p: PathBuf| std::fs::metadata(p).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        meta(run_of(0).join("teacher/model.bpk")).ino(),
+        meta(run_of(1).join("teacher/model.bpk")).ino()
+    );
+    // The lock file records where each unit came from.
+    let lock = std::fs::read_to_string(run_of(1).join("dnarun.lock")).unwrap();
+    assert!(
+        lock.contains("[stages.\"distill/block0\"]") && lock.contains("reused_from"),
+        "{lock}"
+    );
+    // Each member rates exactly as an independent run with its settings, to the bit.
+    for (k, batches) in [(0, 1), (1, 2)] {
+        let alone = out_dir(&format!("sweep-alone-{batches}"));
+        let set = format!("rate.calibration_batches={batches}");
+        let mut a = args(&alone, &[extra[0], extra[1], &set]);
+        a.push("--no-cache".into());
+        run(&a);
+        assert_eq!(ratings(&alone.join("tiny-001")), ratings(&run_of(k)));
+    }
+    let md = std::fs::read_to_string(sweep.join("sweep.md")).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        md.contains("| rate.calibration_batches=1 | finished |")
+            && md.contains("| rate.calibration_batches=2 | finished |")
+            && stdout.contains(&md),
+        "{md}"
+    );
+    // The same command again has nothing to do.
+    let again = run(&a_sweep(&dir, &extra));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!err.contains("sweep member"), "{err}");
+    assert_eq!(sweep_state(&sweep)["members"], state["members"]);
+}
+
+fn a_sweep(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec!["sweep".to_string()];
+    let mut e: Vec<&str> = extra.to_vec();
+    e.push(r#"sweep.grid={"rate.calibration_batches"=[1,2]}"#);
+    a.extend(args(dir, &e));
+    a
+}
+
+#[test]
+fn a_failing_member_does_not_stop_a_sweep_and_a_killed_sweep_resumes() {
+    let dir = out_dir("sweep-fail");
+    let members = r#"sweep.members=[{"search.max_mflops"=0.0001}, {"rate.calibration_batches"=2}, {"distill.epochs"=40}]"#;
+    let mut a = vec!["sweep".to_string()];
+    a.extend(args(&dir, &["search.top_k=1", "retrain.epochs=1", members]));
+    let mut child = Command::new(BIN)
+        .args(&a)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Member 3 (the second run directory) distilling: kill the whole sweep.
+    let state = dir.join("tiny-sweep/tiny-002/distill/block1/state.json");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::fs::read_to_string(&state)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["epochs_done"].as_u64())
+        .is_none_or(|d| d < 3)
+    {
+        assert!(Instant::now() < deadline, "member 3 did not start");
+        assert!(child.try_wait().unwrap().is_none(), "the sweep ended first");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let sweep = dir.join("tiny-sweep");
+    let before = sweep_state(&sweep);
+    assert_eq!(before["members"][0]["status"], "failed");
+    assert!(
+        before["members"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("search.max_mflops"),
+        "{before}"
+    );
+    assert_eq!(before["members"][1]["status"], "finished");
+    assert_eq!(before["members"][2]["status"], "running");
+    // `dnarun resume SWEEP_DIR` finishes it: the finished member is kept, the killed one
+    // continues in its run directory; the failed one fails again, and the exit code says so.
+    let out = Command::new(BIN)
+        .args(["resume", &sweep.display().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sweep member 1 of 3")
+            && !err.contains("sweep member 2 of 3")
+            && err.contains("sweep member 3 of 3")
+            && err.contains("1 member(s) of the sweep failed"),
+        "{err}"
+    );
+    let after = sweep_state(&sweep);
+    assert_eq!(after["members"][1], before["members"][1]);
+    assert_eq!(after["members"][2]["status"], "finished");
+    assert_eq!(
+        after["members"][2]["run_dir"],
+        before["members"][2]["run_dir"]
+    );
+    assert!(!sweep.join("tiny-003").exists(), "no new run directory");
+    let md = std::fs::read_to_string(sweep.join("sweep.md")).unwrap();
+    assert!(md.contains("failed: "), "{md}");
+}
+
+/// The stage-cache keys of the tiny recipe's units with `sets`: teacher, distill/blockI,
+/// rate/blockI, and retrain/top1 (a fixed architecture).
+fn unit_keys(sets: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let plan = common::plan("tests/fixtures/tiny.toml", sets);
+    let data = dnarun::data::load(&plan).unwrap();
+    let keys = dnarun::stages::StageKeys::of(&plan, &data);
+    let mut out = std::collections::BTreeMap::new();
+    out.insert("teacher".to_string(), keys.teacher.0.clone());
+    for i in 0..2 {
+        out.insert(format!("distill/block{i}"), keys.distill[i].0.clone());
+        out.insert(format!("rate/block{i}"), keys.rate[i].0.clone());
+    }
+    let top1 = dnarun::stages::search::Chosen {
+        name: "top1".into(),
+        paths: vec!["c1:a-b".into(), "c0:b".into()],
+        rating: 0.0,
+        macs: 0,
+        flops_dna: 0,
+        params: 0,
+        predicted_accuracy: None,
+    };
+    out.insert(
+        "retrain/top1".into(),
+        dnarun::stages::retrain::key(&plan, &data, &top1).0,
+    );
+    out
+}
+
+#[test]
+fn each_recipe_key_recomputes_exactly_the_stages_that_read_it() {
+    // Units: T teacher, D0 D1 distillation, R0 R1 ratings, N a retrained net. A teacher's key is
+    // in its blocks' distillation keys, and a distillation's in its ratings'.
+    const ALL: &str = "T D0 D1 R0 R1 N";
+    const BLOCKS: &str = "T D0 D1 R0 R1";
+    const DR: &str = "D0 D1 R0 R1";
+    let cases: &[(&str, &str)] = &[
+        // experiment
+        ("experiment.name=\"other\"", ""),
+        ("experiment.output_dir=\"elsewhere\"", ""),
+        ("experiment.cache_dir=\"elsewhere\"", ""),
+        ("experiment.seed=4", ALL),
+        // data: how images become tensors, and which images each stage reads
+        ("data.batch_size=16", ALL),
+        ("data.augment={crop_padding=2}", ALL),
+        ("data.normalize={mean=[0.5], std=[0.5]}", ALL),
+        ("data.eval_crop=0.9", ALL),
+        ("data.samples_per_class=10", DR),
+        ("data.rate_per_class=5", DR),
+        ("data.train_per_class=30", "T D0 D1 R0 R1 N"),
+        ("data.test_per_class=10", "T D0 D1 R0 R1 N"),
+        ("data.skip_bad=true", ""),
+        ("data.cache=false", ""),
+        ("data.workers=1", ""),
+        // teacher
+        ("teacher.train={epochs=3, lr=0.01}", BLOCKS),
+        ("teacher.eval_mode=false", BLOCKS),
+        ("teacher.cnn.head=48", BLOCKS),
+        // student, ops, blocks
+        ("student.stem=16", "D0 R0 N"),
+        ("student.stem_stride=1", "D0 R0 N"),
+        ("student.head=48", "N"),
+        ("ops.a.kernel=5", "D0 D1 R0 R1 N"),
+        ("blocks.0.lr=0.01", "D0 R0"),
+        ("blocks.0.ops=[\"a\"]", "D0 R0 N"),
+        (
+            "blocks.1.cells=[{layers=1, hidden=16}, {layers=2, hidden=10}]",
+            "D1 R1 N",
+        ),
+        // distill
+        ("distill.epochs=4", DR),
+        ("distill.batch_size=16", DR),
+        ("distill.lr=0.01", DR),
+        ("distill.lr_decay=0.5", DR),
+        ("distill.weight_decay=0.001", DR),
+        ("distill.max_steps=3", DR),
+        ("distill.sampling=\"path\"", DR),
+        ("distill.stability={every=2}", DR),
+        ("distill.stop_when_stable=0.9", DR),
+        // rate
+        ("rate.batch_size=16", "R0 R1"),
+        ("rate.calibration_batches=2", "R0 R1"),
+        ("rate.max_images=20", "R0 R1"),
+        ("rate.loss=\"relative-mse\"", "R0 R1"),
+        // search: not cached (milliseconds), and a retrained net depends on its architecture only
+        ("search.max_mflops=0.12", ""),
+        ("search.top_k=2", ""),
+        ("search.flops_convention=\"macs\"", ""),
+        ("search.objective=\"rating\"", ""),
+        ("search.max_mparams=1.0", ""),
+        // retrain
+        ("retrain.epochs=2", "N"),
+        ("retrain.lr=0.01", "N"),
+        ("retrain.batch_size=16", "N"),
+        ("retrain.lr_decay=0.5", "N"),
+        ("retrain.weight_decay=0.001", "N"),
+        ("retrain.max_steps=3", "N"),
+        ("retrain.random_controls=2", ""),
+        // what a study samples, where things go, what computes
+        ("study.architectures=5", ""),
+        ("study.seeds=3", ""),
+        ("study.band=0.5", ""),
+        ("study.ridge=2.0", ""),
+        ("study.sample=\"space\"", ""),
+        ("tracking.experiment=\"other\"", ""),
+        ("tracking.uri=\"file:elsewhere\"", ""),
+        ("tracking.fallback_to_local=false", ""),
+        ("tracking.system_metrics_seconds=5", ""),
+        ("runtime.devices=[\"cpu\", \"cpu\"]", ""),
+        ("sweep.grid={\"rate.loss\"=[\"fair\"]}", ""),
+    ];
+    // Keys this test does not change, and why.
+    let elsewhere: &[(&str, &str)] = &[
+        ("experiment.schema_version", "one version exists"),
+        ("extends", "merges into the keys above"),
+        ("data.format", "which files: in the data fingerprint"),
+        ("data.train", "which files: in the data fingerprint"),
+        ("data.test", "which files: in the data fingerprint"),
+        ("data.channels", "fixed by the files"),
+        ("data.classes", "fixed by the labels"),
+        ("data.image_size", "fixed with the taps' shapes"),
+        ("teacher.arch", "a zoo teacher needs its weights file"),
+        (
+            "teacher.weights",
+            "the file's contents are in the teacher's key",
+        ),
+        ("blocks.target", "a tap's position: teacher.taps"),
+        (
+            "teacher.taps",
+            "their shapes are fixed by the teacher; in the blocks' keys",
+        ),
+        ("blocks.input", "the block's space, as blocks.cells"),
+        ("blocks.adapter", "the block's space, as blocks.cells"),
+        ("blocks.cells", "changed above"),
+        ("search.predictor", "needs a study's predictor file"),
+        ("study.files", "architecture files"),
+        ("study.reuse", "earlier studies"),
+        ("sweep.members", "as sweep.grid"),
+    ];
+    let base = unit_keys(&[]);
+    let name = |u: &str| match u {
+        "teacher" => "T".to_string(),
+        "retrain/top1" => "N".into(),
+        u => {
+            let (stage, block) = u.split_once("/block").unwrap();
+            format!("{}{block}", &stage[..1].to_uppercase())
+        }
+    };
+    let mut wrong = Vec::new();
+    for (set, expected) in cases {
+        let keys = unit_keys(&[set]);
+        let mut changed: Vec<String> = base
+            .iter()
+            .filter(|(u, k)| keys[*u] != **k)
+            .map(|(u, _)| name(u))
+            .collect();
+        changed.sort();
+        let mut want: Vec<String> = expected.split_whitespace().map(String::from).collect();
+        want.sort();
+        if changed != want {
+            wrong.push(format!("{set}: recomputes {changed:?}, should {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // Every key of the schema is changed above or named with a reason.
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("schemas/recipe.schema.json").unwrap())
+            .unwrap();
+    let mut missing = Vec::new();
+    for key in schema_keys(&schema) {
+        let covered =
+            cases.iter().any(|(s, _)| {
+                s.starts_with(&format!("{key}=")) || s.starts_with(&format!("{key}."))
+            }) || cases.iter().any(|(s, _)| {
+                let (section, field) = key.split_once('.').unwrap_or((&key, ""));
+                !field.is_empty()
+                    && s.starts_with(&format!("{section}."))
+                    && (s.contains(&format!(".{field}=")) || s.contains(&format!(".{field}.")))
+            }) || elsewhere.iter().any(|(k, _)| *k == key);
+        if !covered {
+            missing.push(key);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "recipe keys no case changes: {missing:?}; add each to `cases` with the units that read it"
+    );
+}
+
+/// `section.key` for every key of the recipe schema (array items and maps by their fields).
+fn schema_keys(schema: &serde_json::Value) -> Vec<String> {
+    let defs = &schema["$defs"];
+    fn resolve<'a>(v: &'a serde_json::Value, defs: &'a serde_json::Value) -> &'a serde_json::Value {
+        if let Some(r) = v["$ref"].as_str() {
+            return resolve(&defs[r.rsplit('/').next().unwrap()], defs);
+        }
+        for k in ["allOf", "anyOf", "oneOf"] {
+            if let Some(all) = v[k].as_array() {
+                for x in all {
+                    let r = resolve(x, defs);
+                    if r.get("properties").is_some() {
+                        return r;
+                    }
+                }
+            }
+        }
+        if v["type"] == "array" && v.get("items").is_some() {
+            return resolve(&v["items"], defs);
+        }
+        v
+    }
+    let mut out = Vec::new();
+    for (section, v) in schema["properties"].as_object().unwrap() {
+        match resolve(v, defs)["properties"].as_object() {
+            Some(props) => out.extend(props.keys().map(|k| format!("{section}.{k}"))),
+            None => out.push(section.clone()),
+        }
+    }
+    out
 }

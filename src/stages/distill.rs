@@ -39,7 +39,7 @@ pub fn key(
     } = &plan.distill;
     let mut k = super::key_base("distill", plan)
         .with("teacher", teacher)
-        .with("block", &plan.space.blocks[i])
+        .with("block", &super::supernet_block(plan, i))
         .with("taps", &plan.taps[i.saturating_sub(1)..=i])
         .with(
             "distill",

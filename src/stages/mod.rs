@@ -211,6 +211,19 @@ impl StageKeys {
     }
 }
 
+/// What block `i`'s supernet is built from (`SuperBlock::new`): its space, and for block 0 the
+/// student's stem.
+fn supernet_block(
+    plan: &Plan,
+    i: usize,
+) -> (&crate::space::BlockSpace, Option<(usize, usize, usize)>) {
+    let s = &plan.space;
+    (
+        &s.blocks[i],
+        (i == 0).then_some((s.image_channels, s.stem, s.stem_stride)),
+    )
+}
+
 /// The start of every stage's key: what all of them read (the images' shape and
 /// preprocessing, the seed, and the backends that compute: another backend gives other bits).
 fn key_base(stage: &str, plan: &Plan) -> KeyBuilder {

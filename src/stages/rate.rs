@@ -378,7 +378,7 @@ pub fn key(
     } = &plan.rate;
     let mut k = super::key_base("rate", plan)
         .with("distill", distill)
-        .with("block", &plan.space.blocks[i])
+        .with("block", &super::supernet_block(plan, i))
         .with("taps", &plan.taps[i.saturating_sub(1)..=i])
         .with("rate", &(batch_size, calibration_batches, max_images, loss))
         .with("rate_idx", &data.rate);
