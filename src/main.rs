@@ -453,8 +453,14 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
         } => {
             let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
             let (_, checked) = commands::check_inputs(&plan, !skip_data_checks)?;
+            let sweep = match dnarun::run::sweep::check(&recipe.recipe, &recipe.sets)? {
+                Some(n) => format!(
+                    "\nsweep: all {n} members resolve (the data checked is the recipe's as written)"
+                ),
+                None => String::new(),
+            };
             out(&format!(
-                "`{}` is valid\n{checked}\n{}",
+                "`{}` is valid\n{checked}{sweep}\n{}",
                 recipe.recipe.display(),
                 commands::notes(&plan)
             ));

@@ -723,3 +723,81 @@ fn data_contexts(inputs: &[serde_json::Value]) -> Vec<&str> {
         })
         .collect()
 }
+
+#[test]
+fn a_sweep_is_the_parent_run_of_its_members_in_mlflows_own_client() {
+    let _serial = serial();
+    let dir = scratch("sweep");
+    let server = Server::start(
+        &dir,
+        free_port(),
+        &format!("sqlite:///{}/mlflow.db", dir.display()),
+    );
+    let mut cmd = Command::new(BIN);
+    cmd.args(["sweep", "tests/fixtures/tiny.toml"]);
+    for s in [
+        format!("experiment.output_dir=\"{}\"", dir.join("runs").display()),
+        format!("tracking.uri=\"{}\"", server.uri()),
+        "tracking.experiment=\"tiny-sweep\"".into(),
+        "search.top_k=1".into(),
+        "retrain.epochs=1".into(),
+        r#"sweep.grid={"rate.calibration_batches"=[1,2]}"#.into(),
+    ] {
+        cmd.args(["--set", &s]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Read back with MLflow's Python client, as a user comparing the members would.
+    let python = Path::new(&std::env::var("DNARUN_TEST_MLFLOW").unwrap()).with_file_name("python");
+    let script = r#"
+import json, sys, mlflow
+c = mlflow.MlflowClient(sys.argv[1])
+e = c.get_experiment_by_name("tiny-sweep")
+runs = c.search_runs([e.experiment_id], max_results=1000)
+sweep = [r for r in runs if r.info.run_name == "tiny-sweep"][0]
+print(json.dumps({
+    "sweep": sweep.info.run_id,
+    "status": sweep.info.status,
+    "params": sweep.data.params,
+    "artifacts": sorted(a.path for a in c.list_artifacts(sweep.info.run_id)),
+    "runs": [{"name": r.info.run_name, "parent": r.data.tags.get("mlflow.parentRunId"),
+              "params": r.data.params, "metrics": r.data.metrics, "status": r.info.status}
+             for r in runs],
+}))
+"#;
+    let read = Command::new(python)
+        .args(["-c", script, &server.uri()])
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let v: Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(v["status"], "FINISHED");
+    assert_eq!(v["params"]["sweep.members"], "2");
+    assert_eq!(v["params"]["sweep.keys"], "rate.calibration_batches");
+    assert_eq!(v["artifacts"], json!(["sweep.json", "sweep.md"]));
+    let members: Vec<&Value> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["parent"] == v["sweep"])
+        .collect();
+    assert_eq!(members.len(), 2, "{v}");
+    let mut swept: Vec<&str> = members
+        .iter()
+        .map(|m| m["params"]["rate.calibration_batches"].as_str().unwrap())
+        .collect();
+    swept.sort();
+    assert_eq!(swept, ["1", "2"]);
+    for m in &members {
+        assert_eq!(m["status"], "FINISHED");
+        assert!(m["metrics"]["top1_rating"].is_number(), "{m}");
+    }
+}

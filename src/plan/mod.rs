@@ -12,7 +12,6 @@ mod data;
 mod devices;
 mod limits;
 mod problems;
-mod reuse;
 mod seeds;
 mod summary;
 pub use summary::count;
@@ -26,7 +25,6 @@ pub use crate::recipe::{DataFormat, StudySample, TeacherArch, WeightFormat};
 pub use budget::Measure;
 pub use data::{DataSpec, SplitSpec, format_name};
 pub use devices::{BACKENDS, DeviceSpec, Devices, compiled_backends};
-pub use reuse::Reused;
 pub use seeds::Seeds;
 pub use teacher::{
     Family, LayerKind, Member, StageSpec, TapSpec, TeacherSpec, layout_name, pretrained_spec,
@@ -169,8 +167,6 @@ pub struct StudySpec {
     pub files: Vec<PathBuf>,
     /// Ridge strength of the predictor.
     pub ridge: f64,
-    /// Retrained nets of earlier studies (`study.reuse`).
-    pub reuse: Reused,
 }
 
 /// Retraining the chosen architectures.
@@ -286,7 +282,6 @@ impl Plan {
         let mut search = budget::resolve(&r.search, &space, &mut p, &mut notes);
         search.predictor = budget::predictor(&r.search, &base, space.blocks.len(), &mut p);
         let devices = devices::resolve(&r.runtime, &mut p);
-        let reuse = reuse::resolve(&r.study.reuse, &base, &loaded.value, &mut p);
         let batch = |b: Option<usize>| b.unwrap_or(r.data.batch_size);
         let rate = RateSpec {
             batch_size: batch(r.rate.batch_size),
@@ -339,7 +334,6 @@ impl Plan {
                 band: r.study.band,
                 files: r.study.files.iter().map(|f| base.join(f)).collect(),
                 ridge: r.study.ridge,
-                reuse,
             },
             seeds: Seeds {
                 base: r.experiment.seed,

@@ -894,15 +894,6 @@ pub struct Study {
     #[serde(default = "default_ridge")]
     #[schemars(range(min = 0.0))]
     pub ridge: f64,
-    /// Run directories of earlier finished studies (relative to the recipe) whose retrained
-    /// nets are taken instead of retraining them again, matched by block paths and seed. Their
-    /// recipes may differ from this one only in keys that cannot change a retrained net
-    /// (`distill`, `rate`, `search`, `study`, `tracking`, `runtime`, `teacher.train`,
-    /// `teacher.weights`, `data.samples_per_class`, `data.rate_per_class`, `data.cache`,
-    /// `data.workers`, `blocks[].lr`, the experiment's name and output directory): one
-    /// experiment per rating hypothesis re-rates the same nets without retraining them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reuse: Vec<String>,
 }
 
 /// How a study chooses architectures.
@@ -940,7 +931,6 @@ impl Default for Study {
             band: default_band(),
             files: Vec::new(),
             ridge: default_ridge(),
-            reuse: Vec::new(),
         }
     }
 }

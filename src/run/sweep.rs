@@ -145,10 +145,32 @@ pub fn state_file(dir: &Path) -> PathBuf {
     dir.join("sweep.json")
 }
 
-/// Runs (or resumes) a sweep; returns its directory and how many members failed.
-pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usize), RunError> {
-    let base = super::commands::load_plan(&req.recipe, &req.sets)?;
-    let section: crate::recipe::Sweep = base
+/// The `--set`s of a member: the sweep's, then its overrides.
+fn member_sets(sets: &[String], overrides: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut out = sets.to_vec();
+    for (key, v) in overrides {
+        out.push(format!("{key}={}", toml_literal(v)));
+    }
+    out
+}
+
+/// `validate` of a recipe with a `[sweep]`: resolves every member (without reading data);
+/// returns how many there are, or `None` without a sweep. A member's problem is reported as a
+/// recipe problem at its override.
+pub fn check(recipe: &Path, sets: &[String]) -> Result<Option<usize>, RunError> {
+    let base = super::commands::load_plan(recipe, sets)?;
+    let members = expand(&section_of(&base)?);
+    if members.is_empty() {
+        return Ok(None);
+    }
+    for m in &members {
+        super::commands::load_plan(recipe, &member_sets(sets, m))?;
+    }
+    Ok(Some(members.len()))
+}
+
+fn section_of(base: &Plan) -> Result<crate::recipe::Sweep, RunError> {
+    Ok(base
         .source
         .value
         .get("sweep")
@@ -159,7 +181,13 @@ pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usiz
             option: "set",
             problem: format!("`sweep` is not a sweep section: {e}"),
         })?
-        .unwrap_or_default();
+        .unwrap_or_default())
+}
+
+/// Runs (or resumes) a sweep; returns its directory and how many members failed.
+pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usize), RunError> {
+    let base = super::commands::load_plan(&req.recipe, &req.sets)?;
+    let section = section_of(&base)?;
     let wanted = expand(&section);
     if wanted.is_empty() {
         return Err(RunError::BadOption {
@@ -302,10 +330,7 @@ fn run_member(
     stop: Arc<AtomicBool>,
 ) -> Result<(), RunError> {
     let m = &state.members[k];
-    let mut sets = req.sets.clone();
-    for (key, v) in &m.overrides {
-        sets.push(format!("{key}={}", toml_literal(v)));
-    }
+    let mut sets = member_sets(&req.sets, &m.overrides);
     sets.push(format!(
         "experiment.output_dir={}",
         toml_literal(&Value::String(dir.display().to_string()))

@@ -277,6 +277,16 @@ impl RunDir {
         )
     }
 
+    /// Seed `k` of a study net.
+    pub fn study_net_unit(&self, name: &str, k: usize) -> Unit {
+        self.unit(
+            &format!("study/{name}/s{k}"),
+            self.study_net(name, k).dir().to_path_buf(),
+            "",
+            &[],
+        )
+    }
+
     fn unit(&self, name: &str, dir: PathBuf, prefix: &str, skip: &'static [&'static str]) -> Unit {
         Unit {
             name: name.into(),

@@ -63,13 +63,23 @@ pub fn key(
             ),
         )
         .with("search_idx", &data.search)
-        .with("rate_idx", &data.rate);
+        .with("held_out_idx", &held_out_idx(plan, data));
     if data.train.is_photos() {
         // A photo folder's file fingerprint holds sizes, not bytes; the full one holds the bytes
         // of the sampled photos.
         k = k.with("fingerprint", &data.fingerprint);
     }
     k.finish()
+}
+
+/// The rating-subset images the stability evaluation holds out (none when it is off).
+fn held_out_idx<'a>(plan: &crate::plan::Plan, data: &'a crate::data::Dataset) -> &'a [usize] {
+    let n = if plan.distill.stability_every == 0 {
+        0
+    } else {
+        plan.distill.stability_images.min(data.rate.len())
+    };
+    &data.rate[..n]
 }
 
 /// Whether block `i` is fully distilled (all its epochs, or stopped once stable).
@@ -150,8 +160,7 @@ fn held_out_batch(ctx: &Ctx) -> Result<Option<HostBatch>, StageError> {
     if plan.distill.stability_every == 0 {
         return Ok(None);
     }
-    let n = plan.distill.stability_images.min(ctx.data.rate.len());
-    let idx = &ctx.data.rate[..n];
+    let idx = held_out_idx(plan, ctx.data);
     Ok(Some(Preprocess::new(&plan.data, false).batch(
         &ctx.data.train,
         idx,

@@ -189,7 +189,27 @@ fn choose(plan: &Plan, ratings: &[BlockRatings]) -> Result<Vec<Vec<usize>>, Stag
         .collect())
 }
 
-/// Retrains a net with every seed (resuming where it stopped).
+/// The cache key of seed `k` of a study net: its name (its initialisation's seed), its
+/// architecture in the space, the retraining settings, and the training and test images.
+pub fn net_key(
+    plan: &Plan,
+    data: &crate::data::Dataset,
+    name: &str,
+    paths: &[String],
+    k: usize,
+) -> crate::rundir::Key {
+    super::key_base("study", plan)
+        .with("space", &plan.space)
+        .with("net", &(name, paths, k))
+        .with("retrain.train", &plan.retrain.train)
+        .with("data.batch_size", &plan.data.batch_size)
+        .with("files", &data.files_fingerprint)
+        .with("train_idx", &data.train_idx)
+        .with("test_idx", &data.test_idx)
+        .finish()
+}
+
+/// Retrains a net with every seed (resuming where it stopped; taking it from the stage cache).
 fn retrain(
     ctx: &mut Ctx,
     name: &str,
@@ -213,15 +233,15 @@ fn retrain(
         if ctx.stopping() {
             return Err(ctx.stopped());
         }
-        if let Some((from, acc)) = plan.study.reuse.accuracy(&paths, k) {
-            tracing::info!(
-                "study {name} seed {k}: test accuracy {:.2}% (retrained in `{}`)",
-                acc * 100.0,
-                from.display()
-            );
-            accuracies.push(acc);
-            continue;
-        }
+        let (unit, key) = (
+            ctx.dir.study_net_unit(name, k),
+            net_key(plan, ctx.data, name, &paths, k),
+        );
+        let done = crate::rundir::read_json::<crate::rundir::TrainState>(
+            &ctx.dir.study_net(name, k).state(),
+        )?
+        .is_some_and(|s| s.accuracy.is_some());
+        ctx.adopt(&unit, &key, done)?;
         let seeds = Seeds {
             base: plan.seeds.study_retrain(k),
         };
@@ -230,6 +250,7 @@ fn retrain(
         let (_, acc) = train_classifier(ctx, &plan.retrain.train, seeds, init, ck, &run, |dev| {
             Student::new(&plan.space, &arch, dev)
         })?;
+        ctx.publish(&unit, &key)?;
         tracing::info!("study {name} seed {k}: test accuracy {:.2}%", acc * 100.0);
         accuracies.push(acc);
     }
