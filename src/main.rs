@@ -437,7 +437,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
         }
         Command::Resume { run_dir } => {
             if dnarun::run::sweep::state_file(&run_dir).exists() {
-                return sweep_outcome(commands::resume_sweep(&run_dir, stop)?);
+                return sweep_outcome(dnarun::run::sweep::resume(&run_dir, stop)?);
             }
             commands::resume(&run_dir, stop)?;
         }

@@ -726,6 +726,12 @@ fn enum_options(node: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Keys earlier versions read, and what replaced them.
+const REMOVED: [(&str, &str); 1] = [(
+    "/study/reuse",
+    "`study.reuse` was removed: the stage cache takes an earlier study's retrained nets by itself when they are the same nets (same architecture, retraining settings, images and seed); delete the line",
+)];
+
 /// One diagnostic per unknown key under `pointer`, with a "did you mean" or the allowed keys;
 /// the suggested pointers are added to `suggested`.
 fn unknown_keys<'a>(
@@ -744,6 +750,10 @@ fn unknown_keys<'a>(
     for name in unexpected {
         let p = format!("{pointer}/{}", escape(name));
         let d = Diagnostic::new(format!("unknown key `{}`", display_key(&p))).at(origins.key(&p));
+        if let Some(why) = REMOVED.iter().find(|(k, _)| *k == p).map(|(_, w)| w) {
+            out.push(d.help(*why));
+            continue;
+        }
         out.push(match did_you_mean(name, allowed.iter().copied()) {
             Some(s) => {
                 suggested.push(format!("{pointer}/{s}"));

@@ -54,16 +54,6 @@ pub fn resume(run_dir: &Path, stop: Arc<AtomicBool>) -> Result<PathBuf, RunError
     )
 }
 
-/// `dnarun resume SWEEP_DIR`: the sweep again, as its `sweep.json` asked it.
-pub fn resume_sweep(
-    dir: &Path,
-    stop: Arc<AtomicBool>,
-) -> Result<(std::path::PathBuf, usize), RunError> {
-    let state: super::sweep::SweepState =
-        crate::rundir::read_json(&super::sweep::state_file(dir))?.unwrap_or_default();
-    super::sweep::sweep(&state.request, stop)
-}
-
 /// `dnarun submit --slurm`: makes the run directory ready (or reopens `resubmit`), writes the
 /// batch scripts and submits what is not done.
 pub fn submit(

@@ -319,6 +319,12 @@ pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usiz
     Ok((dir, failed))
 }
 
+/// `dnarun resume SWEEP_DIR`: the sweep again, as its `sweep.json` asked it.
+pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<(PathBuf, usize), RunError> {
+    let state: SweepState = read_json(&state_file(dir))?.unwrap_or_default();
+    sweep(&state.request, stop)
+}
+
 /// Runs member `k` (in its recorded run directory when it has one).
 fn run_member(
     req: &SweepRequest,
