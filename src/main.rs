@@ -589,6 +589,24 @@ fn submit(c: Command) -> Result<ExitCode, RunError> {
         unreachable!("called with `submit` only")
     };
     let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
+    if run_dir.is_none() && dnarun::run::sweep::declares_sweep(&plan) {
+        let req = dnarun::run::sweep::SweepRequest {
+            recipe: std::path::absolute(&recipe.recipe).unwrap_or(recipe.recipe.clone()),
+            sets: recipe.sets,
+            study: opts.study,
+            no_cache: false,
+        };
+        for (label, s) in dnarun::run::sweep::submit(&req, &opts)? {
+            out(&format!(
+                "sweep member {label}:\n{}",
+                s.describe(&req.recipe, opts.dry_run)
+            ));
+        }
+        out(
+            "when the jobs are done, `dnarun sweep` with the same recipe and `--set`s writes `sweep.json` and `sweep.md` (nothing is computed again)\n",
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let s = commands::submit(&plan, &opts, run_dir.as_deref())?;
     out(&s.describe(&recipe.recipe, opts.dry_run));
     Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@
 //! rating, and one job for search, retraining and the report. Plain `sbatch`/`squeue`/`scancel`
 //! on the PATH; no Slurm library. The scripts stay in `RUN_DIR/slurm/` to read, edit, resubmit.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -372,6 +373,18 @@ pub fn device_warnings(
 /// is not done yet. Jobs still queued from an earlier submission are cancelled first, and only
 /// unfinished blocks go into the arrays.
 pub fn submit(plan: &Plan, opts: &SlurmOptions, dir: &RunDir) -> Result<Submitted, SlurmError> {
+    submit_after(plan, opts, dir, &BTreeMap::new())
+}
+
+/// [`submit`], each step also waiting (`afterok`) for the jobs `after` lists under its name
+/// (`teacher`, `distill`, `rate`): a sweep member's step whose units another member's job
+/// computes runs after it, and takes them from the stage cache.
+pub fn submit_after(
+    plan: &Plan,
+    opts: &SlurmOptions,
+    dir: &RunDir,
+    after: &BTreeMap<String, Vec<String>>,
+) -> Result<Submitted, SlurmError> {
     let dir = dir.canonical();
     check_path(dir.root())?;
     if !opts.dry_run {
@@ -451,7 +464,11 @@ pub fn submit(plan: &Plan, opts: &SlurmOptions, dir: &RunDir) -> Result<Submitte
             continue;
         }
         let todo = step.todo.as_ref().map(|(_, t)| array_spec(t));
-        let id = sbatch(&path, last.as_deref(), todo.as_deref())?;
+        let mut deps: Vec<String> = last.iter().cloned().collect();
+        deps.extend(after.get(name).into_iter().flatten().cloned());
+        deps.dedup();
+        let deps = (!deps.is_empty()).then(|| deps.join(":"));
+        let id = sbatch(&path, deps.as_deref(), todo.as_deref())?;
         jobs.jobs.insert(name.to_string(), id.clone());
         last = Some(id);
     }

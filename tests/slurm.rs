@@ -420,3 +420,64 @@ fn a_study_on_slurm_retrains_one_net_per_task_and_equals_a_local_study() {
     assert_eq!(a["top1"], b["top1"]);
     assert_eq!(a["predictors"], b["predictors"]);
 }
+
+/// A sweep submitted to Slurm: every member's stages as jobs; the second member's teacher,
+/// distillation and rating jobs wait for the first's and take the shared units from the stage
+/// cache, so each is computed once; `dnarun sweep` afterwards collects the outcome.
+#[test]
+fn a_sweep_on_slurm_computes_each_shared_stage_once() {
+    slurm_available();
+    let dir = out_dir("sweep");
+    let args = sets(
+        &dir,
+        &[
+            "search.top_k=1",
+            "retrain.epochs=1",
+            r#"sweep.grid={"rate.calibration_batches"=[1,2]}"#,
+        ],
+    );
+    let stdout = ok(Command::new(BIN)
+        .args(["submit", "tests/fixtures/tiny.toml", "--slurm"])
+        .args(&args)
+        .output()
+        .unwrap());
+    assert!(
+        stdout.contains("sweep member rate.calibration_batches=1:")
+            && stdout.contains("sweep member rate.calibration_batches=2:"),
+        "{stdout}"
+    );
+    let sweep = dir.join("tiny-sweep");
+    let (first, second) = (sweep.join("tiny-001"), sweep.join("tiny-002"));
+    // Reused units prove the order: the second member's jobs ran after the first's (`afterok`).
+    wait_for(&first.join("report.json"), 600, &first);
+    wait_for(&second.join("report.json"), 600, &second);
+    for unit in ["teacher", "distill__block0", "distill__block1"] {
+        let rec: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(second.join(format!("stages/{unit}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            rec["reused_from"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("tiny-001")),
+            "{unit}: {rec}"
+        );
+    }
+    assert!(
+        !std::fs::read_to_string(second.join("stages/rate__block0.json"))
+            .unwrap()
+            .contains("reused_from"),
+        "another calibration rates again"
+    );
+    // The same recipe through `dnarun sweep` collects the outcome without computing anything.
+    let out = ok(Command::new(BIN)
+        .args(["sweep", "tests/fixtures/tiny.toml"])
+        .args(&args)
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("| rate.calibration_batches=1 | finished |")
+            && out.contains("| rate.calibration_batches=2 | finished |"),
+        "{out}"
+    );
+}

@@ -140,6 +140,11 @@ pub fn sweep_dir(plan: &Plan) -> PathBuf {
         .join(format!("{}-sweep", plan.experiment.name))
 }
 
+/// Whether a recipe declares a sweep (`submit` then submits its members).
+pub fn declares_sweep(plan: &Plan) -> bool {
+    section_of(plan).is_ok_and(|s| !expand(&s).is_empty())
+}
+
 /// The file that marks a sweep directory.
 pub fn state_file(dir: &Path) -> PathBuf {
     dir.join("sweep.json")
@@ -184,11 +189,21 @@ fn section_of(base: &Plan) -> Result<crate::recipe::Sweep, RunError> {
         .unwrap_or_default())
 }
 
-/// Runs (or resumes) a sweep; returns its directory and how many members failed.
-pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usize), RunError> {
+/// A sweep directory opened for this process: its plan, directory, hold, state and MLflow run.
+struct Opened {
+    base: Plan,
+    dir: PathBuf,
+    _hold: crate::rundir::RunLock,
+    state: SweepState,
+    tracker: Option<Box<dyn track::Tracker>>,
+    sweep_run: Option<String>,
+}
+
+/// Opens (or makes) the sweep directory of `req`, with its members in order (a member already
+/// run keeps its record), and with `tracking` the sweep's MLflow run.
+fn open(req: &SweepRequest, tracking: bool) -> Result<Opened, RunError> {
     let base = super::commands::load_plan(&req.recipe, &req.sets)?;
-    let section = section_of(&base)?;
-    let wanted = expand(&section);
+    let wanted = expand(&section_of(&base)?);
     if wanted.is_empty() {
         return Err(RunError::BadOption {
             option: "set",
@@ -200,10 +215,9 @@ pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usiz
     }
     let dir = sweep_dir(&base);
     std::fs::create_dir_all(&dir).map_err(|e| crate::rundir::RunDirError::write(&dir, e))?;
-    let _hold = RunDir::open(&base, &dir).lock(None)?;
+    let hold = RunDir::open(&base, &dir).lock(None)?;
     let mut state: SweepState = read_json(&state_file(&dir))?.unwrap_or_default();
     state.request = req.clone();
-    // Members kept by their overrides: a member already run keeps its run directory.
     let old = std::mem::take(&mut state.members);
     state.members = wanted
         .into_iter()
@@ -218,40 +232,66 @@ pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usiz
                 })
         })
         .collect();
-    let mut tracker = track::open(
-        &base.tracking,
-        &dir.join(format!("tracking-spool-{}.jsonl", std::process::id())),
-    )?;
-    let sweep_run = match state.mlflow_run.clone() {
-        Some(id) => id,
-        None => {
-            let id = tracker.start_run(
-                &format!("{}-sweep", base.experiment.name),
-                None,
-                &[
-                    ("dnarun.version".into(), env!("CARGO_PKG_VERSION").into()),
-                    ("dnarun.sweep_dir".into(), dir.display().to_string()),
-                ],
-            )?;
-            let keys: Vec<String> = state
-                .members
-                .iter()
-                .flat_map(|m| m.overrides.keys().cloned())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            tracker.log_params(
-                &id,
-                &[
-                    ("sweep.members".into(), state.members.len().to_string()),
-                    ("sweep.keys".into(), keys.join(", ")),
-                ],
-            )?;
-            id
-        }
-    };
-    state.mlflow_run = Some(sweep_run.clone());
+    let (mut tracker, mut sweep_run) = (None, None);
+    if tracking {
+        let mut t = track::open(
+            &base.tracking,
+            &dir.join(format!("tracking-spool-{}.jsonl", std::process::id())),
+        )?;
+        let id = match state.mlflow_run.clone() {
+            Some(id) => id,
+            None => {
+                let id = t.start_run(
+                    &format!("{}-sweep", base.experiment.name),
+                    None,
+                    &[
+                        ("dnarun.version".into(), env!("CARGO_PKG_VERSION").into()),
+                        ("dnarun.sweep_dir".into(), dir.display().to_string()),
+                    ],
+                )?;
+                let keys: Vec<String> = state
+                    .members
+                    .iter()
+                    .flat_map(|m| m.overrides.keys().cloned())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                t.log_params(
+                    &id,
+                    &[
+                        ("sweep.members".into(), state.members.len().to_string()),
+                        ("sweep.keys".into(), keys.join(", ")),
+                    ],
+                )?;
+                id
+            }
+        };
+        state.mlflow_run = Some(id.clone());
+        (tracker, sweep_run) = (Some(t), Some(id));
+    }
     write_json(&state_file(&dir), &state)?;
+    Ok(Opened {
+        base,
+        dir,
+        _hold: hold,
+        state,
+        tracker,
+        sweep_run,
+    })
+}
+
+/// Runs (or resumes) a sweep; returns its directory and how many members failed.
+pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usize), RunError> {
+    let Opened {
+        base,
+        dir,
+        _hold,
+        mut state,
+        tracker,
+        sweep_run,
+    } = open(req, true)?;
+    let mut tracker = tracker.expect("tracking asked for");
+    let sweep_run = sweep_run.expect("tracking asked for");
     let mut stopped = None;
     for k in 0..state.members.len() {
         if state.members[k].status == "finished" {
@@ -273,10 +313,7 @@ pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usiz
             }
             Err(e) => {
                 m.status = "failed".into();
-                m.error = Some(match &e {
-                    RunError::Recipe(d) => d.render(),
-                    e => e.to_string(),
-                });
+                m.error = Some(message(&e));
                 eprintln!(
                     "sweep member {} failed: {}",
                     k + 1,
@@ -325,6 +362,115 @@ pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<(PathBuf, usize), Run
     sweep(&state.request, stop)
 }
 
+/// A member's plan (its run directories under the sweep's, the recipe's stage cache) and run
+/// directory (its recorded one, else a new one).
+fn member_plan(
+    req: &SweepRequest,
+    base: &Plan,
+    dir: &Path,
+    m: &MemberState,
+) -> Result<(Plan, PathBuf), RunError> {
+    let mut sets = member_sets(&req.sets, &m.overrides);
+    let quoted = |p: &Path| toml_literal(&Value::String(p.display().to_string()));
+    sets.push(format!("experiment.output_dir={}", quoted(dir)));
+    sets.push(format!(
+        "experiment.cache_dir={}",
+        quoted(&base.experiment.cache_dir)
+    ));
+    let plan = super::commands::load_plan(&req.recipe, &sets)?;
+    let run_dir = match &m.run_dir {
+        Some(d) if d.join("dnarun.lock").exists() => d.clone(),
+        _ => RunDir::create(&plan)?.root().to_path_buf(),
+    };
+    Ok((plan, run_dir))
+}
+
+/// A failed member's one-paragraph message.
+fn message(e: &RunError) -> String {
+    match e {
+        RunError::Recipe(d) => d.render(),
+        e => e.to_string(),
+    }
+}
+
+/// `dnarun submit SWEEP_RECIPE --slurm`: every unfinished member made ready (run directory,
+/// lock file, MLflow run under the sweep's) and submitted, in order; a member's step whose
+/// units an earlier member's job computes waits for that job (`afterok`) and takes them from
+/// the stage cache, so each shared stage is computed once. Returns each member's submission.
+/// When the jobs are done, `dnarun sweep` with the same recipe writes `sweep.json` and
+/// `sweep.md` from the members' run directories.
+pub fn submit(
+    req: &SweepRequest,
+    opts: &crate::slurm::SlurmOptions,
+) -> Result<Vec<(String, crate::slurm::Submitted)>, RunError> {
+    let mut o = open(req, !opts.dry_run)?;
+    // Unit key -> the job that computes it.
+    let mut computing: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for k in 0..o.state.members.len() {
+        if o.state.members[k].status == "finished" {
+            continue;
+        }
+        let (plan, run_dir) = match member_plan(req, &o.base, &o.dir, &o.state.members[k]) {
+            Ok(p) => p,
+            Err(e) => {
+                let m = &mut o.state.members[k];
+                m.status = "failed".into();
+                m.error = Some(message(&e));
+                eprintln!("sweep member {} failed: {}", k + 1, message(&e));
+                continue;
+            }
+        };
+        for w in crate::slurm::check(&plan, opts, true)? {
+            eprintln!("warning: {w}");
+        }
+        let (dir, lock, data, _) = super::make_ready(
+            &plan,
+            Some(&run_dir),
+            0,
+            Some("submit"),
+            req.study,
+            !opts.dry_run,
+            o.sweep_run.as_deref(),
+        )?;
+        drop(lock);
+        let keys = crate::stages::StageKeys::of(&plan, &data);
+        let units: [(&str, Vec<&crate::rundir::Key>); 3] = [
+            ("teacher", vec![&keys.teacher]),
+            ("distill", keys.distill.iter().collect()),
+            ("rate", keys.rate.iter().collect()),
+        ];
+        let mut after: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (step, ks) in &units {
+            let mut jobs: Vec<String> = ks
+                .iter()
+                .filter_map(|k| computing.get(&k.0).cloned())
+                .collect();
+            jobs.sort();
+            jobs.dedup();
+            after.insert(step.to_string(), jobs);
+        }
+        let submitted = crate::slurm::submit_after(&plan, opts, &dir, &after)?;
+        for (step, ks) in &units {
+            if let Some(job) = submitted.jobs.jobs.get(*step) {
+                for key in ks {
+                    computing.entry(key.0.clone()).or_insert(job.clone());
+                }
+            }
+        }
+        let m = &mut o.state.members[k];
+        m.run_dir = Some(dir.root().to_path_buf());
+        m.status = if opts.dry_run { "pending" } else { "submitted" }.into();
+        out.push((m.label(), submitted));
+        write_json(&state_file(&o.dir), &o.state)?;
+    }
+    write_json(&state_file(&o.dir), &o.state)?;
+    if let Some(t) = o.tracker.as_mut() {
+        t.flush();
+    }
+    Ok(out)
+}
+
 /// Runs member `k` (in its recorded run directory when it has one).
 fn run_member(
     req: &SweepRequest,
@@ -335,23 +481,7 @@ fn run_member(
     sweep_run: &str,
     stop: Arc<AtomicBool>,
 ) -> Result<(), RunError> {
-    let m = &state.members[k];
-    let mut sets = member_sets(&req.sets, &m.overrides);
-    sets.push(format!(
-        "experiment.output_dir={}",
-        toml_literal(&Value::String(dir.display().to_string()))
-    ));
-    sets.push(format!(
-        "experiment.cache_dir={}",
-        toml_literal(&Value::String(
-            base.experiment.cache_dir.display().to_string()
-        ))
-    ));
-    let plan = super::commands::load_plan(&req.recipe, &sets)?;
-    let run_dir = match &m.run_dir {
-        Some(d) if d.join("dnarun.lock").exists() => d.clone(),
-        _ => RunDir::create(&plan)?.root().to_path_buf(),
-    };
+    let (plan, run_dir) = member_plan(req, base, dir, &state.members[k])?;
     state.members[k].run_dir = Some(run_dir.clone());
     state.members[k].status = "running".into();
     write_json(&state_file(dir), state)?;
