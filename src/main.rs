@@ -361,7 +361,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints where a sweep's table is; exit 1 when a member failed.
+/// `dnarun sweep`.
+fn sweep(
+    recipe: RecipeArgs,
+    study: bool,
+    no_cache: bool,
+    stop: Arc<AtomicBool>,
+) -> Result<ExitCode, RunError> {
+    let req = dnarun::run::sweep::SweepRequest {
+        recipe: std::path::absolute(&recipe.recipe).unwrap_or(recipe.recipe.clone()),
+        sets: recipe.sets,
+        study,
+        no_cache,
+    };
+    sweep_outcome(dnarun::run::sweep::sweep(&req, stop)?)
+}
+
+/// Prints a sweep's table and where it is; exit 1 when a member failed.
 fn sweep_outcome((dir, failed): (PathBuf, usize)) -> Result<ExitCode, RunError> {
     let md = dir.join("sweep.md");
     out(&std::fs::read_to_string(&md).unwrap_or_default());
@@ -426,15 +442,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             recipe,
             study,
             no_cache,
-        } => {
-            let req = dnarun::run::sweep::SweepRequest {
-                recipe: std::path::absolute(&recipe.recipe).unwrap_or(recipe.recipe.clone()),
-                sets: recipe.sets,
-                study,
-                no_cache,
-            };
-            return sweep_outcome(dnarun::run::sweep::sweep(&req, stop)?);
-        }
+        } => return sweep(recipe, study, no_cache, stop),
         Command::Resume { run_dir } => {
             if dnarun::run::sweep::state_file(&run_dir).exists() {
                 return sweep_outcome(dnarun::run::sweep::resume(&run_dir, stop)?);
