@@ -274,9 +274,10 @@ enum Command {
         #[command(flatten)]
         slurm_options: dnarun::slurm::SlurmOptions,
     },
-    /// Show per stage and block what is done, queued, running or failed.
+    /// Show per stage and block what is done, queued, running or failed; for a sweep directory,
+    /// its members' table (`sweep.md`).
     Status {
-        /// The run directory.
+        /// The run directory, or a sweep directory.
         run_dir: PathBuf,
     },
     /// List the pretrained teachers (parameters at 1000 classes, native resolution, where the
@@ -488,7 +489,14 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             ));
         }
         c @ Command::Submit { .. } => return submit(c),
-        Command::Status { run_dir } => out(&commands::status(&run_dir)?),
+        Command::Status { run_dir } => {
+            let sweep_md = run_dir.join("sweep.md");
+            if dnarun::run::sweep::state_file(&run_dir).exists() && sweep_md.exists() {
+                out(&std::fs::read_to_string(&sweep_md).unwrap_or_default());
+            } else {
+                out(&commands::status(&run_dir)?);
+            }
+        }
         Command::Export {
             arch,
             format: _,

@@ -1694,6 +1694,12 @@ fn a_failing_member_does_not_stop_a_sweep_and_a_killed_sweep_resumes() {
     );
     assert_eq!(before["members"][1]["status"], "finished");
     assert_eq!(before["members"][2]["status"], "running");
+    let status = run(&["status".to_string(), sweep.display().to_string()]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("| distill.epochs=40 | running |"),
+        "{status}"
+    );
     // `dnarun resume SWEEP_DIR` finishes it: the finished member is kept, the killed one
     // continues in its run directory; the failed one fails again, and the exit code says so.
     let out = Command::new(BIN)

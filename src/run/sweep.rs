@@ -270,6 +270,7 @@ fn open(req: &SweepRequest, tracking: bool) -> Result<Opened, RunError> {
         (tracker, sweep_run) = (Some(t), Some(id));
     }
     write_json(&state_file(&dir), &state)?;
+    write_atomic(&dir.join("sweep.md"), markdown(&state).as_bytes())?;
     Ok(Opened {
         base,
         dir,
@@ -292,7 +293,7 @@ pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usiz
     } = open(req, true)?;
     let mut tracker = tracker.expect("tracking asked for");
     let sweep_run = sweep_run.expect("tracking asked for");
-    let mut stopped = None;
+    let mut stopped = false;
     for k in 0..state.members.len() {
         if state.members[k].status == "finished" {
             continue;
@@ -306,10 +307,13 @@ pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usiz
         let result = run_member(req, &base, &dir, &mut state, k, &sweep_run, stop.clone());
         let m = &mut state.members[k];
         match result {
-            Ok(()) => m.status = "finished".into(),
+            Ok(()) => {
+                m.status = "finished".into();
+                m.error = None;
+            }
             Err(e) if e.is_stop() => {
                 m.status = "stopped".into();
-                stopped = Some(e);
+                stopped = true;
             }
             Err(e) => {
                 m.status = "failed".into();
@@ -331,7 +335,7 @@ pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usiz
         }
         write_json(&state_file(&dir), &state)?;
         write_atomic(&dir.join("sweep.md"), markdown(&state).as_bytes())?;
-        if stopped.is_some() {
+        if stopped {
             break;
         }
     }
@@ -343,15 +347,16 @@ pub fn sweep(req: &SweepRequest, stop: Arc<AtomicBool>) -> Result<(PathBuf, usiz
         .count();
     let _ = tracker.log_artifact(&sweep_run, &dir.join("sweep.md"), "");
     let _ = tracker.log_artifact(&sweep_run, &state_file(&dir), "");
-    let status = match (&stopped, failed) {
-        (Some(_), _) => RunStatus::Killed,
-        (None, 0) => RunStatus::Finished,
+    let status = match (stopped, failed) {
+        (true, _) => RunStatus::Killed,
+        (false, 0) => RunStatus::Finished,
         _ => RunStatus::Failed,
     };
     let _ = tracker.end_run(&sweep_run, status);
     tracker.flush();
-    if let Some(e) = stopped {
-        return Err(e);
+    if stopped {
+        // Resuming the sweep resumes the stopped member in its run directory.
+        return Err(crate::stages::StageError::Stopped(dir).into());
     }
     Ok((dir, failed))
 }
@@ -485,6 +490,7 @@ fn run_member(
     state.members[k].run_dir = Some(run_dir.clone());
     state.members[k].status = "running".into();
     write_json(&state_file(dir), state)?;
+    write_atomic(&dir.join("sweep.md"), markdown(state).as_bytes())?;
     let request = Request {
         resume: Resume::Dir(run_dir),
         stop,

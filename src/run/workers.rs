@@ -87,6 +87,7 @@ fn start(ctx: &Ctx, stage: Stage) -> Result<Vec<Worker>, RunError> {
             .arg("--run-dir")
             .arg(ctx.dir.root())
             .args(["--stage", name, "--worker", &k.to_string()])
+            .args((!ctx.cache.is_on()).then_some("--no-cache"))
             .stdout(file)
             .stderr(err)
             .spawn()
