@@ -86,6 +86,7 @@ fn main() {
                         cost: [
                             p.search.measures[0].of(&c) as f64,
                             p.search.measures[1].of(&c) as f64,
+                            0.0,
                         ],
                     }
                 })
@@ -96,13 +97,14 @@ fn main() {
     let fixed = [
         p.search.measures[0].of(&fixed) as f64,
         p.search.measures[1].of(&fixed) as f64,
+        0.0,
     ];
     let t = Instant::now();
     let fronts = suffix_fronts(&blocks);
     let optimum = fronts[0].best_within(p.search.limits[0] - fixed[0]);
     let t_front = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let top = top_k(&blocks, fixed, p.search.limits, 10);
+    let top = top_k(&blocks, fixed, p.search.all_limits(), 10);
     let t_top = t.elapsed().as_secs_f64();
     assert!(
         (top[0].rating - optimum).abs() < 1e-9,

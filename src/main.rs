@@ -148,6 +148,34 @@ enum Command {
         #[arg(long)]
         no_cache: bool,
     },
+    /// Measure a latency table of the recipe's space on a device: every distinct layer its
+    /// students are made of (each op at each layer shape, each cell's adapter), the stem and the
+    /// head, each timed alone after a warm-up (median and interquartile range). A student's
+    /// predicted latency is the sum of its layers'. `--validate N` builds N students spread over
+    /// the space's FLOPs range, times them whole, and reports Kendall's tau and the relative
+    /// errors of the sums. Writes FILE (JSON) and FILE with `.md`; `search.latency_table = FILE`
+    /// and `search.max_latency_ms` then search under a latency budget (measure on the target
+    /// device, search anywhere).
+    Latency {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// The device to measure (`cpu`, `cuda:N`, `wgpu:N`); the first of `runtime.devices` by
+        /// default.
+        #[arg(long)]
+        device: Option<String>,
+        /// Images per forward pass (1: deployment).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        batch: usize,
+        /// Timed repetitions per entry (after 3 warm-ups).
+        #[arg(long, default_value_t = 25, value_name = "N")]
+        repeats: usize,
+        /// Measure N whole students against the table's sums.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        validate: usize,
+        /// The table to write (JSON; a readable `.md` beside it).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
     /// Continue a stopped or killed run from its last completed unit, or a sweep (a directory
     /// with `sweep.json`) from its first unfinished member.
     Resume {
@@ -362,6 +390,59 @@ fn main() -> ExitCode {
     }
 }
 
+/// `dnarun validate`.
+fn validate(recipe: RecipeArgs, skip_data_checks: bool) -> Result<(), RunError> {
+    let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
+    let (_, checked) = commands::check_inputs(&plan, !skip_data_checks)?;
+    let sweep = match dnarun::run::sweep::check(&recipe.recipe, &recipe.sets)? {
+        Some(n) => format!(
+            "\nsweep: all {n} members resolve (the data checked is the recipe's as written)"
+        ),
+        None => String::new(),
+    };
+    out(&format!(
+        "`{}` is valid\n{checked}{sweep}\n{}",
+        recipe.recipe.display(),
+        commands::notes(&plan)
+    ));
+    Ok(())
+}
+
+/// `dnarun latency`.
+fn latency(
+    recipe: RecipeArgs,
+    device: Option<String>,
+    batch: usize,
+    repeats: usize,
+    validate: usize,
+    output: PathBuf,
+) -> Result<(), RunError> {
+    let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
+    let device = device
+        .map(|d| {
+            dnarun::plan::DeviceSpec::parse(&d).map_err(|problem| RunError::BadOption {
+                option: "device",
+                problem,
+            })
+        })
+        .transpose()?;
+    let opts = dnarun::run::latency::LatencyOptions {
+        device,
+        batch,
+        repeats,
+        validate,
+        output: output.clone(),
+    };
+    let table = dnarun::run::latency::latency(&plan, &opts)?;
+    out(&dnarun::run::latency::markdown(&plan, &table));
+    out(&format!(
+        "table: {} ({})\n",
+        output.display(),
+        dnarun::run::latency::md_path(&output).display()
+    ));
+    Ok(())
+}
+
 /// `dnarun sweep`.
 fn sweep(
     recipe: RecipeArgs,
@@ -444,6 +525,14 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
             study,
             no_cache,
         } => return sweep(recipe, study, no_cache, stop),
+        Command::Latency {
+            recipe,
+            device,
+            batch,
+            repeats,
+            validate,
+            output,
+        } => latency(recipe, device, batch, repeats, validate, output)?,
         Command::Resume { run_dir } => {
             if dnarun::run::sweep::state_file(&run_dir).exists() {
                 return sweep_outcome(dnarun::run::sweep::resume(&run_dir, stop)?);
@@ -459,21 +548,7 @@ fn execute(command: Command, stop: Arc<AtomicBool>) -> Result<ExitCode, RunError
         Command::Validate {
             recipe,
             skip_data_checks,
-        } => {
-            let plan = commands::load_plan(&recipe.recipe, &recipe.sets)?;
-            let (_, checked) = commands::check_inputs(&plan, !skip_data_checks)?;
-            let sweep = match dnarun::run::sweep::check(&recipe.recipe, &recipe.sets)? {
-                Some(n) => format!(
-                    "\nsweep: all {n} members resolve (the data checked is the recipe's as written)"
-                ),
-                None => String::new(),
-            };
-            out(&format!(
-                "`{}` is valid\n{checked}{sweep}\n{}",
-                recipe.recipe.display(),
-                commands::notes(&plan)
-            ));
-        }
+        } => validate(recipe, skip_data_checks)?,
         c @ Command::Plan { .. } => return plan(c),
         Command::Schema {
             output,

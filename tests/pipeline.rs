@@ -1747,6 +1747,7 @@ fn unit_keys(sets: &[&str]) -> std::collections::BTreeMap<String, String> {
         flops_dna: 0,
         params: 0,
         predicted_accuracy: None,
+        latency_ms: None,
     };
     out.insert(
         "retrain/top1".into(),
@@ -1861,6 +1862,14 @@ fn each_recipe_key_recomputes_exactly_the_stages_that_read_it() {
         ("blocks.adapter", "the block's space, as blocks.cells"),
         ("blocks.cells", "changed above"),
         ("search.predictor", "needs a study's predictor file"),
+        (
+            "search.latency_table",
+            "needs a latency table; the search is not cached",
+        ),
+        (
+            "search.max_latency_ms",
+            "needs a latency table; the search is not cached",
+        ),
         ("study.files", "architecture files"),
         ("sweep.members", "as sweep.grid"),
     ];
@@ -1944,4 +1953,113 @@ fn schema_keys(schema: &serde_json::Value) -> Vec<String> {
         }
     }
     out
+}
+
+#[test]
+fn a_latency_table_is_validated_and_is_an_exact_budget() {
+    let dir = out_dir("latency");
+    let table = dir.join("latency.json");
+    let t = table.display().to_string();
+    let out = run(&[
+        "latency".into(),
+        "tests/fixtures/tiny.toml".into(),
+        "--validate".into(),
+        "6".into(),
+        "--repeats".into(),
+        "5".into(),
+        "-o".into(),
+        t.clone(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap();
+    assert_eq!(v["device"], "cpu");
+    assert_eq!(v["batch"], 1);
+    let entries = v["entries"].as_object().unwrap();
+    // 2 blocks x (1 + 2 layers) x 2 ops, the stem and the head; no adapters in the tiny space.
+    assert!(
+        entries.keys().any(|k| k.starts_with("stem"))
+            && entries.keys().any(|k| k.starts_with("head"))
+    );
+    assert!(entries.len() >= 8, "{entries:?}");
+    assert!(
+        entries
+            .values()
+            .all(|e| e["median_ms"].as_f64().unwrap() > 0.0)
+    );
+    let val = &v["validation"];
+    assert_eq!(val["architectures"], 6);
+    for k in ["kendall_tau", "mean_rel_error", "max_rel_error"] {
+        assert!(val[k].is_number(), "{k}: {val}");
+    }
+    let md = std::fs::read_to_string(dir.join("latency.md")).unwrap();
+    assert!(
+        md.contains("## Validation: 6 students measured whole"),
+        "{md}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Predicted students"));
+    // The plan shows the space's predicted range and the table's device.
+    let set_table = format!("search.latency_table=\"{t}\"");
+    let plan = run(&[
+        "plan".into(),
+        "tests/fixtures/tiny.toml".into(),
+        "--set".into(),
+        set_table.clone(),
+    ]);
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("latency table `") && plan.contains("predicted students"),
+        "{plan}"
+    );
+    // A budget between the fastest and the slowest validated students: the found nets' predicted
+    // latency is under it, and the report measures them (the run's device is the table's).
+    let mut predicted: Vec<f64> = val["nets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n[1].as_f64().unwrap())
+        .collect();
+    predicted.sort_by(f64::total_cmp);
+    let budget = predicted[3];
+    let set_budget = format!("search.max_latency_ms={budget}");
+    run(&args(
+        &dir,
+        &[
+            &set_table,
+            &set_budget,
+            "search.max_mflops=1.0",
+            "search.top_k=2",
+            "retrain.epochs=1",
+        ],
+    ));
+    let result: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("tiny-001/search/result.json")).unwrap(),
+    )
+    .unwrap();
+    for n in result["top"].as_array().unwrap() {
+        assert!(n["latency_ms"].as_f64().unwrap() <= budget + 1e-9, "{n}");
+    }
+    let arch = std::fs::read_to_string(dir.join("tiny-001/retrain/top1/arch.toml")).unwrap();
+    assert!(arch.contains("latency_ms = "), "{arch}");
+    let report = std::fs::read_to_string(dir.join("tiny-001/report.md")).unwrap();
+    assert!(
+        report.contains("Latency by the table") && report.contains("| top1 |"),
+        "{report}"
+    );
+    // A budget below the fastest student, and a budget without a table: recipe errors.
+    for sets in [
+        vec![
+            set_table.clone(),
+            "search.max_latency_ms=0.000001".to_string(),
+        ],
+        vec!["search.max_latency_ms=1.0".to_string()],
+    ] {
+        let mut a = vec!["validate".to_string(), "tests/fixtures/tiny.toml".into()];
+        for s in &sets {
+            a.extend(["--set".into(), s.clone()]);
+        }
+        let out = Command::new(BIN).args(&a).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("search.max_latency_ms"), "{err}");
+    }
 }

@@ -924,6 +924,7 @@ fn every_allowed_op_name_shape_round_trips_through_arch_toml() {
             macs: None,
             flops_dna: None,
             params: None,
+            latency_ms: None,
             accuracy: None,
         };
         let at = Path::new("target/bad-recipes/op-names").join(format!("{name}.toml"));

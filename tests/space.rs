@@ -13,7 +13,11 @@ fn random_blocks(rng: &mut ChaCha8Rng) -> Vec<Vec<Candidate>> {
             (0..k)
                 .map(|_| Candidate {
                     rating: rng.random_range(0.0..1.0),
-                    cost: [rng.random_range(1.0..10.0), rng.random_range(1.0..10.0)],
+                    cost: [
+                        rng.random_range(1.0..10.0),
+                        rng.random_range(1.0..10.0),
+                        rng.random_range(0.1..5.0),
+                    ],
                 })
                 .collect()
         })
@@ -27,14 +31,21 @@ fn top_k_equals_brute_force_on_random_spaces() {
     for case in 0..400 {
         let blocks = random_blocks(&mut rng);
         let n = blocks.len() as f64;
-        let fixed = [rng.random_range(0.0..3.0), rng.random_range(0.0..3.0)];
-        let limits = match case % 4 {
-            0 => [f64::INFINITY, f64::INFINITY],
-            1 => [fixed[0] + rng.random_range(n..n * 8.0), f64::INFINITY],
-            _ => [
-                fixed[0] + rng.random_range(n..n * 8.0),
-                fixed[1] + rng.random_range(n..n * 8.0),
-            ],
+        let fixed = [
+            rng.random_range(0.0..3.0),
+            rng.random_range(0.0..3.0),
+            rng.random_range(0.0..1.0),
+        ];
+        let inf = f64::INFINITY;
+        let mut budget = |j: usize, hi: f64| fixed[j] + rng.random_range(n * hi / 8.0..n * hi);
+        // Every combination of the three budgets (FLOPs, params, latency), none to all.
+        let limits = match case % 6 {
+            0 => [inf, inf, inf],
+            1 => [budget(0, 8.0), inf, inf],
+            2 => [budget(0, 8.0), budget(1, 8.0), inf],
+            3 => [inf, inf, budget(2, 4.0)],
+            4 => [budget(0, 8.0), inf, budget(2, 4.0)],
+            _ => [budget(0, 8.0), budget(1, 8.0), budget(2, 4.0)],
         };
         let k = rng.random_range(1..12);
         let fast = top_k(&blocks, fixed, limits, k);
@@ -48,7 +59,7 @@ fn top_k_equals_brute_force_on_random_spaces() {
                 b.rating
             );
             assert!(
-                a.cost[0] <= limits[0] + 1e-9 && a.cost[1] <= limits[1] + 1e-9,
+                (0..3).all(|j| a.cost[j] <= limits[j] + 1e-9),
                 "case {case}: over budget"
             );
         }
@@ -83,7 +94,12 @@ fn suffix_front_of_everything_is_the_global_curve() {
     let s0 = &suffix_fronts(&blocks)[0];
     // Every budget's optimum read off S_0 equals brute force with that budget.
     for &(cost, rating) in &s0.0 {
-        let best = brute_force(&blocks, [0.0, 0.0], [cost + 1e-9, f64::INFINITY], 1);
+        let best = brute_force(
+            &blocks,
+            [0.0; 3],
+            [cost + 1e-9, f64::INFINITY, f64::INFINITY],
+            1,
+        );
         assert!((best[0].rating - rating).abs() < 1e-9);
     }
 }
@@ -257,14 +273,22 @@ fn the_exact_search_stays_exact_under_a_learned_predictor() {
                 (0..rng.random_range(1..7))
                     .map(|_| Candidate {
                         rating: p.block_score(i, rng.random_range(0.1..2.0)),
-                        cost: [rng.random_range(1.0..10.0), rng.random_range(1.0..10.0)],
+                        cost: [
+                            rng.random_range(1.0..10.0),
+                            rng.random_range(1.0..10.0),
+                            0.0,
+                        ],
                     })
                     .collect()
             })
             .collect();
-        let limits = [rng.random_range(5.0..30.0), rng.random_range(5.0..40.0)];
-        let got = top_k(&blocks, [1.0, 0.5], limits, 4);
-        let want = brute_force(&blocks, [1.0, 0.5], limits, 4);
+        let limits = [
+            rng.random_range(5.0..30.0),
+            rng.random_range(5.0..40.0),
+            f64::INFINITY,
+        ];
+        let got = top_k(&blocks, [1.0, 0.5, 0.0], limits, 4);
+        let want = brute_force(&blocks, [1.0, 0.5, 0.0], limits, 4);
         assert_eq!(
             got.iter().map(|f| f.choice.clone()).collect::<Vec<_>>(),
             want.iter().map(|f| f.choice.clone()).collect::<Vec<_>>(),

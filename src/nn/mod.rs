@@ -7,6 +7,7 @@ pub mod gpu;
 pub mod layers;
 pub mod models;
 pub mod onnx;
+pub mod timing;
 pub mod weights;
 
 pub use layers::{Bn, ConvBn, ConvBnConfig, MbConv, Mode};

@@ -183,7 +183,14 @@ fn pool_classify(fc: &Linear, h: Tensor<4>) -> Tensor<2> {
     fc.forward(adaptive_avg_pool2d(h, [1, 1]).reshape([n, c]))
 }
 
-fn head_logits(head: &ConvBn, fc: &Linear, act: Activation, h: Tensor<4>, mode: Mode) -> Tensor<2> {
+/// The head: 1x1 conv, activation, global pooling, classifier.
+pub fn head_logits(
+    head: &ConvBn,
+    fc: &Linear,
+    act: Activation,
+    h: Tensor<4>,
+    mode: Mode,
+) -> Tensor<2> {
     pool_classify(fc, activate(head.forward(h, mode), act))
 }
 

@@ -93,7 +93,103 @@ pub(super) fn resolve(
         measures,
         limits,
         predictor: None,
+        latency: None,
     }
+}
+
+/// The latency table `search.latency_table` names, read and checked against the space (every
+/// layer its students are made of), and the budget `search.max_latency_ms` checked against the
+/// fastest and slowest predicted students.
+pub(super) fn latency(
+    s: &Search,
+    base: &std::path::Path,
+    space: &Space,
+    p: &mut Problems,
+    notes: &mut Vec<String>,
+) -> Option<super::LatencyBudget> {
+    use crate::space::latency::LatencyTable;
+    let Some(file) = &s.latency_table else {
+        if s.max_latency_ms.is_some() {
+            p.err(
+                "/search/max_latency_ms",
+                "`search.max_latency_ms` needs a latency table, but `search.latency_table` is missing".into(),
+                Some("measure one with `dnarun latency RECIPE -o latency.json` on the target device and set `search.latency_table = \"latency.json\"`".into()),
+            );
+        }
+        return None;
+    };
+    let path = base.join(file);
+    let table = match std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot be read ({e})"))
+        .and_then(|t| {
+            serde_json::from_str::<LatencyTable>(&t)
+                .map_err(|e| format!("is not a latency table ({e})"))
+        }) {
+        Ok(t) => t,
+        Err(why) => {
+            p.err(
+                "/search/latency_table",
+                format!("`search.latency_table` `{}` {why}", path.display()),
+                Some("write it with `dnarun latency RECIPE -o FILE`".into()),
+            );
+            return None;
+        }
+    };
+    if !p.is_empty() {
+        return None;
+    }
+    // The fastest and slowest predicted students; a layer the table lacks is an error.
+    let mut range = match table.fixed_ms(space) {
+        Ok(ms) => (ms, ms),
+        Err(key) => return missing(p, &path, &key),
+    };
+    for b in &space.blocks {
+        let mut lo = f64::INFINITY;
+        let mut hi: f64 = 0.0;
+        for path_ in b.paths() {
+            match table.path_ms(b, &path_) {
+                Ok(ms) => (lo, hi) = (lo.min(ms), hi.max(ms)),
+                Err(key) => return missing(p, &path, &key),
+            }
+        }
+        range = (range.0 + lo, range.1 + hi);
+    }
+    let max_ms = s.max_latency_ms.unwrap_or(f64::INFINITY);
+    if max_ms < range.0 {
+        p.err(
+            "/search/max_latency_ms",
+            format!(
+                "`search.max_latency_ms` is {max_ms}, but the fastest student in this space takes {:.3} ms on `{}` by the table: no architecture fits",
+                range.0, table.device
+            ),
+            Some(format!(
+                "raise `search.max_latency_ms` to at least {:.3}, or add faster cells or ops",
+                range.0
+            )),
+        );
+    } else if max_ms.is_finite() && max_ms >= range.1 {
+        notes.push(format!(
+            "`search.max_latency_ms` is {max_ms}, but the slowest student takes only {:.3} ms by the table: the latency budget constrains nothing",
+            range.1
+        ));
+    }
+    Some(super::LatencyBudget {
+        file: path,
+        table,
+        max_ms,
+    })
+}
+
+fn missing(p: &mut Problems, path: &std::path::Path, key: &str) -> Option<super::LatencyBudget> {
+    p.err(
+        "/search/latency_table",
+        format!(
+            "`search.latency_table` `{}` has no entry for the layer `{key}`: it was measured for another space",
+            path.display()
+        ),
+        Some("measure it again for this recipe with `dnarun latency RECIPE -o FILE`".into()),
+    );
+    None
 }
 
 /// The learned predictor `search.objective = "predicted"` names, checked against the blocks.

@@ -135,12 +135,69 @@ pub struct SearchSpec {
     pub limits: [f64; 2],
     /// With `search.objective = "predicted"`: the predictor whose accuracy the search maximises.
     pub predictor: Option<Predictor>,
+    /// With `search.latency_table`: the table, and the budget `search.max_latency_ms`.
+    pub latency: Option<LatencyBudget>,
+}
+
+/// A latency table and budget (`search.latency_table`, `search.max_latency_ms`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyBudget {
+    /// The table's file.
+    pub file: std::path::PathBuf,
+    /// The table (it has every entry the space needs: checked when resolved).
+    pub table: crate::space::latency::LatencyTable,
+    /// Most predicted milliseconds (infinity without `search.max_latency_ms`).
+    pub max_ms: f64,
 }
 
 impl SearchSpec {
     /// A cost in the budget's two measures (primary, secondary).
     pub fn costs(&self, c: &crate::space::Cost) -> [f64; 2] {
         [self.measures[0].of(c) as f64, self.measures[1].of(c) as f64]
+    }
+
+    /// A path's costs for the search: the two measures and its predicted milliseconds (0 without a
+    /// latency table).
+    pub fn path_costs(
+        &self,
+        block: &crate::space::BlockSpace,
+        path: &crate::space::Path,
+    ) -> [f64; crate::space::search::COSTS] {
+        let [a, b] = self.costs(&block.path_cost(path));
+        let ms = self.latency.as_ref().map_or(0.0, |l| {
+            l.table.path_ms(block, path).unwrap_or(f64::INFINITY)
+        });
+        [a, b, ms]
+    }
+
+    /// The costs every student pays (stem and head).
+    pub fn fixed_costs(&self, space: &crate::space::Space) -> [f64; crate::space::search::COSTS] {
+        let [a, b] = self.costs(&space.fixed_cost());
+        let ms = self
+            .latency
+            .as_ref()
+            .map_or(0.0, |l| l.table.fixed_ms(space).unwrap_or(f64::INFINITY));
+        [a, b, ms]
+    }
+
+    /// The limits of the three costs.
+    pub fn all_limits(&self) -> [f64; crate::space::search::COSTS] {
+        [
+            self.limits[0],
+            self.limits[1],
+            self.latency.as_ref().map_or(f64::INFINITY, |l| l.max_ms),
+        ]
+    }
+
+    /// A student's predicted milliseconds, with a latency table.
+    pub fn latency_ms(
+        &self,
+        space: &crate::space::Space,
+        arch: &crate::space::Architecture,
+    ) -> Option<f64> {
+        self.latency
+            .as_ref()
+            .and_then(|l| l.table.arch_ms(space, arch).ok())
     }
 
     /// What the search minimises for block `i`'s path of rating `r`.
@@ -281,6 +338,7 @@ impl Plan {
         let (space, block_lr) = blocks::resolve(r, &taps, &mut p);
         let mut search = budget::resolve(&r.search, &space, &mut p, &mut notes);
         search.predictor = budget::predictor(&r.search, &base, space.blocks.len(), &mut p);
+        search.latency = budget::latency(&r.search, &base, &space, &mut p, &mut notes);
         let devices = devices::resolve(&r.runtime, &mut p);
         let batch = |b: Option<usize>| b.unwrap_or(r.data.batch_size);
         let rate = RateSpec {

@@ -75,6 +75,7 @@ impl Plan {
             self.budget_text(),
             self.search.top_k
         );
+        self.latency_text(&mut s);
         if self.search.limits[0].is_finite() {
             let fit = self.fitting_fraction();
             let _ = writeln!(
@@ -128,10 +129,66 @@ impl Plan {
                 Measure::Flops(_) => format!("<= {:.2}M FLOPs", l / 1e6),
             })
             .collect();
+        let mut budget = budget;
+        if let Some(l) = &self.search.latency
+            && l.max_ms.is_finite()
+        {
+            budget.push(format!("<= {} ms on `{}`", l.max_ms, l.table.device));
+        }
         if budget.is_empty() {
             "none".into()
         } else {
             budget.join(", ")
+        }
+    }
+
+    /// The space's predicted latency range by the table, and which device and batch it
+    /// describes.
+    fn latency_text(&self, s: &mut String) {
+        use std::fmt::Write;
+        let Some(l) = &self.search.latency else {
+            return;
+        };
+        let fixed = l.table.fixed_ms(&self.space).unwrap_or(f64::NAN);
+        let (mut lo, mut hi) = (fixed, fixed);
+        for b in &self.space.blocks {
+            let ms: Vec<f64> = b
+                .paths()
+                .iter()
+                .filter_map(|p| l.table.path_ms(b, p).ok())
+                .collect();
+            lo += ms.iter().copied().fold(f64::INFINITY, f64::min);
+            hi += ms.iter().copied().fold(0.0, f64::max);
+        }
+        let _ = writeln!(
+            s,
+            "latency table `{}`: device `{}`{}, batch {}, {} threads; predicted students {lo:.3} to {hi:.3} ms{}",
+            l.file.display(),
+            l.table.device,
+            if l.table.device_name.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", l.table.device_name)
+            },
+            l.table.batch,
+            l.table.threads,
+            l.table
+                .validation
+                .as_ref()
+                .map(|v| format!(
+                    "; validated on {} students: tau {:.2}, mean error {:.1} %",
+                    v.architectures,
+                    v.kendall_tau,
+                    v.mean_rel_error * 100.0
+                ))
+                .unwrap_or_default()
+        );
+        if l.table.device != self.devices.list[0].to_string() {
+            let _ = writeln!(
+                s,
+                "  (the table describes `{}`, not this run's `{}`: the search predicts that device's latency)",
+                l.table.device, self.devices.list[0]
+            );
         }
     }
 

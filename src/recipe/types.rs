@@ -835,6 +835,18 @@ pub struct Search {
     /// the recipe), fitted on the same blocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictor: Option<String>,
+    /// A latency table written by `dnarun latency` (relative to the recipe), measured on the
+    /// device the found nets will run on (it may be another than this run's): every student's
+    /// predicted latency is the sum of its layers' entries. With it, the plan shows the space's
+    /// latency range and the report and `arch.toml` each found net's predicted latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_table: Option<String>,
+    /// Most predicted milliseconds per forward pass (at the table's batch) a chosen student may
+    /// take, by `latency_table`; combines with `max_mflops` and `max_mparams` (the search stays
+    /// exact under all three).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_latency_ms: Option<f64>,
 }
 
 fn default_top_k() -> usize {
@@ -861,6 +873,8 @@ impl Default for Search {
             top_k: default_top_k(),
             objective: Objective::Rating,
             predictor: None,
+            latency_table: None,
+            max_latency_ms: None,
         }
     }
 }

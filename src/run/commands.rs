@@ -284,6 +284,7 @@ pub fn retrain(
         flops_dna: c.flops(FlopsConvention::Dna),
         params: c.params,
         predicted_accuracy: None,
+        latency_ms: plan.search.latency_ms(&plan.space, &a),
     };
     let (acc, dir) = super::retrain_arch(&plan, &chosen, stop)?;
     Ok((file.name, acc, dir))

@@ -437,15 +437,15 @@ fn search_stage(plan: &Plan) -> StageCost {
                 .iter()
                 .map(|p| Candidate {
                     rating: rng.random_range(0.1..1.0),
-                    cost: plan.search.costs(&b.path_cost(p)),
+                    cost: plan.search.path_costs(b, p),
                 })
                 .collect()
         })
         .collect();
-    let fixed = plan.search.costs(&plan.space.fixed_cost());
+    let fixed = plan.search.fixed_costs(&plan.space);
     // As the search stage does: the top-k, then the whole front for the report.
     let _ = suffix_fronts(&blocks);
-    let found = top_k(&blocks, fixed, plan.search.limits, plan.search.top_k);
+    let found = top_k(&blocks, fixed, plan.search.all_limits(), plan.search.top_k);
     StageCost {
         seconds: started.elapsed().as_secs_f64(),
         detail: format!(

@@ -5,6 +5,7 @@
 pub mod commands;
 mod error;
 pub mod init;
+pub mod latency;
 pub mod measure;
 pub mod resources;
 pub mod sweep;
@@ -236,6 +237,25 @@ fn make_ready(
             tracker.log_inputs(&id, &dataset_inputs(plan, &data))?;
             tracker.log_artifact(&id, &dir.lock_file(), "")?;
             tracker.log_artifact(&id, &plan.source.path, "")?;
+            if let Some(l) = &plan.search.latency {
+                tracker.log_artifact(&id, &l.file, "latency")?;
+                if let Some(v) = &l.table.validation {
+                    let m = |key: &str, value: f64| track::Metric {
+                        key: key.into(),
+                        value,
+                        step: 0,
+                        timestamp: track::now_ms(),
+                    };
+                    tracker.log_metrics(
+                        &id,
+                        &[
+                            m("latency_table_kendall_tau", v.kendall_tau),
+                            m("latency_table_mean_rel_error", v.mean_rel_error),
+                            m("latency_table_max_rel_error", v.max_rel_error),
+                        ],
+                    )?;
+                }
+            }
             dir.write_tracking_id("parent", &id)?;
             id
         }

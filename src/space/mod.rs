@@ -1,6 +1,7 @@
 //! The search space as data: candidate ops, cells, blocks, paths and architectures, and the cost
 //! model (MACs, the DNA FLOPs convention, parameters). Pure Rust, no Burn.
 
+pub mod latency;
 pub mod predictor;
 pub mod search;
 mod vocab;

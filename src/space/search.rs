@@ -3,20 +3,31 @@
 //! is the whole rating-vs-cost curve. The top-k is a depth-first branch and bound over blocks,
 //! candidates sorted by rating, pruned with `S_{i+1}(remaining budget)`.
 //!
-//! Two budgets at once (FLOPs and params): the fronts are over the first (primary) cost; the
-//! second is enforced exactly at every step with a cheapest-completion bound. Both bounds are
-//! lower bounds, so the search stays exact.
+//! Three budgets at once (FLOPs, params, latency): the fronts are over the first (primary) cost;
+//! the others are enforced exactly at every step with cheapest-completion bounds. Every bound is
+//! a lower bound, so the search stays exact. An unused budget is infinite.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+
+/// How many costs a candidate has (primary, secondary, tertiary).
+pub const COSTS: usize = 3;
+
+fn add(a: [f64; COSTS], b: [f64; COSTS]) -> [f64; COSTS] {
+    std::array::from_fn(|j| a[j] + b[j])
+}
+
+fn sub(a: [f64; COSTS], b: [f64; COSTS]) -> [f64; COSTS] {
+    std::array::from_fn(|j| a[j] - b[j])
+}
 
 /// A block's candidate: its rating (lower is better) and its costs (primary, secondary).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
     /// Rating (summed over blocks).
     pub rating: f64,
-    /// Primary and secondary cost.
-    pub cost: [f64; 2],
+    /// Primary and secondary costs.
+    pub cost: [f64; COSTS],
 }
 
 /// A whole architecture found by the search.
@@ -27,7 +38,7 @@ pub struct Found {
     /// Summed rating.
     pub rating: f64,
     /// Summed costs, fixed part included.
-    pub cost: [f64; 2],
+    pub cost: [f64; COSTS],
 }
 
 /// Points `(cost, rating)` sorted by cost with strictly falling rating: nothing in it is beaten
@@ -87,7 +98,7 @@ pub fn suffix_fronts(blocks: &[Vec<Candidate>]) -> Vec<Front> {
 }
 
 #[derive(PartialEq)]
-struct Entry(f64, Vec<usize>, [f64; 2]);
+struct Entry(f64, Vec<usize>, [f64; COSTS]);
 impl Eq for Entry {}
 impl PartialOrd for Entry {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
@@ -101,20 +112,27 @@ impl Ord for Entry {
 }
 
 /// The exact top-k architectures whose costs (plus `fixed`) fit `limits`, best first.
-pub fn top_k(blocks: &[Vec<Candidate>], fixed: [f64; 2], limits: [f64; 2], k: usize) -> Vec<Found> {
+pub fn top_k(
+    blocks: &[Vec<Candidate>],
+    fixed: [f64; COSTS],
+    limits: [f64; COSTS],
+    k: usize,
+) -> Vec<Found> {
     let n = blocks.len();
     if n == 0 || k == 0 {
         return Vec::new();
     }
     let fronts = suffix_fronts(blocks);
-    // Cheapest secondary cost of blocks i..n.
-    let mut min_sec = vec![0.0; n + 1];
+    // Cheapest cost of blocks i..n, per cost.
+    let mut min_sec = vec![[0.0; COSTS]; n + 1];
     for i in (0..n).rev() {
-        min_sec[i] = min_sec[i + 1]
-            + blocks[i]
+        let own: [f64; COSTS] = std::array::from_fn(|j| {
+            blocks[i]
                 .iter()
-                .map(|c| c.cost[1])
-                .fold(f64::INFINITY, f64::min);
+                .map(|c| c.cost[j])
+                .fold(f64::INFINITY, f64::min)
+        });
+        min_sec[i] = add(min_sec[i + 1], own);
     }
     let order: Vec<Vec<usize>> = blocks
         .iter()
@@ -126,7 +144,7 @@ pub fn top_k(blocks: &[Vec<Candidate>], fixed: [f64; 2], limits: [f64; 2], k: us
         .collect();
     let mut heap: BinaryHeap<Entry> = BinaryHeap::new();
     let mut choice = Vec::with_capacity(n);
-    let remaining = [limits[0] - fixed[0], limits[1] - fixed[1]];
+    let remaining = sub(limits, fixed);
     let ctx = Ctx {
         blocks,
         fronts: &fronts,
@@ -139,7 +157,7 @@ pub fn top_k(blocks: &[Vec<Candidate>], fixed: [f64; 2], limits: [f64; 2], k: us
         .into_vec()
         .into_iter()
         .map(|Entry(rating, choice, cost)| Found {
-            cost: [cost[0] + fixed[0], cost[1] + fixed[1]],
+            cost: add(cost, fixed),
             choice,
             rating,
         })
@@ -155,7 +173,7 @@ pub fn top_k(blocks: &[Vec<Candidate>], fixed: [f64; 2], limits: [f64; 2], k: us
 struct Ctx<'a> {
     blocks: &'a [Vec<Candidate>],
     fronts: &'a [Front],
-    min_sec: &'a [f64],
+    min_sec: &'a [[f64; COSTS]],
     order: &'a [Vec<usize>],
     k: usize,
 }
@@ -164,16 +182,16 @@ fn dfs(
     ctx: &Ctx,
     i: usize,
     so_far: f64,
-    remaining: [f64; 2],
+    remaining: [f64; COSTS],
     choice: &mut Vec<usize>,
     heap: &mut BinaryHeap<Entry>,
 ) {
     let n = ctx.blocks.len();
     if i == n {
-        let used = choice.iter().enumerate().fold([0.0, 0.0], |acc, (b, &c)| {
-            let cost = ctx.blocks[b][c].cost;
-            [acc[0] + cost[0], acc[1] + cost[1]]
-        });
+        let used = choice
+            .iter()
+            .enumerate()
+            .fold([0.0; COSTS], |acc, (b, &c)| add(acc, ctx.blocks[b][c].cost));
         heap.push(Entry(so_far, choice.clone(), used));
         if heap.len() > ctx.k {
             heap.pop();
@@ -193,7 +211,9 @@ fn dfs(
         if so_far + cand.rating + next.best() >= kth(heap) {
             break; // candidates are sorted by rating: none after this can do better
         }
-        if cand.cost[0] > remaining[0] || cand.cost[1] + ctx.min_sec[i + 1] > remaining[1] {
+        if cand.cost[0] > remaining[0]
+            || (1..COSTS).any(|j| cand.cost[j] + ctx.min_sec[i + 1][j] > remaining[j])
+        {
             continue;
         }
         let rest = next.best_within(remaining[0] - cand.cost[0]);
@@ -205,7 +225,7 @@ fn dfs(
             ctx,
             i + 1,
             so_far + cand.rating,
-            [remaining[0] - cand.cost[0], remaining[1] - cand.cost[1]],
+            sub(remaining, cand.cost),
             choice,
             heap,
         );
@@ -216,8 +236,8 @@ fn dfs(
 /// Every architecture, for testing: the exact top-k by enumeration.
 pub fn brute_force(
     blocks: &[Vec<Candidate>],
-    fixed: [f64; 2],
-    limits: [f64; 2],
+    fixed: [f64; COSTS],
+    limits: [f64; COSTS],
     k: usize,
 ) -> Vec<Found> {
     let mut all = Vec::new();
@@ -228,10 +248,11 @@ pub fn brute_force(
             .enumerate()
             .map(|(b, &c)| blocks[b][c].rating)
             .sum();
-        let cost = idx.iter().enumerate().fold(fixed, |acc, (b, &c)| {
-            [acc[0] + blocks[b][c].cost[0], acc[1] + blocks[b][c].cost[1]]
-        });
-        if cost[0] <= limits[0] && cost[1] <= limits[1] {
+        let cost = idx
+            .iter()
+            .enumerate()
+            .fold(fixed, |acc, (b, &c)| add(acc, blocks[b][c].cost));
+        if (0..COSTS).all(|j| cost[j] <= limits[j]) {
             all.push(Found {
                 choice: idx.clone(),
                 rating,

@@ -35,6 +35,10 @@ pub struct Report {
     /// Photos that could not be decoded and were skipped (`data.skip_bad`).
     #[serde(default)]
     pub skipped_images: Vec<String>,
+    /// With `search.latency_table`: each found net's predicted latency and, when the run's
+    /// device is the table's, its latency measured here the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyCheck>,
 }
 
 /// What a report is about, stated at its top.
@@ -101,6 +105,9 @@ impl Report {
         }
         if let Some(t) = self.teacher_accuracy {
             s += &format!("\nteacher accuracy: {:.2}%\n", t * 100.0);
+        }
+        if let Some(l) = &self.latency {
+            s += &l.markdown();
         }
         s += &format!("{}\n", self.tau_line());
         s += "\n**Reading it.** `paths` gives each block's path, blocks separated by `|`: `c1:k5e6-k3e6` is the block's cell 1 (0-based, as `dnarun plan` lists the cells) with two layers, op `k5e6` then `k3e6`. `rating` is the path's summed distillation loss on the rating images: lower is better. The interval is the Wilson 95 % interval of an accuracy measured on that many test images: nets whose intervals overlap are not told apart by this test set.\n";
@@ -222,31 +229,8 @@ pub fn run(
         .chain(ctx.data.test.skipped())
         .map(|p| p.display().to_string())
         .collect();
-    let plan = ctx.plan;
-    let paths: Vec<String> = plan
-        .space
-        .blocks
-        .iter()
-        .map(|b| crate::plan::count(b.num_paths()))
-        .collect();
-    let about = About {
-        experiment: plan.experiment.name.clone(),
-        run: ctx.dir.name(),
-        recipe: plan
-            .source
-            .path
-            .canonicalize()
-            .unwrap_or(plan.source.path.clone())
-            .display()
-            .to_string(),
-        budget: plan.budget_text(),
-        space: format!(
-            "{} architectures ({} paths per block)",
-            crate::plan::count(plan.space.size()),
-            paths.join(", ")
-        ),
-        test_images: ctx.data.test_idx.len(),
-    };
+    let about = about(ctx);
+    let latency = latency_check(ctx, &architectures)?;
     let report = Report {
         about,
         teacher_accuracy,
@@ -256,6 +240,7 @@ pub fn run(
         blocks,
         peak_rss_bytes: ctx.dir.resources()?.peak_rss_bytes,
         skipped_images,
+        latency,
     };
     let md = ctx.dir.report("md");
     write_atomic(&md, report.markdown().as_bytes())?;
@@ -301,4 +286,123 @@ pub fn run(
         }
     }
     Ok(report)
+}
+
+/// The found nets' latencies: predicted by the table, measured on the run's device when it is
+/// the table's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatencyCheck {
+    /// The table's file.
+    pub table: String,
+    /// The device it describes.
+    pub device: String,
+    /// Its batch size.
+    pub batch: usize,
+    /// Its validation's mean relative error, when it has one.
+    pub validation_mean_rel_error: Option<f64>,
+    /// Per net: name, predicted ms, measured ms (none on another device).
+    pub nets: Vec<(String, f64, Option<f64>)>,
+}
+
+impl LatencyCheck {
+    fn markdown(&self) -> String {
+        let mut s = format!(
+            "\nLatency by the table `{}` (device `{}`, batch {}{}):\n\n| architecture | predicted (ms) | measured here (ms) | error |\n|---|---:|---:|---:|\n",
+            self.table,
+            self.device,
+            self.batch,
+            self.validation_mean_rel_error
+                .map(|e| format!("; its validation's mean error {:.1} %", e * 100.0))
+                .unwrap_or_default()
+        );
+        for (name, p, m) in &self.nets {
+            match m {
+                Some(m) => {
+                    s += &format!(
+                        "| {name} | {p:.3} | {m:.3} | {:+.1} % |\n",
+                        (p - m) / m * 100.0
+                    )
+                }
+                None => s += &format!("| {name} | {p:.3} | - (another device) | - |\n"),
+            }
+        }
+        s
+    }
+}
+
+fn latency_check(ctx: &Ctx, nets: &[Retrained]) -> Result<Option<LatencyCheck>, StageError> {
+    let plan = ctx.plan;
+    let Some(l) = &plan.search.latency else {
+        return Ok(None);
+    };
+    let here = l.table.device == plan.devices.list[0].to_string();
+    let mut out = Vec::new();
+    for r in nets {
+        let Some(p) = r.chosen.latency_ms else {
+            continue;
+        };
+        let measured = if here {
+            let arch = super::retrain::ArchFile {
+                recipe: String::new(),
+                name: r.chosen.name.clone(),
+                blocks: r.chosen.paths.clone(),
+                rating: None,
+                macs: None,
+                flops_dna: None,
+                params: None,
+                latency_ms: None,
+                accuracy: None,
+            }
+            .architecture(plan)?;
+            Some(
+                crate::nn::timing::student_ms(
+                    &plan.space,
+                    &arch,
+                    l.table.batch,
+                    l.table.repeats,
+                    &ctx.device,
+                )
+                .median_ms,
+            )
+        } else {
+            None
+        };
+        out.push((r.chosen.name.clone(), p, measured));
+    }
+    Ok(Some(LatencyCheck {
+        table: l.file.display().to_string(),
+        device: l.table.device.clone(),
+        batch: l.table.batch,
+        validation_mean_rel_error: l.table.validation.as_ref().map(|v| v.mean_rel_error),
+        nets: out,
+    }))
+}
+
+/// What the run was, for a report read on its own.
+fn about(ctx: &Ctx) -> About {
+    let plan = ctx.plan;
+    let paths: Vec<String> = plan
+        .space
+        .blocks
+        .iter()
+        .map(|b| crate::plan::count(b.num_paths()))
+        .collect();
+    About {
+        experiment: plan.experiment.name.clone(),
+        run: ctx.dir.name(),
+        recipe: plan
+            .source
+            .path
+            .canonicalize()
+            .unwrap_or(plan.source.path.clone())
+            .display()
+            .to_string(),
+        budget: plan.budget_text(),
+        space: format!(
+            "{} architectures ({} paths per block)",
+            crate::plan::count(plan.space.size()),
+            paths.join(", ")
+        ),
+        test_images: ctx.data.test_idx.len(),
+    }
 }

@@ -36,6 +36,9 @@ pub struct ArchFile {
     /// Parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<u64>,
+    /// Predicted milliseconds per forward pass by the run's `search.latency_table`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
     /// Test accuracy after retraining.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
@@ -108,6 +111,7 @@ pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, recipe_rel: &str) -> Result<f
         macs: Some(chosen.macs),
         flops_dna: Some(chosen.flops_dna),
         params: Some(chosen.params),
+        latency_ms: chosen.latency_ms,
         accuracy: None,
     };
     let architecture = arch.architecture(ctx.plan)?;

@@ -35,6 +35,9 @@ pub struct Chosen {
     /// The learned predictor's accuracy (with `search.objective = "predicted"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_accuracy: Option<f64>,
+    /// Predicted milliseconds by `search.latency_table`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
 }
 
 /// What the search found.
@@ -77,6 +80,7 @@ pub fn describe(plan: &Plan, name: &str, arch: &Architecture, rating: f64) -> Ch
         flops_dna: c.flops(FlopsConvention::Dna),
         params: c.params,
         predicted_accuracy: None,
+        latency_ms: plan.search.latency_ms(&plan.space, arch),
     }
 }
 
@@ -93,14 +97,15 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Sta
                 .enumerate()
                 .map(|(k, x)| Candidate {
                     rating: plan.search.score(bi, x.rating),
-                    cost: plan.search.costs(&b.path_cost(&r.path(k))),
+                    cost: plan.search.path_costs(b, &r.path(k)),
                 })
                 .collect()
         })
         .collect();
-    let fixed = plan.search.costs(&plan.space.fixed_cost());
+    let fixed = plan.search.fixed_costs(&plan.space);
+    let limits = plan.search.all_limits();
     let k = plan.search.top_k;
-    let found = top_k(&blocks, fixed, plan.search.limits, k);
+    let found = top_k(&blocks, fixed, limits, k);
     if found.is_empty() {
         return Err(StageError::NothingFits);
     }
@@ -136,9 +141,9 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Sta
             .map(|b| rng.random_range(0..b.len()))
             .collect();
         let cost = choice.iter().enumerate().fold(fixed, |a, (i, &c)| {
-            [a[0] + blocks[i][c].cost[0], a[1] + blocks[i][c].cost[1]]
+            std::array::from_fn(|j| a[j] + blocks[i][c].cost[j])
         });
-        if cost[0] <= plan.search.limits[0] && cost[1] <= plan.search.limits[1] {
+        if (0..cost.len()).all(|j| cost[j] <= limits[j]) {
             let rating = raw(&choice).iter().sum();
             controls.push(describe(
                 plan,

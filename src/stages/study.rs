@@ -359,6 +359,7 @@ fn nets(
             macs: None,
             flops_dna: None,
             params: None,
+            latency_ms: None,
             accuracy: None,
         }
         .architecture(plan)?;
