@@ -2010,6 +2010,22 @@ fn a_latency_table_is_validated_and_is_an_exact_budget() {
         plan.contains("latency table `") && plan.contains("predicted students"),
         "{plan}"
     );
+    // A table measured on another device is accepted, and the plan says which it describes.
+    let mut other = v.clone();
+    other["device"] = "cuda:0".into();
+    let other_file = dir.join("latency-cuda.json");
+    std::fs::write(&other_file, other.to_string()).unwrap();
+    let plan = run(&[
+        "plan".into(),
+        "tests/fixtures/tiny.toml".into(),
+        "--set".into(),
+        format!("search.latency_table=\"{}\"", other_file.display()),
+    ]);
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("the table describes `cuda:0`, not this run's `cpu`"),
+        "{plan}"
+    );
     // A budget between the fastest and the slowest validated students: the found nets' predicted
     // latency is under it, and the report measures them (the run's device is the table's).
     let mut predicted: Vec<f64> = val["nets"]
@@ -2038,8 +2054,29 @@ fn a_latency_table_is_validated_and_is_an_exact_budget() {
     for n in result["top"].as_array().unwrap() {
         assert!(n["latency_ms"].as_f64().unwrap() <= budget + 1e-9, "{n}");
     }
+    // The front against latency, drawn.
+    assert!(!result["latency_front"].as_array().unwrap().is_empty());
+    let svg = std::fs::read_to_string(dir.join("tiny-001/search/pareto-latency.svg")).unwrap();
+    assert!(
+        svg.contains("latency_ms") && svg.contains("<polyline"),
+        "{svg}"
+    );
     let arch = std::fs::read_to_string(dir.join("tiny-001/retrain/top1/arch.toml")).unwrap();
     assert!(arch.contains("latency_ms = "), "{arch}");
+    // The table is an artifact of the run in MLflow, its validation the run's metrics.
+    let store = common::files_under(&dir.join("mlruns"));
+    assert!(
+        store
+            .iter()
+            .any(|f| f.ends_with("artifacts/latency/latency.json")),
+        "{store:?}"
+    );
+    for m in ["latency_table_kendall_tau", "latency_table_mean_rel_error"] {
+        assert!(
+            store.iter().any(|f| f.ends_with(format!("metrics/{m}"))),
+            "{m}"
+        );
+    }
     let report = std::fs::read_to_string(dir.join("tiny-001/report.md")).unwrap();
     assert!(
         report.contains("Latency by the table") && report.contains("| top1 |"),

@@ -284,6 +284,11 @@ impl RunDir {
         self.root.join("search").join("pareto.svg")
     }
 
+    /// The Pareto plot against predicted latency (with a latency table).
+    pub fn pareto_latency_svg(&self) -> PathBuf {
+        self.root.join("search").join("pareto-latency.svg")
+    }
+
     /// A retrained architecture's folder.
     pub fn retrain_dir(&self, name: &str) -> PathBuf {
         self.root.join("retrain").join(name)

@@ -88,10 +88,15 @@ impl Front {
 
 /// Suffix fronts: `S[i]` for blocks i..n, `S[n]` = the empty completion.
 pub fn suffix_fronts(blocks: &[Vec<Candidate>]) -> Vec<Front> {
+    suffix_fronts_on(blocks, 0)
+}
+
+/// [`suffix_fronts`] over cost `j` (the front against latency, cost 2, for the plot).
+pub fn suffix_fronts_on(blocks: &[Vec<Candidate>], j: usize) -> Vec<Front> {
     let n = blocks.len();
     let mut s = vec![Front(vec![(0.0, 0.0)]); n + 1];
     for i in (0..n).rev() {
-        let own = Front::of(blocks[i].iter().map(|c| (c.cost[0], c.rating)).collect());
+        let own = Front::of(blocks[i].iter().map(|c| (c.cost[j], c.rating)).collect());
         s[i] = own.merge(&s[i + 1]);
     }
     s

@@ -14,7 +14,7 @@ use crate::plan::{Measure, Plan};
 use crate::rundir::{read_json, write_atomic, write_json};
 use crate::space::Architecture;
 use crate::space::FlopsConvention;
-use crate::space::search::{Candidate, Front, suffix_fronts, top_k};
+use crate::space::search::{Candidate, Front, suffix_fronts, suffix_fronts_on, top_k};
 use crate::track::RunStatus;
 
 /// A chosen (or control) architecture.
@@ -49,6 +49,9 @@ pub struct SearchResult {
     pub controls: Vec<Chosen>,
     /// The Pareto front `(cost, rating)` of the primary measure, fixed cost included.
     pub front: Vec<(f64, f64)>,
+    /// With a latency table: the Pareto front `(predicted ms, rating)`, stem and head included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_front: Vec<(f64, f64)>,
     /// What the front's cost is.
     pub measure: String,
     /// Seconds the search took.
@@ -158,6 +161,15 @@ pub fn search(plan: &Plan, ratings: &[BlockRatings]) -> Result<SearchResult, Sta
         top,
         controls,
         front: front.0.iter().map(|&(c, r)| (c + fixed[0], r)).collect(),
+        latency_front: match &plan.search.latency {
+            Some(_) => suffix_fronts_on(&blocks, 2)
+                .swap_remove(0)
+                .0
+                .iter()
+                .map(|&(c, r)| (c + fixed[2], r))
+                .collect(),
+            None => Vec::new(),
+        },
         measure: measure_name(plan.search.measures[0]),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -175,6 +187,7 @@ pub fn pareto_svg(result: &SearchResult, limit: f64) -> String {
             let x = match result.measure.as_str() {
                 "params" => c.params as f64,
                 "macs" => c.macs as f64,
+                "latency_ms" => c.latency_ms.unwrap_or(f64::NAN),
                 _ => c.flops_dna as f64,
             };
             (x, c.rating, c.name.as_str())
@@ -256,6 +269,18 @@ pub fn run(ctx: &mut Ctx) -> Result<SearchResult, StageError> {
         &svg,
         pareto_svg(&result, ctx.plan.search.limits[0]).as_bytes(),
     )?;
+    let latency_svg = (!result.latency_front.is_empty()).then(|| {
+        let by_latency = SearchResult {
+            front: result.latency_front.clone(),
+            measure: "latency_ms".into(),
+            ..result.clone()
+        };
+        let limit = ctx.plan.search.all_limits()[2];
+        (ctx.dir.pareto_latency_svg(), pareto_svg(&by_latency, limit))
+    });
+    if let Some((p, svg)) = &latency_svg {
+        write_atomic(p, svg.as_bytes())?;
+    }
     write_json(&path, &result)?;
     let run = ctx.track.child("search", &[])?;
     ctx.track.metrics(
@@ -269,6 +294,9 @@ pub fn run(ctx: &mut Ctx) -> Result<SearchResult, StageError> {
     )?;
     ctx.track.artifact(&run, &path, "")?;
     ctx.track.artifact(&run, &svg, "")?;
+    if let Some((p, _)) = &latency_svg {
+        ctx.track.artifact(&run, p, "")?;
+    }
     ctx.track.end("search", RunStatus::Finished)?;
     // The top-1's cost on the parent run, so runs can be plotted against cost in MLflow.
     let parent = ctx.track.parent.clone();
