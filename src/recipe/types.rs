@@ -58,8 +58,8 @@ pub struct Recipe {
     pub runtime: Runtime,
     /// The variants `dnarun sweep` runs: the cartesian product of `grid`, then each of
     /// `members`. Every other command ignores this section.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sweep: Option<Sweep>,
+    #[serde(default, skip_serializing_if = "Sweep::is_empty")]
+    pub sweep: Sweep,
 }
 
 /// `[sweep]`: the variants of this recipe that `dnarun sweep` runs, each a full run with its
@@ -76,6 +76,13 @@ pub struct Sweep {
     /// run after the grid's.
     #[serde(default)]
     pub members: Vec<BTreeMap<String, serde_json::Value>>,
+}
+
+impl Sweep {
+    /// Whether it declares no member.
+    pub fn is_empty(&self) -> bool {
+        self.grid.is_empty() && self.members.is_empty()
+    }
 }
 
 /// Name, seed and output location of the experiment.

@@ -87,6 +87,9 @@ pub enum RunError {
         /// What the system said.
         reason: String,
     },
+    /// `dnarun sweep` of a recipe without a sweep.
+    #[error("`{}` declares no sweep: add a `[sweep]` section with `grid` (dotted keys -> arrays of values) or `members` (tables of overrides), or pass `--set 'sweep.grid={{\"rate.calibration_batches\"=[1,2]}}'`", .0.display())]
+    NoSweep(std::path::PathBuf),
     /// Per-device workers failed.
     #[error("{}", .0.join("; "))]
     WorkersFailed(Vec<String>),

@@ -205,13 +205,7 @@ fn open(req: &SweepRequest, tracking: bool) -> Result<Opened, RunError> {
     let base = super::commands::load_plan(&req.recipe, &req.sets)?;
     let wanted = expand(&section_of(&base)?);
     if wanted.is_empty() {
-        return Err(RunError::BadOption {
-            option: "set",
-            problem: format!(
-                "`{}` declares no sweep: add a `[sweep]` section with `grid` (keys -> arrays of values) or `members` (tables of overrides), or pass `--set 'sweep.grid={{\"rate.calibration_batches\"=[1,2]}}'`",
-                req.recipe.display()
-            ),
-        });
+        return Err(RunError::NoSweep(req.recipe.clone()));
     }
     let dir = sweep_dir(&base);
     std::fs::create_dir_all(&dir).map_err(|e| crate::rundir::RunDirError::write(&dir, e))?;
