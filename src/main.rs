@@ -289,7 +289,9 @@ enum Command {
         sets: Vec<String>,
     },
     /// Hand the run to a Slurm cluster: teacher, a job array per block for distillation and for
-    /// rating (`afterok`), then search, retrain and report. Prints the job ids.
+    /// rating (`afterok`), then search, retrain and report. Prints the job ids. A recipe with a
+    /// `[sweep]` submits every member, a stage two members share computed once (the later
+    /// member's job waits for the earlier's and takes it from the stage cache).
     Submit {
         #[command(flatten)]
         recipe: RecipeArgs,
