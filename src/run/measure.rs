@@ -87,10 +87,7 @@ fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
 }
 
-/// Waits for a tensor's computation (a one-value read-back).
-fn sync<const D: usize>(t: Tensor<D>) {
-    let _ = t.sum().into_scalar::<f32>();
-}
+use crate::nn::timing::sync;
 
 struct Ctx<'a> {
     plan: &'a Plan,

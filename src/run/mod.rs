@@ -420,14 +420,14 @@ fn run_stages(
             Stage::Distill => (dir.distill_unit(i), &keys.distill[i]),
             _ => (dir.rate_unit(i), &keys.rate[i]),
         };
+        let done = |p: &crate::rundir::Progress, i: usize| match stage {
+            Stage::Distill => p.distilled[i],
+            _ => p.rated[i],
+        };
         let progress = dir.progress()?;
         for &i in &mine {
             let (unit, key) = block_unit(i);
-            let done = match stage {
-                Stage::Distill => progress.distilled[i],
-                _ => progress.rated[i],
-            };
-            ctx.adopt(&unit, key, done)?;
+            ctx.adopt(&unit, key, done(&progress, i))?;
         }
         let teacher = teacher.as_ref().expect("teacher");
         let only = only.as_deref();
@@ -441,11 +441,7 @@ fn run_stages(
         let progress = dir.progress()?;
         for &i in &mine {
             let (unit, key) = block_unit(i);
-            let done = match stage {
-                Stage::Distill => progress.distilled[i],
-                _ => progress.rated[i],
-            };
-            if done {
+            if done(&progress, i) {
                 ctx.publish(&unit, key)?;
             }
         }

@@ -37,10 +37,7 @@ pub fn key(
         stability_images,
         stop_when_stable,
     } = &plan.distill;
-    let mut k = super::key_base("distill", plan)
-        .with("teacher", teacher)
-        .with("block", &super::supernet_block(plan, i))
-        .with("taps", &plan.taps[i.saturating_sub(1)..=i])
+    super::block_key_base("distill", plan, data, teacher, i)
         .with(
             "distill",
             &(
@@ -63,13 +60,8 @@ pub fn key(
             ),
         )
         .with("search_idx", &data.search)
-        .with("held_out_idx", &held_out_idx(plan, data));
-    if data.train.is_photos() {
-        // A photo folder's file fingerprint holds sizes, not bytes; the full one holds the bytes
-        // of the sampled photos.
-        k = k.with("fingerprint", &data.fingerprint);
-    }
-    k.finish()
+        .with("held_out_idx", &held_out_idx(plan, data))
+        .finish()
 }
 
 /// The rating-subset images the stability evaluation holds out (none when it is off).

@@ -171,6 +171,18 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// [`Ctx::adopt`] of a trained net's unit, done once its state (`state`) has an accuracy.
+    pub fn adopt_trained(
+        &mut self,
+        unit: &Unit,
+        key: &Key,
+        state: &Path,
+    ) -> Result<(), StageError> {
+        let done = crate::rundir::read_json::<crate::rundir::TrainState>(state)?
+            .is_some_and(|s| s.accuracy.is_some());
+        self.adopt(unit, key, done)
+    }
+
     /// Records a finished unit's key and stores it in the stage cache.
     pub fn publish(&self, unit: &Unit, key: &Key) -> Result<(), StageError> {
         Ok(self.cache.publish(&self.dir, unit, key)?)
@@ -209,6 +221,42 @@ impl StageKeys {
             rate,
         }
     }
+}
+
+/// The start of block `i`'s distillation and rating keys: the unit they consume (`upstream`),
+/// the block's supernet and taps, and for a photo folder the sampled photos' bytes (its file
+/// fingerprint holds sizes, not bytes).
+fn block_key_base(
+    stage: &str,
+    plan: &Plan,
+    data: &Dataset,
+    upstream: &Key,
+    i: usize,
+) -> KeyBuilder {
+    let k = key_base(stage, plan)
+        .with("upstream", upstream)
+        .with("block", &supernet_block(plan, i))
+        .with("taps", &plan.taps[i.saturating_sub(1)..=i]);
+    if data.train.is_photos() {
+        k.with("fingerprint", &data.fingerprint)
+    } else {
+        k
+    }
+}
+
+/// The key of a net retrained from scratch (a retrained architecture, a study net's seed):
+/// `net` (what names it and seeds its initialisation, and its architecture), the space, the
+/// retraining settings, and the training and test images.
+fn trained_net_key(stage: &str, plan: &Plan, data: &Dataset, net: &impl std::fmt::Debug) -> Key {
+    key_base(stage, plan)
+        .with("space", &plan.space)
+        .with("net", net)
+        .with("retrain.train", &plan.retrain.train)
+        .with("data.batch_size", &plan.data.batch_size)
+        .with("files", &data.files_fingerprint)
+        .with("train_idx", &data.train_idx)
+        .with("test_idx", &data.test_idx)
+        .finish()
 }
 
 /// What block `i`'s supernet is built from (`SuperBlock::new`): its space, and for block 0 the

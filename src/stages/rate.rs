@@ -376,16 +376,10 @@ pub fn key(
         max_images,
         loss,
     } = &plan.rate;
-    let mut k = super::key_base("rate", plan)
-        .with("distill", distill)
-        .with("block", &super::supernet_block(plan, i))
-        .with("taps", &plan.taps[i.saturating_sub(1)..=i])
+    super::block_key_base("rate", plan, data, distill, i)
         .with("rate", &(batch_size, calibration_batches, max_images, loss))
-        .with("rate_idx", &data.rate);
-    if data.train.is_photos() {
-        k = k.with("fingerprint", &data.fingerprint);
-    }
-    k.finish()
+        .with("rate_idx", &data.rate)
+        .finish()
 }
 
 /// Rates the given blocks (all unrated ones when `only` is `None`).

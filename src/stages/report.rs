@@ -342,18 +342,7 @@ fn latency_check(ctx: &Ctx, nets: &[Retrained]) -> Result<Option<LatencyCheck>, 
             continue;
         };
         let measured = if here {
-            let arch = super::retrain::ArchFile {
-                recipe: String::new(),
-                name: r.chosen.name.clone(),
-                blocks: r.chosen.paths.clone(),
-                rating: None,
-                macs: None,
-                flops_dna: None,
-                params: None,
-                latency_ms: None,
-                accuracy: None,
-            }
-            .architecture(plan)?;
+            let arch = r.chosen.architecture(plan)?;
             Some(
                 crate::nn::timing::student_ms(
                     &plan.space,

@@ -55,21 +55,7 @@ impl ArchFile {
 
     /// The architecture in a plan's space.
     pub fn architecture(&self, plan: &Plan) -> Result<Architecture, StageError> {
-        if self.blocks.len() != plan.space.blocks.len() {
-            return Err(StageError::Architecture(format!(
-                "the architecture names {} block paths but the recipe has {} blocks",
-                self.blocks.len(),
-                plan.space.blocks.len()
-            )));
-        }
-        let paths = self
-            .blocks
-            .iter()
-            .zip(&plan.space.blocks)
-            .map(|(p, b)| b.parse_path(p))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StageError::Architecture)?;
-        Ok(Architecture { paths })
+        super::search::parse_paths(plan, &self.blocks)
     }
 }
 
@@ -87,15 +73,7 @@ pub struct Retrained {
 /// A retrained net's cache key: its architecture in the space, its name (its initialisation's
 /// seed), the retraining settings, and the training and test images.
 pub fn key(plan: &Plan, data: &crate::data::Dataset, chosen: &Chosen) -> crate::rundir::Key {
-    super::key_base("retrain", plan)
-        .with("space", &plan.space)
-        .with("architecture", &(&chosen.name, &chosen.paths))
-        .with("retrain.train", &plan.retrain.train)
-        .with("data.batch_size", &plan.data.batch_size)
-        .with("files", &data.files_fingerprint)
-        .with("train_idx", &data.train_idx)
-        .with("test_idx", &data.test_idx)
-        .finish()
+    super::trained_net_key("retrain", plan, data, &(&chosen.name, &chosen.paths))
 }
 
 /// Retrains one architecture into its folder of the run directory; `recipe_rel` is the recipe
@@ -138,9 +116,7 @@ pub fn retrain_one(ctx: &mut Ctx, chosen: &Chosen, recipe_rel: &str) -> Result<f
         ctx.dir.retrain_unit(&chosen.name),
         key(plan, ctx.data, chosen),
     );
-    let done = crate::rundir::read_json::<crate::rundir::TrainState>(&ck.state())?
-        .is_some_and(|s| s.accuracy.is_some());
-    ctx.adopt(&unit, &key, done)?;
+    ctx.adopt_trained(&unit, &key, &ck.state())?;
     let seed = plan.seeds.student_init(&chosen.name);
     let (model, acc) = train_classifier(
         ctx,

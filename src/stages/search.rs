@@ -66,6 +66,31 @@ fn measure_name(m: Measure) -> String {
     }
 }
 
+impl Chosen {
+    /// The architecture in a plan's space.
+    pub fn architecture(&self, plan: &Plan) -> Result<Architecture, StageError> {
+        parse_paths(plan, &self.paths)
+    }
+}
+
+/// Each block's path in its textual form, as an architecture of the plan's space.
+pub fn parse_paths(plan: &Plan, blocks: &[String]) -> Result<Architecture, StageError> {
+    if blocks.len() != plan.space.blocks.len() {
+        return Err(StageError::Architecture(format!(
+            "the architecture names {} block paths but the recipe has {} blocks",
+            blocks.len(),
+            plan.space.blocks.len()
+        )));
+    }
+    let paths = blocks
+        .iter()
+        .zip(&plan.space.blocks)
+        .map(|(p, b)| b.parse_path(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StageError::Architecture)?;
+    Ok(Architecture { paths })
+}
+
 /// Describes an architecture.
 pub fn describe(plan: &Plan, name: &str, arch: &Architecture, rating: f64) -> Chosen {
     let c = plan.space.cost(arch);

@@ -198,15 +198,7 @@ pub fn net_key(
     paths: &[String],
     k: usize,
 ) -> crate::rundir::Key {
-    super::key_base("study", plan)
-        .with("space", &plan.space)
-        .with("net", &(name, paths, k))
-        .with("retrain.train", &plan.retrain.train)
-        .with("data.batch_size", &plan.data.batch_size)
-        .with("files", &data.files_fingerprint)
-        .with("train_idx", &data.train_idx)
-        .with("test_idx", &data.test_idx)
-        .finish()
+    super::trained_net_key("study", plan, data, &(name, paths, k))
 }
 
 /// Retrains a net with every seed (resuming where it stopped; taking it from the stage cache).
@@ -237,11 +229,7 @@ fn retrain(
             ctx.dir.study_net_unit(name, k),
             net_key(plan, ctx.data, name, &paths, k),
         );
-        let done = crate::rundir::read_json::<crate::rundir::TrainState>(
-            &ctx.dir.study_net(name, k).state(),
-        )?
-        .is_some_and(|s| s.accuracy.is_some());
-        ctx.adopt(&unit, &key, done)?;
+        ctx.adopt_trained(&unit, &key, &ctx.dir.study_net(name, k).state())?;
         let seeds = Seeds {
             base: plan.seeds.study_retrain(k),
         };
@@ -351,18 +339,7 @@ fn nets(
         .map(|(i, c)| (format!("net{:02}", i + 1), c))
         .collect();
     if let Some(t) = searched.top.first() {
-        let arch = ArchFile {
-            recipe: String::new(),
-            name: t.name.clone(),
-            blocks: t.paths.clone(),
-            rating: None,
-            macs: None,
-            flops_dna: None,
-            params: None,
-            latency_ms: None,
-            accuracy: None,
-        }
-        .architecture(plan)?;
+        let arch = t.architecture(plan)?;
         if let Some(choice) = choice_of(&arch, ratings) {
             list.push(("top1".to_string(), choice));
         }
