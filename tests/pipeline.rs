@@ -1351,13 +1351,16 @@ fn path_sampling_gives_every_path_the_same_share() {
 }
 
 /// A planted answer: a random student of the space is the teacher, its block outputs the taps.
-/// The supernet distilled against them (the stages' own step, 2,000 steps) and rated (the rating
-/// stage's own function) must rank the planted path among the best 20 % of its block's 39 paths
-/// (rank 7 or better): a block-wise distillation that works finds the path that computes the
-/// target. Not "first": a path that contains the planted ops can imitate it (an MBConv with its
-/// residual can pass its input through). Measured: rank 2 in block 0 (beaten by the same cell with
-/// a wider second op), rank 6 in block 1 (beaten by 3-layer paths with the planted first and last
-/// ops); the 10 % the issue asked for holds in block 0 only (docs/study.md, experiment 7).
+/// The supernet is distilled against them with the stages' own step and schedule (2,000 steps of
+/// 32 images, the learning rate decayed every 200) and rated with the rating stage's own
+/// function. What must hold: no path that costs as little as the planted path or less is rated
+/// better (so the search, given the planted path's cost, picks it), at least 5 such paths exist,
+/// and every path rated better begins with the planted first op. The planted path need not rank
+/// first: a path that contains its ops can imitate it (a wider op in its place, or a deeper cell
+/// whose extra MBConv passes its input through the residual). Its rank is printed: over seeds
+/// 0-3 it was 2-8 of 39 in block 0 (the same cell with the wider op `c` always ahead) and 1 in
+/// block 1, so the best 10 % the issue asked for does not hold in block 0 (docs/study.md,
+/// experiment 7).
 #[test]
 fn distillation_and_rating_find_a_planted_path() {
     use burn::tensor::TensorData;
@@ -1443,7 +1446,7 @@ fn distillation_and_rating_find_a_planted_path() {
                 &mut optim,
                 input_of(x.clone()).autodiff(),
                 taps(x)[i].clone().autodiff(),
-                0,
+                step / 200,
                 step,
             );
             net = n;
@@ -1462,19 +1465,35 @@ fn distillation_and_rating_find_a_planted_path() {
         assert_eq!(rated.len(), 3 + 9 + 27);
         rated.sort_by(|a, b| a.1.total_cmp(&b.1));
         let rank = rated.iter().position(|(p, _)| p == planted_path).unwrap() + 1;
-        let names: Vec<String> = rated
-            .iter()
-            .take(6)
-            .map(|(p, r)| format!("{} {r:.4}", plan.space.blocks[i].path_name(p)))
-            .collect();
+        let block = &plan.space.blocks[i];
+        let name = |p: &SPath, r: f64| format!("{} {r:.4}", block.path_name(p));
+        let better: Vec<String> = rated[..rank - 1].iter().map(|(p, r)| name(p, *r)).collect();
         eprintln!(
-            "block {i}: planted path ranks {rank} of 39; best: {}",
-            names.join(", ")
+            "block {i}: planted {} ranks {rank} of 39; rated better: {better:?}",
+            name(planted_path, rated[rank - 1].1)
         );
+        let own = block.path_cost(planted_path).macs;
+        let no_dearer = rated
+            .iter()
+            .filter(|(p, _)| p != planted_path && block.path_cost(p).macs <= own)
+            .count();
         assert!(
-            rank <= 7,
-            "block {i}: the planted path ranks {rank} of 39: {names:?}"
+            no_dearer >= 5,
+            "block {i}: only {no_dearer} paths cost no more"
         );
+        for (p, r) in &rated[..rank - 1] {
+            assert!(
+                block.path_cost(p).macs > own,
+                "block {i}: {} costs no more than the planted path and is rated better",
+                name(p, *r)
+            );
+            assert_eq!(
+                p.ops[0],
+                planted_path.ops[0],
+                "block {i}: {} is rated better without the planted first op",
+                name(p, *r)
+            );
+        }
     }
 }
 

@@ -704,8 +704,10 @@ pub struct Distill {
     #[schemars(range(min = 1))]
     pub max_steps: Option<usize>,
     /// How each step picks the paths it trains: `cell` (every cell once, a uniform path of
-    /// each; DNA's) or `path` (cells drawn in proportion to their paths, so every path gets the
-    /// same expected number of updates).
+    /// each; DNA's: every cell's weights trained equally often, shallow cells favoured by short
+    /// distillation) or `path` (cells drawn in proportion to their paths, so every path gets the
+    /// same expected number of updates: the ranking settles sooner, but deep cells' weights train
+    /// far more often and rate better; docs/study.md, experiment 6).
     #[serde(default)]
     pub sampling: crate::space::PathSampling,
     /// Rank stability: every `every` epochs, a fixed sample of each block's paths is rated on a

@@ -53,12 +53,15 @@ pub enum RateLoss {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum PathSampling {
-    /// Every cell once per step, a uniformly random path of each (the public DNA code's): a cell
-    /// of many paths gives each of them fewer updates than a cell of few.
+    /// Every cell once per step, a uniformly random path of each (the public DNA code's): every
+    /// cell's weights are trained equally often, so a cell of many paths gives each of them fewer
+    /// updates than a cell of few, and short distillation rates shallow cells better.
     #[default]
     Cell,
     /// As many draws per step as there are cells, each cell drawn in proportion to its number of
     /// paths, then a uniformly random path of it: every path of the block gets the same expected
-    /// number of updates.
+    /// number of updates, so a deep cell's weights are trained far more often than a shallow
+    /// cell's, and the rating favours deep cells (docs/study.md, experiment 6). Its ranking
+    /// settles sooner; compare paths within a cell, or prefer `cell`.
     Path,
 }
