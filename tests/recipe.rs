@@ -1296,3 +1296,32 @@ fn init_writes_recipes_that_validate_and_plan() {
     assert!(text.starts_with("#:schema "), "{text}");
     insta::assert_snapshot!(text);
 }
+
+/// A misspelt recipe file name gets the file beside it that it most likely means, run from the
+/// recipe's folder (a bare name) and from elsewhere; a name like nothing there gets the plain
+/// help. Exit 2 either way.
+#[test]
+fn a_misspelt_recipe_file_suggests_the_one_beside_it() {
+    let bin = env!("CARGO_BIN_EXE_dnarun");
+    let err = |dir: &str, recipe: &str| {
+        let out = std::process::Command::new(bin)
+            .current_dir(dir)
+            .args(["validate", recipe])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err("tests/fixtures", "tinny.toml");
+    assert!(e.contains("help: did you mean `tiny.toml`?"), "{e}");
+    let e = err(".", "tests/fixtures/tiyn.toml");
+    assert!(
+        e.contains("help: did you mean `tests/fixtures/tiny.toml`?"),
+        "{e}"
+    );
+    let e = err("tests/fixtures", "zzzzzz.toml");
+    assert!(
+        e.contains("help: check the path (relative to the current directory)"),
+        "{e}"
+    );
+}

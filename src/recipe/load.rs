@@ -338,9 +338,16 @@ fn read_chain(
                     path.display()
                 ),
             };
-            let help = match &from {
-                None => "check the path (relative to the current directory)",
-                Some(_) => "check the path; `extends` is relative to the file that contains it",
+            let help = match (&from, similar_file(path)) {
+                (None, Some(other)) => format!("did you mean `{}`?", other.display()),
+                (Some(_), Some(other)) => format!(
+                    "did you mean `{}` (beside it)?",
+                    other.file_name().unwrap_or_default().to_string_lossy()
+                ),
+                (None, None) => "check the path (relative to the current directory)".into(),
+                (Some(_), None) => {
+                    "check the path; `extends` is relative to the file that contains it".into()
+                }
             };
             diags.push(Diagnostic::new(msg).at(from).help(help));
             return;
@@ -668,6 +675,23 @@ fn resolve<'a>(root: &'a Value, mut node: &'a Value) -> &'a Value {
         }
     }
     node
+}
+
+/// A file beside a missing `path` whose name is a likely misspelling of its name (a recipe
+/// typed `quickstrat.toml`): at most 2 edits, and at most a third of the name. Returned as
+/// `path` with that name.
+fn similar_file(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    std::fs::read_dir(dir.unwrap_or(Path::new(".")))
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .map(|other| (strsim::damerau_levenshtein(name, &other), other))
+        .filter(|(d, _)| *d <= 2 && 3 * d <= name.chars().count())
+        .min()
+        .map(|(_, other)| path.with_file_name(other))
 }
 
 fn json_kind(v: &Value) -> String {
