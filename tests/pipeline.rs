@@ -1678,7 +1678,8 @@ fn a_sweep(dir: &Path, extra: &[&str]) -> Vec<String> {
 #[test]
 fn a_failing_member_does_not_stop_a_sweep_and_a_killed_sweep_resumes() {
     let dir = out_dir("sweep-fail");
-    let members = r#"sweep.members=[{"search.max_mflops"=0.0001}, {"rate.calibration_batches"=2}, {"distill.epochs"=40}]"#;
+    // Member 1 fails before it has a run directory, member 4 after (its weights are missing).
+    let members = r#"sweep.members=[{"search.max_mflops"=0.0001}, {"rate.calibration_batches"=2}, {"distill.epochs"=40}, {"teacher.weights"={path="/nonexistent.safetensors",format="safetensors"}}]"#;
     let mut a = vec!["sweep".to_string()];
     a.extend(args(&dir, &["search.top_k=1", "retrain.epochs=1", members]));
     let mut child = Command::new(BIN)
@@ -1728,10 +1729,11 @@ fn a_failing_member_does_not_stop_a_sweep_and_a_killed_sweep_resumes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("sweep member 1 of 3")
-            && !err.contains("sweep member 2 of 3")
-            && err.contains("sweep member 3 of 3")
-            && err.contains("1 member(s) of the sweep failed"),
+        err.contains("sweep member 1 of 4")
+            && !err.contains("sweep member 2 of 4")
+            && err.contains("sweep member 3 of 4")
+            && err.contains("sweep member 4 of 4")
+            && err.contains("2 member(s) of the sweep failed"),
         "{err}"
     );
     let after = sweep_state(&sweep);
@@ -1741,7 +1743,25 @@ fn a_failing_member_does_not_stop_a_sweep_and_a_killed_sweep_resumes() {
         after["members"][2]["run_dir"],
         before["members"][2]["run_dir"]
     );
-    assert!(!sweep.join("tiny-003").exists(), "no new run directory");
+    assert_eq!(after["members"][3]["status"], "failed");
+    assert!(
+        after["members"][3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent.safetensors"),
+        "{after}"
+    );
+    // Resumed again, member 4 fails again in the run directory its first attempt made.
+    let again = Command::new(BIN)
+        .args(["resume", &sweep.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(
+        sweep_state(&sweep)["members"][3]["run_dir"],
+        after["members"][3]["run_dir"]
+    );
+    assert!(!sweep.join("tiny-004").exists(), "no new run directory");
     let md = std::fs::read_to_string(sweep.join("sweep.md")).unwrap();
     assert!(md.contains("failed: "), "{md}");
 }

@@ -362,7 +362,8 @@ pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<(PathBuf, usize), Run
 }
 
 /// A member's plan (its run directories under the sweep's, the recipe's stage cache) and run
-/// directory (its recorded one, else a new one).
+/// directory (its recorded one, else a new one; a recorded one that a failed attempt left
+/// without a lock file is taken again rather than left behind empty).
 fn member_plan(
     req: &SweepRequest,
     base: &Plan,
@@ -378,7 +379,7 @@ fn member_plan(
     ));
     let plan = super::commands::load_plan(&req.recipe, &sets)?;
     let run_dir = match &m.run_dir {
-        Some(d) if d.join("dnarun.lock").exists() => d.clone(),
+        Some(d) if d.is_dir() => d.clone(),
         _ => RunDir::create(&plan)?.root().to_path_buf(),
     };
     Ok((plan, run_dir))
