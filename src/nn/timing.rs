@@ -2,19 +2,32 @@
 //! repeated calls, each waiting for its result (`dnarun latency`, and the report's measured
 //! latencies).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::tensor::Tensor;
 
 use crate::space::latency::Timing;
 
-/// Median and interquartile range, in milliseconds, of at least `repeats` calls of `f` (and
-/// at least 100 ms of them) after three warm-ups; each call must wait for its result (see
-/// [`sync`]).
-pub fn timing(repeats: usize, mut f: impl FnMut()) -> Timing {
-    for _ in 0..3 {
+/// How long calls are made, untimed, before timing starts (and at least 3 of them). A CPU
+/// backend runs its first tenth of a second of calls up to 1.8x slower than later ones (its
+/// thread pool and memory settle); three calls alone left that in the table's entries.
+pub const WARM_UP: Duration = Duration::from_millis(200);
+
+/// Calls `f` for at least [`WARM_UP`] and 3 times.
+fn warm_up(mut f: impl FnMut()) {
+    let started = Instant::now();
+    let mut n = 0;
+    while n < 3 || (started.elapsed() < WARM_UP && n < 100_000) {
         f();
+        n += 1;
     }
+}
+
+/// Median and interquartile range, in milliseconds, of at least `repeats` calls of `f` (and
+/// at least 100 ms of them) after a warm-up ([`WARM_UP`]); each call must wait for its result
+/// (see [`sync`]).
+pub fn timing(repeats: usize, mut f: impl FnMut()) -> Timing {
+    warm_up(&mut f);
     let started = Instant::now();
     let mut t: Vec<f64> = Vec::new();
     while t.len() < repeats.max(1) || (started.elapsed().as_secs_f64() < 0.1 && t.len() < 100_000) {
@@ -95,11 +108,11 @@ pub fn students_ms(
             timing(repeats, || sync(out.clone())).median_ms
         })
         .collect();
-    for s in &nets {
-        for _ in 0..3 {
+    warm_up(|| {
+        for s in &nets {
             sync(run(s));
         }
-    }
+    });
     let mut t: Vec<Vec<f64>> = vec![Vec::new(); nets.len()];
     let started = Instant::now();
     let per = 0.1 * nets.len() as f64;
