@@ -10,7 +10,8 @@ use crate::space::latency::Timing;
 
 /// How long calls are made, untimed, before timing starts (and at least 3 of them). A CPU
 /// backend runs its first tenth of a second of calls up to 1.8x slower than later ones (its
-/// thread pool and memory settle); three calls alone left that in the table's entries.
+/// thread pool and allocator settling, probably); three calls alone left that in the table's
+/// entries.
 pub const WARM_UP: Duration = Duration::from_millis(200);
 
 /// Calls `f` for at least [`WARM_UP`] and 3 times.
