@@ -166,7 +166,8 @@ enum Command {
         /// Images per forward pass (1: deployment).
         #[arg(long, default_value_t = 1, value_name = "N")]
         batch: usize,
-        /// Timed repetitions per entry (after 3 warm-ups).
+        /// Timed repetitions per entry (at least; and at least 100 ms of them, after a 200 ms
+        /// warm-up).
         #[arg(long, default_value_t = 25, value_name = "N")]
         repeats: usize,
         /// Measure N whole students against the table's sums.

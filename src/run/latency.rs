@@ -198,7 +198,7 @@ fn validate(
 pub fn markdown(plan: &Plan, t: &LatencyTable) -> String {
     let space = &plan.space;
     let mut s = format!(
-        "# Latency table of `{}`\n\nDevice `{}` ({}), batch {}, {} threads, {} timed repetitions per entry after 3 warm-ups (median, interquartile range); dnarun {}. {} entries.\n\n",
+        "# Latency table of `{}`\n\nDevice `{}` ({}), batch {}, {} threads, at least {} timed repetitions and 100 ms per entry after a 200 ms warm-up (median, interquartile range); dnarun {}. {} entries.\n\n",
         plan.experiment.name,
         t.device,
         if t.device_name.is_empty() {
