@@ -142,7 +142,9 @@ pub fn md_path(json: &Path) -> PathBuf {
 }
 
 /// `n` students spread over the space's FLOPs range (evenly spaced quantiles of 50 n random
-/// ones), each built whole and timed end to end, against the table's sums.
+/// ones, each block's cell drawn uniformly and then a path of it, so that shallow cells, which
+/// have few paths, are as common as deep ones: the search often picks them), each built whole
+/// and timed end to end, against the table's sums.
 fn validate(
     plan: &Plan,
     table: &LatencyTable,
@@ -150,14 +152,27 @@ fn validate(
     o: &LatencyOptions,
 ) -> Result<Validation, RunError> {
     let space = &plan.space;
-    let all: Vec<Vec<crate::space::Path>> = space.blocks.iter().map(|b| b.paths()).collect();
+    // Per block, per cell, its paths.
+    let all: Vec<Vec<Vec<crate::space::Path>>> = space
+        .blocks
+        .iter()
+        .map(|b| {
+            let paths = b.paths();
+            (0..b.cells.len())
+                .map(|c| paths.iter().filter(|p| p.cell == c).cloned().collect())
+                .collect()
+        })
+        .collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(plan.seeds.base ^ 0x1A7E);
     let mut pool: Vec<(f64, Architecture)> = (0..50 * o.validate)
         .map(|_| {
             let arch = Architecture {
                 paths: all
                     .iter()
-                    .map(|p| p[rng.random_range(0..p.len())].clone())
+                    .map(|cells| {
+                        let c = &cells[rng.random_range(0..cells.len())];
+                        c[rng.random_range(0..c.len())].clone()
+                    })
                     .collect(),
             };
             (space.cost(&arch).flops(FlopsConvention::Dna) as f64, arch)
