@@ -1704,14 +1704,19 @@ fn a_failing_member_does_not_stop_a_sweep_and_a_killed_sweep_resumes() {
     child.wait().unwrap();
     let sweep = dir.join("tiny-sweep");
     let before = sweep_state(&sweep);
-    assert_eq!(before["members"][0]["status"], "failed");
-    assert!(
-        before["members"][0]["error"]
-            .as_str()
+    // A failed member's status and the message it recorded.
+    let failed_with = |state: &serde_json::Value, k: usize, text: &str| {
+        let m = &state["members"][k];
+        assert_eq!(m["status"], "failed", "{m}");
+        assert!(m["error"].as_str().unwrap().contains(text), "{m}");
+    };
+    let resume = || {
+        Command::new(BIN)
+            .args(["resume", &sweep.display().to_string()])
+            .output()
             .unwrap()
-            .contains("search.max_mflops"),
-        "{before}"
-    );
+    };
+    failed_with(&before, 0, "search.max_mflops");
     assert_eq!(before["members"][1]["status"], "finished");
     assert_eq!(before["members"][2]["status"], "running");
     let status = run(&["status".to_string(), sweep.display().to_string()]);
@@ -1722,10 +1727,7 @@ fn a_failing_member_does_not_stop_a_sweep_and_a_killed_sweep_resumes() {
     );
     // `dnarun resume SWEEP_DIR` finishes it: the finished member is kept, the killed one
     // continues in its run directory; the failed one fails again, and the exit code says so.
-    let out = Command::new(BIN)
-        .args(["resume", &sweep.display().to_string()])
-        .output()
-        .unwrap();
+    let out = resume();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -1743,20 +1745,9 @@ fn a_failing_member_does_not_stop_a_sweep_and_a_killed_sweep_resumes() {
         after["members"][2]["run_dir"],
         before["members"][2]["run_dir"]
     );
-    assert_eq!(after["members"][3]["status"], "failed");
-    assert!(
-        after["members"][3]["error"]
-            .as_str()
-            .unwrap()
-            .contains("/nonexistent.safetensors"),
-        "{after}"
-    );
+    failed_with(&after, 3, "/nonexistent.safetensors");
     // Resumed again, member 4 fails again in the run directory its first attempt made.
-    let again = Command::new(BIN)
-        .args(["resume", &sweep.display().to_string()])
-        .output()
-        .unwrap();
-    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(resume().status.code(), Some(1));
     assert_eq!(
         sweep_state(&sweep)["members"][3]["run_dir"],
         after["members"][3]["run_dir"]
